@@ -1,0 +1,334 @@
+"""SQLite (WAL) implementation of the BufferStore, holding the dictionary's durable state too.
+
+Why the dictionary lives here: an event insert and the dictionary update it causes must commit in
+ONE transaction, so a redelivered event (already in ``events``) can never update a word twice.
+The in-memory ``WordSentimentModel`` is a cache: inside each write transaction the rows of the
+words about to change are re-read, so several processes sharing one file stay exact.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from sentiloop.buffer.store import BatchResult, BufferStats, SourcedEvent, StoredEvent, holdout_split
+from sentiloop.events import FeedbackEvent
+from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    label INTEGER,
+    predicted_label INTEGER,
+    model_version TEXT,
+    domain TEXT,
+    lang TEXT,
+    event_ts_ms INTEGER NOT NULL,
+    ingested_ms INTEGER NOT NULL,
+    split TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_label ON events(label);
+CREATE INDEX IF NOT EXISTS events_domain ON events(domain);
+CREATE INDEX IF NOT EXISTS events_ingested ON events(ingested_ms);
+CREATE TABLE IF NOT EXISTS retired_ids (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, set_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dict_words (word TEXT PRIMARY KEY, score REAL NOT NULL, updates INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dict_pending (word TEXT PRIMARY KEY, count INTEGER NOT NULL, total REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+_EVENT_COLUMNS = "seq, event_id, text, label, predicted_label, model_version, domain, lang, event_ts_ms, ingested_ms, split"
+_CHUNK = 500  # SQLite's bound-parameter limit is far above this; keeps IN (...) lists reasonable.
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _chunks(items: list[str], size: int = _CHUNK) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _row_to_stored(row: sqlite3.Row) -> StoredEvent:
+    event = FeedbackEvent(
+        event_id=row["event_id"],
+        text=row["text"],
+        label=row["label"],
+        predicted_label=row["predicted_label"],
+        model_version=row["model_version"],
+        domain=row["domain"],
+        lang=row["lang"],
+        ts_ms=row["event_ts_ms"],
+    )
+    return StoredEvent(seq=row["seq"], event=event, split=row["split"], ingested_ms=row["ingested_ms"])
+
+
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class SQLiteBufferStore:
+    """Buffer + dictionary state in one SQLite file; one transaction per poll batch."""
+
+    def __init__(
+        self,
+        path: Path,
+        label_names: Sequence[str],
+        dictionary: WordSentimentModel | None = None,
+        holdout_share: float = 0.1,
+        retention_days: float | None = None,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.label_names = list(label_names)
+        self.dictionary = dictionary
+        self.holdout_share = holdout_share
+        self.retention_days = retention_days
+        self._conn = _connect(path)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode across process crashes
+        self._conn.executescript(SCHEMA)
+        self._check_labels()
+        if dictionary is not None:
+            self.reload_dictionary()
+
+    # -- transactions --------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE takes the write lock up front, so concurrent writers serialise cleanly."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            if self.dictionary is not None:
+                self.reload_dictionary()  # the in-memory cache may hold uncommitted updates
+            raise
+        self._conn.execute("COMMIT")
+
+    def _check_labels(self) -> None:
+        """Refuse to reuse a buffer written with another label set: indices would change meaning."""
+        stored = self._conn.execute("SELECT value FROM meta WHERE key='labels'").fetchone()
+        if stored is None:
+            with self._write() as conn:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('labels', ?)", (json.dumps(self.label_names),))
+        elif json.loads(stored["value"]) != self.label_names:
+            raise ValueError(
+                f"buffer {self.path} was written with labels {json.loads(stored['value'])}, "
+                f"but the config has {self.label_names}; use another data_dir or the original labels"
+            )
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, name: str, amount: int) -> None:
+        if amount:
+            conn.execute(
+                "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (name, amount),
+            )
+
+    # -- dictionary state ----------------------------------------------------------------------
+    def reload_dictionary(self) -> None:
+        """Replace the in-memory dictionary with the committed rows."""
+        assert self.dictionary is not None
+        words = {r[0]: WordEntry(r[1], r[2]) for r in self._conn.execute("SELECT word, score, updates FROM dict_words")}
+        pending = {r[0]: PendingWord(r[1], r[2]) for r in self._conn.execute("SELECT word, count, total FROM dict_pending")}
+        self.dictionary.load_state(words, pending)
+
+    def _refresh_words(self, conn: sqlite3.Connection, words: set[str]) -> None:
+        """Re-read the committed rows of ``words`` (another process may have changed them)."""
+        model = self.dictionary
+        assert model is not None
+        wanted = sorted(words)
+        for word in wanted:
+            model.words.pop(word, None)
+            model.pending.pop(word, None)
+        for chunk in _chunks(wanted):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT word, score, updates FROM dict_words WHERE word IN ({marks})", chunk):
+                model.words[row[0]] = WordEntry(row[1], row[2])
+            for row in conn.execute(f"SELECT word, count, total FROM dict_pending WHERE word IN ({marks})", chunk):
+                model.pending[row[0]] = PendingWord(row[1], row[2])
+
+    def _write_dictionary_changes(self, conn: sqlite3.Connection) -> None:
+        model = self.dictionary
+        assert model is not None
+        changes = model.changes
+        conn.executemany(
+            "INSERT INTO dict_words VALUES (?, ?, ?) ON CONFLICT(word) DO UPDATE SET score=excluded.score, updates=excluded.updates",
+            [(w, model.words[w].score, model.words[w].updates) for w in changes.words],
+        )
+        gone = [w for w in changes.pending if w not in model.pending]
+        conn.executemany("DELETE FROM dict_pending WHERE word = ?", [(w,) for w in gone])
+        conn.executemany(
+            "INSERT INTO dict_pending VALUES (?, ?, ?) ON CONFLICT(word) DO UPDATE SET count=excluded.count, total=excluded.total",
+            [(w, model.pending[w].count, model.pending[w].total) for w in changes.pending if w in model.pending],
+        )
+        changes.clear()
+
+    def seed_dictionary(self, lexicon: Mapping[str, float], source: str) -> int:
+        """Bootstrap words from a seed lexicon once per buffer (recorded in meta)."""
+        assert self.dictionary is not None
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM meta WHERE key = ?", (f"seeded:{source}",)).fetchone():
+                return 0
+            self._refresh_words(conn, set(lexicon))
+            added = self.dictionary.seed(dict(lexicon))
+            self._write_dictionary_changes(conn)
+            conn.execute("INSERT INTO meta VALUES (?, ?)", (f"seeded:{source}", str(added)))
+        return added
+
+    # -- writes --------------------------------------------------------------------------------
+    def append_batch(self, records: Sequence[SourcedEvent], invalid: Mapping[str, int] | None = None) -> BatchResult:
+        """Insert new events, update the dictionary for the new labelled ones, count the rest: one transaction."""
+        result = BatchResult()
+        now = _now_ms()
+        with self._write() as conn:
+            for record in records:
+                event = record.event
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO events (event_id, topic, partition, offset, text, label, predicted_label,"
+                    " model_version, domain, lang, event_ts_ms, ingested_ms, split)"
+                    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM retired_ids WHERE event_id = ?)",
+                    (
+                        event.event_id, record.topic, record.partition, record.offset, event.text, event.label,
+                        event.predicted_label, event.model_version, event.domain, event.lang, event.ts_ms, now,
+                        holdout_split(event.event_id, self.holdout_share), event.event_id,
+                    ),
+                )
+                if cursor.rowcount == 1:
+                    result.inserted.append(event)
+                else:
+                    result.duplicates += 1
+            if self.dictionary is not None:
+                learnable = [e for e in result.inserted if e.label is not None]
+                if learnable:
+                    tokens = [set(self.dictionary.tokenize(e.text)) for e in learnable]
+                    self._refresh_words(conn, set().union(*tokens))
+                    for event, words in zip(learnable, tokens):
+                        self.dictionary.learn_tokens(words, event.label)  # type: ignore[arg-type]
+                    self._write_dictionary_changes(conn)
+                    result.dictionary_updates = len(learnable)
+                    self._bump(conn, "dictionary_updates", len(learnable))
+            self._bump(conn, "duplicates", result.duplicates)
+            for reason, count in (invalid or {}).items():
+                self._bump(conn, f"invalid:{reason}", count)
+        return result
+
+    def set_mark(self, mark: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO marks VALUES (?, (SELECT COALESCE(MAX(seq), 0) FROM events), ?)"
+                " ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, set_ms = excluded.set_ms",
+                (mark, _now_ms()),
+            )
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        if self.retention_days is None:
+            return 0
+        cutoff = (now_ms if now_ms is not None else _now_ms()) - int(self.retention_days * 86_400_000)
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO retired_ids SELECT event_id FROM events WHERE ingested_ms < ?", (cutoff,))
+            return conn.execute("DELETE FROM events WHERE ingested_ms < ?", (cutoff,)).rowcount
+
+    # -- reads ---------------------------------------------------------------------------------
+    def mark_seq(self, mark: str) -> int:
+        row = self._conn.execute("SELECT seq FROM marks WHERE name = ?", (mark,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def count_since(self, mark: str, labelled_only: bool = True) -> int:
+        query = "SELECT COUNT(*) FROM events WHERE seq > ?" + (" AND label IS NOT NULL" if labelled_only else "")
+        return int(self._conn.execute(query, (self.mark_seq(mark),)).fetchone()[0])
+
+    def sample(
+        self, n: int, *, label: int | None = None, domain: str | None = None, split: str | None = None, seed: int = 0
+    ) -> list[StoredEvent]:
+        clauses, params = [], []
+        for column, value in (("label", label), ("domain", domain), ("split", split)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        seqs = np.array([r[0] for r in self._conn.execute(f"SELECT seq FROM events{where}", params)], dtype=np.int64)
+        if len(seqs) > n:
+            seqs = np.sort(np.random.default_rng(seed).choice(seqs, size=n, replace=False))
+        chosen: list[StoredEvent] = []
+        for chunk in _chunks([str(s) for s in seqs]):
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN ({marks}) ORDER BY seq", chunk)
+            chosen.extend(_row_to_stored(row) for row in rows)
+        return chosen
+
+    def iter_events(self, *, since_seq: int = 0, labelled_only: bool = False, split: str | None = None) -> Iterator[StoredEvent]:
+        query = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?"
+        params: list[object] = [since_seq]
+        if labelled_only:
+            query += " AND label IS NOT NULL"
+        if split is not None:
+            query += " AND split = ?"
+            params.append(split)
+        for row in self._conn.execute(query + " ORDER BY seq", params):
+            yield _row_to_stored(row)
+
+    def export_jsonl(self, out: IO[str], *, labelled_only: bool = False) -> int:
+        count = 0
+        for stored in self.iter_events(labelled_only=labelled_only):
+            out.write(json.dumps(stored.event.to_json(self.label_names), ensure_ascii=False) + "\n")
+            count += 1
+        return count
+
+    def stats(self) -> BufferStats:
+        return read_stats(self._conn, self.label_names)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def read_stats(conn: sqlite3.Connection, label_names: Sequence[str]) -> BufferStats:
+    """Counts from any connection (also a read-only one, while the daemon writes)."""
+    counters = {r[0]: r[1] for r in conn.execute("SELECT name, value FROM counters")}
+    per_label = {name: 0 for name in label_names}
+    for label, count in conn.execute("SELECT label, COUNT(*) FROM events WHERE label IS NOT NULL GROUP BY label"):
+        per_label[label_names[label]] = count
+    per_domain = {
+        (domain or "(none)"): count for domain, count in conn.execute("SELECT domain, COUNT(*) FROM events GROUP BY domain")
+    }
+    return BufferStats(
+        events_stored=int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]),
+        events_labelled=sum(per_label.values()),
+        events_invalid={k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("invalid:")},
+        events_duplicate=counters.get("duplicates", 0),
+        per_label=per_label,
+        per_domain=per_domain,
+        dictionary_words=int(conn.execute("SELECT COUNT(*) FROM dict_words").fetchone()[0]),
+        dictionary_pending=int(conn.execute("SELECT COUNT(*) FROM dict_pending").fetchone()[0]),
+        dictionary_updates=counters.get("dictionary_updates", 0),
+    )
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection for `sentiloop status`/`dictionary`, safe while the daemon writes."""
+    if not path.exists():
+        raise FileNotFoundError(f"no buffer at {path}: has the daemon run with this data_dir?")
+    return _connect(path, readonly=True)
+
+
+def read_stored_labels(conn: sqlite3.Connection) -> list[str]:
+    row = conn.execute("SELECT value FROM meta WHERE key='labels'").fetchone()
+    return json.loads(row[0]) if row else []

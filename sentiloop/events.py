@@ -1,0 +1,165 @@
+"""FeedbackEvent schema v1: parse raw Kafka record bytes into a validated event, or say why not.
+
+Every failure raises :class:`InvalidEvent` whose ``reason`` is a short, bounded metric label
+(``not_utf8``, ``not_json``, ``missing_field`` ...) and whose ``detail`` names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sentiloop.errors import InvalidEvent
+
+SCHEMA_VERSION = 1
+MAX_EVENT_ID = 128
+MAX_DOMAIN = 64
+MAX_LANG = 16
+MAX_MODEL_VERSION = 128
+KNOWN_FIELDS = frozenset(
+    {"event_id", "text", "label", "predicted_label", "model_version", "domain", "lang", "ts", "schema_version"}
+)
+
+# All reasons a record can be refused for; bounded so the metric's label set stays small.
+REASONS = (
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "empty_text",
+    "text_too_long",
+    "field_too_long",
+    "unknown_label",
+    "bad_timestamp",
+    "unknown_field",
+    "unsupported_schema",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEvent:
+    """A validated feedback record; ``label`` is a class index (or None for unlabelled traffic)."""
+
+    event_id: str
+    text: str
+    label: int | None
+    predicted_label: int | None
+    model_version: str | None
+    domain: str | None
+    lang: str | None
+    ts_ms: int
+
+    def to_json(self, label_names: list[str]) -> dict[str, Any]:
+        """Schema-v1 JSON with label names, as exported to JSONL and accepted back by ``parse_event``."""
+        record: dict[str, Any] = {"event_id": self.event_id, "text": self.text, "ts": self.ts_ms}
+        if self.label is not None:
+            record["label"] = label_names[self.label]
+        if self.predicted_label is not None:
+            record["predicted_label"] = label_names[self.predicted_label]
+        for key in ("model_version", "domain", "lang"):
+            value = getattr(self, key)
+            if value is not None:
+                record[key] = value
+        return record
+
+
+def _label_index(value: Any, field: str, label_names: list[str]) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidEvent("wrong_type", f"{field} must be a label name or index, got a boolean")
+    if isinstance(value, int):
+        if 0 <= value < len(label_names):
+            return value
+        raise InvalidEvent("unknown_label", f"{field} index {value} is outside 0..{len(label_names) - 1}")
+    if isinstance(value, str):
+        try:
+            return label_names.index(value)
+        except ValueError:
+            raise InvalidEvent("unknown_label", f"{field} {value[:64]!r} is not one of {label_names}") from None
+    raise InvalidEvent("wrong_type", f"{field} must be a label name or index, got {type(value).__name__}")
+
+
+def _optional_str(payload: dict[str, Any], field: str, max_len: int) -> str | None:
+    value = payload.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"{field} must be a string, got {type(value).__name__}")
+    if len(value) > max_len:
+        raise InvalidEvent("field_too_long", f"{field} has {len(value)} characters, the limit is {max_len}")
+    return value
+
+
+def _timestamp_ms(value: Any, default_ms: int) -> int:
+    if value is None:
+        return default_ms
+    if isinstance(value, bool):
+        raise InvalidEvent("bad_timestamp", "ts must be an ISO-8601 string or epoch milliseconds, got a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or not 0 <= value < 1e14:
+            raise InvalidEvent("bad_timestamp", f"ts {value!r} is not a plausible epoch-milliseconds value")
+        return int(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidEvent("bad_timestamp", f"ts {value[:40]!r} is not ISO-8601") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return int(parsed.timestamp() * 1000)
+    raise InvalidEvent("bad_timestamp", f"ts must be an ISO-8601 string or epoch milliseconds, got {type(value).__name__}")
+
+
+def parse_event(raw: bytes | None, label_names: list[str], record_ts_ms: int, max_text_chars: int = 5000) -> FeedbackEvent:
+    """Validate one record value; raises InvalidEvent with a reason and the offending field."""
+    if raw is None:
+        raise InvalidEvent("not_json", "record has no value (tombstone)")
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("not_utf8", f"byte {exc.start} is not valid UTF-8") from None
+    try:
+        payload = json.loads(decoded)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidEvent("not_json", f"not valid JSON: {str(exc)[:120]}") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent("not_object", f"the value must be a JSON object, got {type(payload).__name__}")
+    unknown = sorted(set(payload) - KNOWN_FIELDS)
+    if unknown:
+        raise InvalidEvent("unknown_field", f"unknown field(s) {', '.join(repr(u[:40]) for u in unknown[:5])}")
+    schema = payload.get("schema_version", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise InvalidEvent("unsupported_schema", f"schema_version {schema!r} is not supported (expected {SCHEMA_VERSION})")
+
+    for field in ("event_id", "text"):
+        if field not in payload or payload[field] is None:
+            raise InvalidEvent("missing_field", f"{field} is required")
+    event_id = payload["event_id"]
+    if not isinstance(event_id, str):
+        raise InvalidEvent("wrong_type", f"event_id must be a string, got {type(event_id).__name__}")
+    if not event_id or len(event_id) > MAX_EVENT_ID:
+        raise InvalidEvent("field_too_long", f"event_id must have 1..{MAX_EVENT_ID} characters, has {len(event_id)}")
+    text = payload["text"]
+    if not isinstance(text, str):
+        raise InvalidEvent("wrong_type", f"text must be a string, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise InvalidEvent("empty_text", "text is empty after trimming whitespace")
+    if len(text) > max_text_chars:
+        raise InvalidEvent("text_too_long", f"text has {len(text)} characters, the limit is {max_text_chars}")
+
+    return FeedbackEvent(
+        event_id=event_id,
+        text=text,
+        label=_label_index(payload.get("label"), "label", label_names),
+        predicted_label=_label_index(payload.get("predicted_label"), "predicted_label", label_names),
+        model_version=_optional_str(payload, "model_version", MAX_MODEL_VERSION),
+        domain=_optional_str(payload, "domain", MAX_DOMAIN),
+        lang=_optional_str(payload, "lang", MAX_LANG),
+        ts_ms=_timestamp_ms(payload.get("ts"), record_ts_ms),
+    )

@@ -1,0 +1,1 @@
+"""Ensemble members behind one interface, their tokenizers, and the ensemble."""

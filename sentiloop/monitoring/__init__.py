@@ -1,0 +1,1 @@
+"""Prometheus metrics, health endpoints, drift detectors, bias checks and MLflow tracking."""
