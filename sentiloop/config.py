@@ -18,7 +18,7 @@ from sentiloop.errors import ConfigError
 
 ENV_PREFIX = "SENTILOOP_"
 # Environment variables with this prefix that are not config keys.
-_ENV_NOT_KEYS = {"SENTILOOP_CONFIG"}
+_ENV_NOT_KEYS = {"SENTILOOP_CONFIG", "SENTILOOP_VADER_SDIST"}
 
 
 class _Strict(BaseModel):

@@ -1,0 +1,40 @@
+"""Datasets: the VADER human-rated ground truth, users' labelled files, and the shared split.
+
+Everything is returned as :class:`Record` (id, text, label index, domain, optional score). The
+modules are private; this package is the public surface.
+
+Data attribution: the VADER ground truth is by C.J. Hutto and E. Gilbert (ICWSM 2014), MIT licence,
+taken from the ``vadersentiment==3.3.2`` source distribution.
+"""
+
+from sentiloop.datasets._binning import DEFAULT_EDGES, ScoreBins, bins_for_labels
+from sentiloop.datasets._labelled import load_labelled_file
+from sentiloop.datasets._records import LabelLike, Record
+from sentiloop.datasets._split import DEFAULT_RATIOS, DEFAULT_SEED, Split, split_dataset
+from sentiloop.datasets._vader import (
+    DOMAINS as VADER_DOMAINS,
+    fetch_vader_ground_truth,
+    load_vader_ground_truth,
+    vader_cache_dir,
+)
+from sentiloop.datasets._vader_parse import parse_ground_truth_tarball
+from sentiloop.datasets._vader_source import ENV_SDIST as VADER_SDIST_ENV
+
+__all__ = [
+    "DEFAULT_EDGES",
+    "DEFAULT_RATIOS",
+    "DEFAULT_SEED",
+    "LabelLike",
+    "Record",
+    "ScoreBins",
+    "Split",
+    "VADER_DOMAINS",
+    "VADER_SDIST_ENV",
+    "bins_for_labels",
+    "fetch_vader_ground_truth",
+    "load_labelled_file",
+    "load_vader_ground_truth",
+    "parse_ground_truth_tarball",
+    "split_dataset",
+    "vader_cache_dir",
+]

@@ -1,0 +1,69 @@
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sentiloop.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sentiloop", *args], capture_output=True, text=True)
+
+
+def test_help_is_fast_and_imports_nothing_heavy() -> None:
+    start = time.perf_counter()
+    result = run_cli("--help")
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0 and "replay" in result.stdout and "status" in result.stdout
+    assert elapsed < 2.0
+    probe = "import sys, sentiloop.cli; print(sorted(m for m in ('torch','transformers','mlflow','kafka','numpy') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_config_validate_reports_key_path(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("kafka:\n  topic: reviews\n")
+    assert run_cli("config", "validate", str(good)).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kafka:\n  topic: reviews\n  partitons: 3\nmetrics:\n  port: -1\n")
+    result = run_cli("config", "validate", str(bad))
+    assert result.returncode == 2
+    assert "kafka.partitons: unknown key" in result.stderr
+    assert "metrics.port: Input should be greater than or equal to 0" in result.stderr
+
+
+def test_status_without_buffer_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTILOOP_DATA_DIR", str(tmp_path / "none"))
+    assert main(["status"]) == 2
+    assert "has the daemon run with this data_dir" in capsys.readouterr().err
+
+
+def test_dictionary_export_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
+    from sentiloop.events import FeedbackEvent
+    from sentiloop.models.word_sentiment import WordSentimentModel
+
+    store = SQLiteBufferStore(tmp_path / "buffer.sqlite3", ["very_negative", "negative", "neutral", "positive", "very_positive"],
+                              WordSentimentModel([-2, -1, 0, 1, 2]))
+    store.append_batch([SourcedEvent(FeedbackEvent(f"e{i}", "lovely day", 4, None, None, None, None, 0), "t", 0, i) for i in range(3)])
+    store.close()
+    monkeypatch.setenv("SENTILOOP_DATA_DIR", str(tmp_path))
+    assert main(["dictionary", "export"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["words"]["lovely"] == {"score": pytest.approx(2.0), "updates": 3}
+    assert main(["dictionary", "export", "-o", str(tmp_path / "d.json")]) == 0
+    assert json.loads((tmp_path / "d.json").read_text())["words"].keys() == exported["words"].keys()
+    assert main(["dictionary", "show", "lovely"]) == 0
+    assert "after 3 labelled update(s)" in capsys.readouterr().out
+    assert main(["dictionary", "show", "zebra"]) == 1
+
+
+def test_replay_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"event_id": "a", "text": "x"}\n')
+    assert main(["replay", str(events), "--rate", "0"]) == 2

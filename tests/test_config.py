@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+
+from sentiloop.config import Settings, env_overrides, load_settings
+from sentiloop.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_need_no_file() -> None:
+    settings = load_settings(None, environ={})
+    assert settings.kafka.topic == "sentiloop.feedback"
+    assert settings.kafka.bootstrap_servers == "embedded"
+    assert settings.metrics.host == "127.0.0.1"
+    assert settings.label_names == ["very_negative", "negative", "neutral", "positive", "very_positive"]
+    assert settings.polarities == [-2, -1, 0, 1, 2]
+    assert settings.dictionary.alpha == 0.3
+
+
+def test_unknown_key_is_rejected_with_its_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.topicc: unknown key"):
+        load_settings(write(tmp_path, "kafka:\n  topicc: x\n"), environ={})
+
+
+def test_bad_value_names_path_and_reason(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"metrics\.port: Input should be less than or equal to 65535"):
+        load_settings(write(tmp_path, "metrics:\n  port: 70000\n"), environ={})
+    with pytest.raises(ConfigError, match=r"dictionary\.alpha"):
+        load_settings(write(tmp_path, "dictionary:\n  alpha: 1.5\n"), environ={})
+
+
+def test_labels_must_be_unique_and_at_least_two(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="duplicate label names: a"):
+        load_settings(write(tmp_path, "labels:\n - {name: a, polarity: -1}\n - {name: a, polarity: 1}\n"), environ={})
+    with pytest.raises(ConfigError, match="at least two labels"):
+        load_settings(write(tmp_path, "labels:\n - {name: a, polarity: -1}\n"), environ={})
+
+
+def test_three_class_labels(tmp_path: Path) -> None:
+    text = "labels:\n - {name: neg, polarity: -1}\n - {name: neu, polarity: 0}\n - {name: pos, polarity: 1}\n"
+    assert load_settings(write(tmp_path, text), environ={}).label_names == ["neg", "neu", "pos"]
+
+
+def test_env_overrides_nest_and_parse(tmp_path: Path) -> None:
+    env = {"SENTILOOP_KAFKA__TOPIC": "reviews", "SENTILOOP_METRICS__PORT": "9200", "SENTILOOP_KAFKA__BOOTSTRAP_SERVERS": "a:1,b:2"}
+    settings = load_settings(write(tmp_path, "kafka:\n  topic: other\n"), environ=env)
+    assert settings.kafka.topic == "reviews"
+    assert settings.metrics.port == 9200
+    assert settings.kafka.bootstrap_servers == ["a:1", "b:2"]
+    assert env_overrides({"SENTILOOP_CONFIG": "x", "OTHER": "y"}) == {}
+
+
+def test_env_override_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.partitions"):
+        load_settings(None, environ={"SENTILOOP_KAFKA__PARTITIONS": "zero"})
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "kafka: [unclosed\n"), environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_settings(write(tmp_path, "- a\n- b\n"), environ={})
+
+
+def test_security_settings_pass_through(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    settings = Settings.model_validate(
+        {"kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_plain_username": "u",
+                   "sasl_plain_password": "p", "ssl_cafile": str(ca), "bootstrap_servers": ["k:9093"]}}
+    )
+    kwargs = settings.kafka.client_kwargs()
+    assert kwargs["security_protocol"] == "SASL_SSL"
+    assert kwargs["sasl_mechanism"] == "PLAIN"
+    assert kwargs["ssl_cafile"] == str(ca)
+    with pytest.raises(ConfigError, match="needs sasl_mechanism"):
+        load_settings(write(tmp_path, "kafka:\n  security_protocol: SASL_PLAINTEXT\n"), environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(write(tmp_path, "kafka:\n  ssl_cafile: /nonexistent/ca.pem\n"), environ={})

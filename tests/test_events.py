@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from sentiloop.errors import InvalidEvent
+from sentiloop.events import REASONS, parse_event
+
+LABELS = ["very_negative", "negative", "neutral", "positive", "very_positive"]
+
+
+def parse(value: object, **kw):  # type: ignore[no-untyped-def]
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return parse_event(raw, LABELS, record_ts_ms=1_000, **kw)
+
+
+def reason_of(value: object, **kw) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidEvent) as info:
+        parse(value, **kw)
+    assert info.value.reason in REASONS
+    return info.value.reason
+
+
+def test_valid_event_with_names_and_indices() -> None:
+    event = parse({"event_id": "a", "text": "  great  ", "label": "positive", "predicted_label": 1, "domain": "tweets",
+                   "lang": "en", "model_version": "3", "ts": "2026-01-01T00:00:00Z"})
+    assert event.text == "great"
+    assert event.label == 3 and event.predicted_label == 1
+    assert event.ts_ms == 1767225600000
+    assert parse({"event_id": "b", "text": "x"}).label is None
+    assert parse({"event_id": "c", "text": "x"}).ts_ms == 1_000  # falls back to the record timestamp
+    assert parse({"event_id": "d", "text": "x", "ts": 123}).ts_ms == 123
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xff\xfe", "not_utf8"),
+        (b"{not json", "not_json"),
+        ([1, 2], "not_object"),
+        ({"text": "x"}, "missing_field"),
+        ({"event_id": "a"}, "missing_field"),
+        ({"event_id": 5, "text": "x"}, "wrong_type"),
+        ({"event_id": "a", "text": ["x"]}, "wrong_type"),
+        ({"event_id": "a", "text": "   "}, "empty_text"),
+        ({"event_id": "a", "text": "x" * 5001}, "text_too_long"),
+        ({"event_id": "a" * 129, "text": "x"}, "field_too_long"),
+        ({"event_id": "a", "text": "x", "domain": "d" * 65}, "field_too_long"),
+        ({"event_id": "a", "text": "x", "label": "great"}, "unknown_label"),
+        ({"event_id": "a", "text": "x", "label": 7}, "unknown_label"),
+        ({"event_id": "a", "text": "x", "label": True}, "wrong_type"),
+        ({"event_id": "a", "text": "x", "ts": "yesterday"}, "bad_timestamp"),
+        ({"event_id": "a", "text": "x", "surprise": 1}, "unknown_field"),
+        ({"event_id": "a", "text": "x", "schema_version": 2}, "unsupported_schema"),
+    ],
+)
+def test_invalid_records_have_a_reason(value: object, reason: str) -> None:
+    assert reason_of(value) == reason
+
+
+def test_detail_names_the_field() -> None:
+    with pytest.raises(InvalidEvent, match="label 'great' is not one of"):
+        parse({"event_id": "a", "text": "x", "label": "great"})
+    with pytest.raises(InvalidEvent, match="text has 11 characters, the limit is 10"):
+        parse({"event_id": "a", "text": "x" * 11}, max_text_chars=10)
+
+
+def test_to_json_round_trip() -> None:
+    event = parse({"event_id": "a", "text": "fine", "label": "neutral", "domain": "amazon"})
+    again = parse(event.to_json(LABELS))
+    assert again == event
