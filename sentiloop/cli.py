@@ -177,6 +177,16 @@ def cmd_dictionary_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from sentiloop.datasets import fetch_vader_ground_truth
+
+    manifest = fetch_vader_ground_truth(settings.data_dir, sdist=args.sdist, force=args.force)
+    print(f"VADER ground truth: {manifest['sentences']} sentences {manifest['domains']}")
+    print(f"sdist sha256 {manifest['sdist_sha256']}; cached under {settings.data_dir / 'datasets'}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 def _add(sub, name: str, func: Callable[[argparse.Namespace], int], help_text: str, description: str | None = None):  # type: ignore[no-untyped-def]
     parser = sub.add_parser(name, help=help_text, description=description or help_text)
@@ -220,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser("show", help="print the effective configuration (file + environment + defaults)")
     p.add_argument("--config", metavar="FILE")
     p.set_defaults(func=cmd_config_show)
+
+    data = sub.add_parser("data", help="datasets: fetch the VADER human-rated ground truth")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = _add(data_sub, "fetch", cmd_data_fetch, "download (via pip), sha256-check and cache the VADER ground truth under data_dir")
+    p.add_argument("--sdist", metavar="PATH", help="use an already-downloaded vaderSentiment-3.3.2.tar.gz (offline machines)")
+    p.add_argument("--force", action="store_true", help="re-fetch even when a valid cache exists")
 
     dictionary = sub.add_parser("dictionary", help="inspect the word-sentiment dictionary")
     dict_sub = dictionary.add_subparsers(dest="dictionary_command", metavar="ACTION", required=True)
