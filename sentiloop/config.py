@@ -181,12 +181,18 @@ class RecurrentConfig(_Strict):
     pretrained_embeddings: bool = Field(default=True, description="initialise word vectors from the BERT model's token embeddings")
 
 
-def _lstm_defaults() -> RecurrentConfig:
-    return RecurrentConfig(dropout=0.3, learning_rate=1e-2, lr_decay_rate=0.96, lr_decay_steps=100, grad_clip=1.0)
+class LSTMConfig(RecurrentConfig):
+    """Seed LSTM: dropout 0.3, exponential decay from 1e-2 by ×0.96 every 100 steps."""
+
+    dropout: float = Field(default=0.3, ge=0, lt=1)
+    learning_rate: float = Field(default=1e-2, gt=0, lt=1)
+    lr_decay_rate: float = Field(default=0.96, gt=0, le=1)
 
 
-def _bilstm_defaults() -> RecurrentConfig:
-    return RecurrentConfig(dropout=0.25, learning_rate=1e-3, lr_decay_rate=1.0, grad_clip=1.0)
+class BiLSTMConfig(RecurrentConfig):
+    """Seed BiLSTM: Adam 1e-3, dropout 0.2–0.3, gradient clipping 1.0."""
+
+    dropout: float = Field(default=0.25, ge=0.2, le=0.3)
 
 
 class ModelsConfig(_Strict):
@@ -198,11 +204,14 @@ class ModelsConfig(_Strict):
     weights: dict[Literal["bert", "bilstm", "lstm", "word_sentiment"], float] = Field(
         default_factory=lambda: {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "word_sentiment": 0.15}
     )
+    word_sentiment_lexicon: Literal["none", "vader"] = Field(
+        default="vader", description="seed lexicon of the ensemble's word-sentiment member (VADER adds its rule-based scores)"
+    )
     seed: int = 13
     threads: int = Field(default=2, ge=1, le=256, description="torch CPU threads")
     bert: BertConfig = Field(default_factory=BertConfig)
-    lstm: RecurrentConfig = Field(default_factory=_lstm_defaults)
-    bilstm: RecurrentConfig = Field(default_factory=_bilstm_defaults)
+    lstm: LSTMConfig = Field(default_factory=LSTMConfig)
+    bilstm: BiLSTMConfig = Field(default_factory=BiLSTMConfig)
 
     @field_validator("enabled")
     @classmethod

@@ -56,6 +56,11 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         self.loop.commit_pending(only=set(revoked))
+        for tp in revoked:  # a stale lag value would keep alerting for a partition we no longer own
+            try:
+                self.loop.metrics.consumer_lag.remove(str(tp.partition))
+            except KeyError:
+                pass
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
@@ -90,7 +95,15 @@ class FeedbackConsumer:
     # -- lifecycle -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         topics = [self.kafka.topic, self.kafka.dlq_topic, self.kafka.models_topic]
-        ensure_topics(self.kafka, self.bootstrap, topics)
+        while not stop.is_set():  # Kafka may come up after us: wait (readiness says 503 meanwhile)
+            try:
+                ensure_topics(self.kafka, self.bootstrap, topics)
+                break
+            except KafkaError as exc:
+                log.warning("Kafka at %s is not reachable yet (%s); retrying", ",".join(self.bootstrap), exc)
+                stop.wait(2.0)
+        if stop.is_set():
+            return
         self._consumer = make_consumer(self.kafka, self.bootstrap)
         self._producer = make_producer(self.kafka, self.bootstrap)
         self._consumer.subscribe([self.kafka.topic], listener=_CommitOnRevoke(self))

@@ -45,3 +45,5 @@ class IngestMetrics:
         self.config_reloads = Counter(
             f"{PREFIX}_config_reloads", "Configuration reloads, by result", ["result"], registry=r
         )
+        for result in ("applied", "rejected"):
+            self.config_reloads.labels(result=result)

@@ -1,0 +1,376 @@
+"""The BERT member: a pretrained transformer encoder with a new classification head, tuned on CPU.
+
+Two ways to train share one loop (:meth:`BertMember._train`), which differ only in the optimiser's
+parameter groups and in which parameters may learn in each epoch:
+
+* ``fit`` — plain fine-tuning: every parameter at ``config.learning_rate``.
+* ``fine_tune`` — the seed's retraining recipe: head re-initialised, encoder at 1e-5 and head at
+  1e-3, only the head trainable at first, the top encoder layers unfrozen from a later epoch.
+
+Both use AdamW (no decay on biases and LayerNorm), a linear warmup/decay schedule, dynamic padding,
+per-example weights, and early stopping on validation loss with the best weights restored.
+Checkpoints hold safetensors weights, the model's config.json and the tokenizer's JSON files; loading
+rebuilds the model from that config without any network access and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+from sentiloop.config import BertConfig
+from sentiloop.errors import CheckpointError
+from sentiloop.models.base import FitReport, TrainData
+from sentiloop.models.checkpoint import read_json, verify_member_dir, write_json, write_member_dir
+from sentiloop.models.pretrained import resolve_pretrained
+from sentiloop.models.torch_common import EarlyStopping, configure_torch, length_sorted_batches, minibatches, weighted_cross_entropy
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+OPTIMIZER_META = "optimizer.json"
+MEMBER_FILE = "member.json"
+GRAD_CLIP = 1.0  # the usual max-norm for BERT fine-tuning; keeps the fresh head's first steps sane
+MAX_EPOCHS = 5  # the seed: "at most 5 epochs, early stopping required"
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+class OptimizerState(NamedTuple):
+    """AdamW state keyed by parameter name: tensors for safetensors, the rest JSON-able."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+
+EpochHook = Callable[[int], None]
+
+
+class BertMember:
+    """A sequence classifier over a pretrained encoder (default: all-MiniLM-L6-v2, bundled offline)."""
+
+    kind: ClassVar[str] = "bert"
+
+    def __init__(self, num_classes: int, config: BertConfig, seed: int = 13, threads: int = 2) -> None:
+        source, local_only = resolve_pretrained(config.model)
+        configure_torch(threads, seed)  # the new head's initial weights depend on the seed
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_classes, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        self._attach(num_classes, config, seed, threads, model, tokenizer)
+
+    def _attach(self, num_classes: int, config: BertConfig, seed: int, threads: int, model: torch.nn.Module, tokenizer: Any) -> None:
+        self.num_classes = num_classes
+        self.config = config
+        self.seed = seed
+        self.threads = threads
+        self.model = model
+        self.tokenizer = tokenizer
+        self._optimizer_state: OptimizerState | None = None
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, num_classes) softmax probabilities; batches are length-sorted, rows keep input order."""
+        if len(texts) == 0:
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        torch.set_num_threads(self.threads)
+        return torch.softmax(self._logits(self._encode(texts)), dim=-1).numpy()
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, truncated to ``max_length``; padding happens per batch."""
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.config.max_length)
+        return encoded["input_ids"]
+
+    def _collate(self, sequences: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Pad to the longest sequence in the batch (dynamic padding) and build the attention mask."""
+        width = max(len(seq) for seq in sequences)
+        ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _logits(self, encoded: list[list[int]]) -> torch.Tensor:
+        """Eval-mode logits for pre-tokenised texts, in their original order."""
+        was_training = self.model.training
+        self.model.eval()
+        logits = torch.empty((len(encoded), self.num_classes), dtype=torch.float32)
+        with torch.inference_mode():
+            for index in length_sorted_batches([len(seq) for seq in encoded], self.config.batch_size):
+                batch = self._collate([encoded[i] for i in index])
+                logits[torch.as_tensor(index)] = self.model(**batch).logits.float()
+        self.model.train(was_training)
+        return logits
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self, train: TrainData, validation: TrainData | None = None) -> FitReport:
+        """Fine-tune every parameter at ``config.learning_rate`` for ≤ ``config.epochs`` epochs."""
+        configure_torch(self.threads, self.seed)
+        self.model.requires_grad_(True)
+        groups = _param_groups(self.model.named_parameters(), self.config.learning_rate, self.config.weight_decay)
+        return self._train(train, validation, groups, epochs=self.config.epochs, max_steps=self.config.max_steps)
+
+    def fine_tune(
+        self,
+        train: TrainData,
+        validation: TrainData | None = None,
+        *,
+        encoder_lr: float = 1e-5,
+        head_lr: float = 1e-3,
+        reinit_head: bool = True,
+        unfreeze_from_epoch: int = 3,
+        top_layers: int = 2,
+        epochs: int = MAX_EPOCHS,
+        max_steps: int | None = None,
+    ) -> FitReport:
+        """The seed's BERT retraining: new head, differential learning rates, progressive unfreezing.
+
+        Epochs count from 0, as in the seed's ``for epoch in range(epochs): if epoch > 2:
+        unfreeze_top_layers(model, num_layers=2)``: with the defaults, epochs 0-2 train the head
+        only and epochs 3-4 also the top two encoder layers (and the pooler above them). The
+        embeddings and lower layers stay frozen, as in the seed.
+        """
+        if not 1 <= epochs <= MAX_EPOCHS:
+            raise ValueError(f"epochs must be 1..{MAX_EPOCHS} (the seed caps BERT retraining at {MAX_EPOCHS}), got {epochs}")
+        configure_torch(self.threads, self.seed)
+        if reinit_head:
+            self._reinit_head()
+        encoder = self.model.base_model
+        head = [(name, p) for name, p in self.model.named_parameters() if not name.startswith(self.model.base_model_prefix + ".")]
+        groups = _param_groups(encoder.named_parameters(), encoder_lr, self.config.weight_decay)
+        groups += _param_groups(head, head_lr, self.config.weight_decay)
+
+        def on_epoch(epoch: int) -> None:
+            self.apply_unfreezing(epoch, unfreeze_from_epoch, top_layers)
+
+        return self._train(train, validation, groups, epochs=epochs, max_steps=max_steps, on_epoch=on_epoch)
+
+    def apply_unfreezing(self, epoch: int, unfreeze_from_epoch: int, top_layers: int) -> None:
+        """Set ``requires_grad`` for ``epoch`` (0-based) of the progressive-unfreezing schedule."""
+        self.model.requires_grad_(False)
+        for module in self._head_modules():
+            module.requires_grad_(True)
+        if epoch >= unfreeze_from_epoch:
+            for module in self._top_encoder_modules(top_layers):
+                module.requires_grad_(True)
+
+    def _head_modules(self) -> list[torch.nn.Module]:
+        """Everything the task model adds on top of the pretrained encoder (the classifier)."""
+        return [module for name, module in self.model.named_children() if name != self.model.base_model_prefix]
+
+    def _top_encoder_modules(self, count: int) -> list[torch.nn.Module]:
+        """The top ``count`` transformer layers plus the pooler that reads their output."""
+        encoder = self.model.base_model
+        layers = getattr(getattr(encoder, "encoder", None), "layer", None) or getattr(getattr(encoder, "transformer", None), "layer", None)
+        if layers is None:
+            raise ValueError(f"cannot find the transformer layers of {type(encoder).__name__} to unfreeze")
+        pooler = getattr(encoder, "pooler", None)
+        return list(layers[len(layers) - count :] if count > 0 else []) + ([pooler] if pooler is not None else [])
+
+    def _reinit_head(self) -> None:
+        """Fresh head weights (the seed sets the classifier's kernel to glorot_uniform)."""
+        for head in self._head_modules():
+            for module in head.modules():
+                if isinstance(module, torch.nn.Linear):
+                    torch.nn.init.xavier_uniform_(module.weight)
+                    if module.bias is not None:
+                        torch.nn.init.zeros_(module.bias)
+
+    def _train(
+        self,
+        train: TrainData,
+        validation: TrainData | None,
+        groups: list[dict[str, Any]],
+        *,
+        epochs: int,
+        max_steps: int | None,
+        on_epoch: EpochHook | None = None,
+    ) -> FitReport:
+        """The one training loop: AdamW over ``groups``, linear warmup/decay, early stopping."""
+        self._check_labels(train)
+        encoded = self._encode(train.texts)
+        labels = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
+        weights = None if train.weights is None else torch.as_tensor(np.asarray(train.weights), dtype=torch.float32)
+        checker = _Validator(self, validation) if validation is not None and len(validation) else None
+        planned = epochs * math.ceil(len(train) / self.config.batch_size)
+        total = planned if max_steps is None else min(max_steps, planned)
+        optimizer = torch.optim.AdamW(groups)
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(self.config.warmup_ratio * total), total)
+        report = FitReport(stopped="max_steps" if total < planned else "completed")
+        batches = self._epoch_batches(len(train), epochs, on_epoch)
+        running: list[float] = []
+        self.model.train()
+        with tqdm(total=total, desc="bert", unit="step", disable=None) as bar:
+            for epoch, index in itertools.islice(batches, total):
+                running.append(self._step(encoded, labels, weights, index, optimizer, scheduler))
+                report.steps, report.epochs = report.steps + 1, epoch + 1
+                bar.update()
+                bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}", epoch=epoch)
+                if checker is not None and report.steps % self.config.eval_every == 0:
+                    if checker.check(report, running):
+                        report.stopped = "early_stopping"
+                        break
+                    running = []
+        if checker is not None:
+            if report.steps % self.config.eval_every != 0:
+                checker.check(report, running)
+            checker.stopper.restore(self.model)
+            report.best_val_loss = checker.stopper.best
+        self.model.eval()
+        self._optimizer_state = _flatten_optimizer(optimizer, self.model)
+        return report
+
+    def _epoch_batches(self, n: int, epochs: int, on_epoch: EpochHook | None) -> Iterator[tuple[int, np.ndarray]]:
+        """(epoch, shuffled index batch) pairs; ``on_epoch`` runs before each epoch's first batch."""
+        rng = np.random.default_rng(self.seed)
+        for epoch in range(epochs):
+            if on_epoch is not None:
+                on_epoch(epoch)
+            for index in minibatches(n, self.config.batch_size, rng):
+                yield epoch, index
+
+    def _step(
+        self,
+        encoded: list[list[int]],
+        labels: torch.Tensor,
+        weights: torch.Tensor | None,
+        index: np.ndarray,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ) -> float:
+        """One optimiser step on one batch; returns its (weighted) training loss."""
+        batch = self._collate([encoded[i] for i in index])
+        rows = torch.as_tensor(index)
+        loss = weighted_cross_entropy(self.model(**batch).logits, labels[rows], None if weights is None else weights[rows])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], GRAD_CLIP)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def _check_labels(self, data: TrainData) -> None:
+        if len(data) == 0:
+            raise ValueError("no training examples")
+        labels = np.asarray(data.labels)
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
+
+    # -- optimiser state ------------------------------------------------------------------------
+    def optimizer_state(self) -> OptimizerState | None:
+        """The last training run's AdamW state by parameter name (None before any training).
+
+        A new ``fit``/``fine_tune`` starts a fresh optimiser on purpose (new parameter groups and
+        schedule, as in the seed); this state is kept so a unified checkpoint can record it.
+        """
+        return self._optimizer_state
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, directory: Path, *, with_optimizer: bool = False) -> None:
+        """Write weights (safetensors), config.json, tokenizer files and member.json, with a manifest.
+
+        ``with_optimizer`` adds the AdamW state (about twice the weights' size) when there is one.
+        """
+        optimizer = self._optimizer_state if with_optimizer else None
+
+        def write(tmp: Path) -> None:
+            save_model(self.model, str(tmp / WEIGHTS_FILE))
+            self.model.config.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            write_json(tmp, MEMBER_FILE, {"kind": self.kind, "num_classes": self.num_classes, "seed": self.seed,
+                                          "threads": self.threads, "config": self.config.model_dump(mode="json")})
+            if optimizer is not None:
+                save_file(optimizer.tensors, str(tmp / OPTIMIZER_FILE))
+                write_json(tmp, OPTIMIZER_META, optimizer.meta)
+
+        write_member_dir(Path(directory), self.kind, write)
+
+    @classmethod
+    def load(cls, directory: Path) -> BertMember:
+        """Rebuild from a verified checkpoint, offline: config.json → model, then safetensors weights."""
+        directory = Path(directory)
+        manifest = verify_member_dir(directory, cls.kind)
+        meta = read_json(directory, MEMBER_FILE)
+        try:
+            config = BertConfig.model_validate(meta["config"])
+            num_classes = int(meta["num_classes"])
+            model_config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+            if model_config.num_labels != num_classes:
+                raise CheckpointError(f"{directory}: config.json has {model_config.num_labels} labels, member.json {num_classes}")
+            model = AutoModelForSequenceClassification.from_config(model_config)
+            load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError, RuntimeError, SafetensorError) as exc:
+            raise CheckpointError(f"{directory} is not a loadable BERT member: {exc}") from None
+        model.eval()
+        member = cls.__new__(cls)
+        member._attach(num_classes, config, int(meta["seed"]), int(meta["threads"]), model, tokenizer)
+        if OPTIMIZER_FILE in manifest["files"]:
+            member._optimizer_state = OptimizerState(load_file(str(directory / OPTIMIZER_FILE)), read_json(directory, OPTIMIZER_META))
+        return member
+
+
+class _Validator:
+    """Validation loss/accuracy on a fixed split, feeding early stopping and the fit history."""
+
+    def __init__(self, member: BertMember, data: TrainData) -> None:
+        self.member = member
+        self.encoded = member._encode(data.texts)
+        self.labels = torch.as_tensor(np.asarray(data.labels), dtype=torch.long)
+        self.weights = None if data.weights is None else torch.as_tensor(np.asarray(data.weights), dtype=torch.float32)
+        self.stopper = EarlyStopping(member.config.patience)
+
+    def loss_and_accuracy(self) -> tuple[float, float]:
+        logits = self.member._logits(self.encoded)
+        loss = float(weighted_cross_entropy(logits, self.labels, self.weights))
+        return loss, float((logits.argmax(dim=-1) == self.labels).float().mean())
+
+    def check(self, report: FitReport, running: list[float]) -> bool:
+        """Evaluate, record the history row, and say whether early stopping fires."""
+        loss, accuracy = self.loss_and_accuracy()
+        row = {"step": report.steps, "epoch": report.epochs, "train_loss": float(np.mean(running)) if running else math.nan,
+               "val_loss": loss, "val_accuracy": accuracy}
+        report.history.append(row)
+        log.info("bert step %(step)d epoch %(epoch)d: train %(train_loss).4f, val %(val_loss).4f, acc %(val_accuracy).4f", row)
+        return self.stopper.update(loss, self.member.model)
+
+
+def _param_groups(named: Iterator[tuple[str, torch.nn.Parameter]] | list[tuple[str, torch.nn.Parameter]], lr: float,
+                  weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups at ``lr``: weights with decay, biases and LayerNorm without (BERT practice)."""
+    decay, no_decay = [], []
+    for name, param in named:
+        (no_decay if name.endswith(_NO_DECAY) else decay).append(param)
+    return [group for group in ({"params": decay, "lr": lr, "weight_decay": weight_decay},
+                                {"params": no_decay, "lr": lr, "weight_decay": 0.0}) if group["params"]]
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> OptimizerState:
+    """Optimiser state keyed ``<parameter name>/<slot>`` instead of positional indices."""
+    names = {id(param): name for name, param in model.named_parameters()}
+    ordered = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
+    state = optimizer.state_dict()
+    tensors = {
+        f"{ordered[index]}/{slot}": value.detach().contiguous()
+        for index, slots in state["state"].items()
+        for slot, value in slots.items()
+        if isinstance(value, torch.Tensor)
+    }
+    groups = [
+        {**{k: list(v) if isinstance(v, tuple) else v for k, v in group.items() if k != "params"},
+         "params": [ordered[index] for index in group["params"]]}
+        for group in state["param_groups"]
+    ]
+    return OptimizerState(tensors, {"type": type(optimizer).__name__, "param_groups": groups})

@@ -1,0 +1,136 @@
+"""The ensemble: a weighted soft vote over members' probabilities, and its checkpoint directory.
+
+Default weights are the seed's (BERT .30, BiLSTM .30, LSTM .25, word-sentiment .15); a disabled or
+missing member simply drops out and the remaining weights are renormalised.
+An ensemble checkpoint is ``ensemble.json`` (weights, labels, metrics) + ``members/<name>/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sentiloop.errors import CheckpointError
+from sentiloop.files import atomic_write_json
+from sentiloop.models.base import MEMBER_NAMES, Member
+from sentiloop.models.checkpoint import verify_member_dir
+
+# kind → "module:Class", imported only when a checkpoint of that kind is loaded (torch stays lazy).
+MEMBER_CLASSES = {
+    "bert": "sentiloop.models.bert:BertMember",
+    "bilstm": "sentiloop.models.recurrent:BiLSTMMember",
+    "lstm": "sentiloop.models.recurrent:LSTMMember",
+    "word_sentiment": "sentiloop.models.word_member:WordSentimentMember",
+}
+ENSEMBLE_FILE = "ensemble.json"
+FORMAT = "sentiloop.ensemble/1"
+
+
+def member_class(kind: str) -> type:
+    try:
+        module, name = MEMBER_CLASSES[kind].split(":")
+    except KeyError:
+        raise CheckpointError(f"unknown member kind {kind!r}; known: {sorted(MEMBER_CLASSES)}") from None
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def normalise_weights(weights: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    """Weights of ``names`` only, summing to 1 (equal weights if they are all zero)."""
+    chosen = {name: float(weights.get(name, 0.0)) for name in names}
+    total = sum(chosen.values())
+    if total <= 0:
+        return {name: 1.0 / len(names) for name in names}
+    return {name: value / total for name, value in chosen.items()}
+
+
+class Ensemble:
+    """Members voting with weights; ``predict_proba`` is their weighted mean probability."""
+
+    def __init__(self, members: Mapping[str, Member], weights: Mapping[str, float], label_names: Sequence[str],
+                 metrics: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = dict(members)
+        self.label_names = list(label_names)
+        self.weights = normalise_weights(weights, list(self.members))
+        self.metrics = metrics or {}
+        self.info = info or {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def member_probabilities(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        return {name: member.predict_proba(texts) for name, member in self.members.items()}
+
+    @staticmethod
+    def combine(probabilities: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+        """Weighted soft vote over the members present in ``probabilities`` (renormalised)."""
+        used = normalise_weights(weights, list(probabilities))
+        return sum(used[name] * probabilities[name] for name in probabilities)  # type: ignore[return-value]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.combine(self.member_probabilities(texts), self.weights)
+
+    # -- checkpoint ----------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """Write members and ``ensemble.json`` into a temp dir, then rename it into place."""
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            for name, member in self.members.items():
+                member.save(tmp / "members" / name)
+            atomic_write_json(tmp / ENSEMBLE_FILE, self.document())
+            if directory.exists():
+                raise CheckpointError(f"{directory} already exists; ensemble checkpoints are never overwritten")
+            tmp.rename(directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "created_ms": int(time.time() * 1000),
+            "labels": self.label_names,
+            "members": {name: type(member).kind for name, member in self.members.items()},  # type: ignore[attr-defined]
+            "weights": self.weights,
+            "metrics": self.metrics,
+            "info": self.info,
+        }
+
+    @classmethod
+    def load(cls, directory: Path, only: Sequence[str] | None = None) -> Ensemble:
+        """Load (and sha256-verify) every member, or just ``only`` of them."""
+        try:
+            document = json.loads((directory / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CheckpointError(f"{directory} is not an ensemble checkpoint (no {ENSEMBLE_FILE}); run `sentiloop train` first") from None
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{directory / ENSEMBLE_FILE} is unreadable: {exc}") from None
+        if document.get("format") != FORMAT:
+            raise CheckpointError(f"{directory}: unknown ensemble format {document.get('format')!r}")
+        members: dict[str, Member] = {}
+        for name, kind in document["members"].items():
+            if only is not None and name not in only:
+                continue
+            member_dir = directory / "members" / name
+            verify_member_dir(member_dir, kind)
+            members[name] = member_class(kind).load(member_dir)
+        if not members:
+            raise CheckpointError(f"{directory} has none of the members {list(only or [])}")
+        return cls(members, document["weights"], document["labels"], document.get("metrics"), document.get("info"))
+
+
+def ordered_members(enabled: Sequence[str]) -> list[str]:
+    """Enabled members in the seed's training order: word-sentiment → LSTM → BiLSTM → BERT."""
+    order = ["word_sentiment", "lstm", "bilstm", "bert"]
+    assert set(order) == set(MEMBER_NAMES)
+    return [name for name in order if name in enabled]

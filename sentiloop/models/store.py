@@ -1,0 +1,70 @@
+"""Ensemble versions on disk under ``data_dir/models``: ``v0001/``, ``v0002/`` … and the champion pointer.
+
+``champion.json`` names the serving version and keeps the history of changes, so ``rollback`` can
+go back to the previous champion. Pointer writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from sentiloop.errors import CheckpointError
+from sentiloop.files import atomic_write_json
+
+_VERSION = re.compile(r"^v(\d{4,})$")
+CHAMPION = "champion.json"
+
+
+class ModelStore:
+    """Numbered ensemble checkpoints plus which one is champion."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "models"
+
+    def versions(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.root.iterdir() if p.is_dir() and (m := _VERSION.match(p.name)))
+
+    def path(self, version: int) -> Path:
+        return self.root / f"v{version:04d}"
+
+    def next_path(self) -> tuple[int, Path]:
+        versions = self.versions()
+        version = versions[-1] + 1 if versions else 1
+        return version, self.path(version)
+
+    def _pointer(self) -> dict[str, Any]:
+        file = self.root / CHAMPION
+        if not file.exists():
+            return {"champion": None, "history": []}
+        try:
+            return json.loads(file.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{file} is unreadable: {exc}") from None
+
+    def champion(self) -> int | None:
+        return self._pointer()["champion"]
+
+    def champion_path(self) -> Path:
+        version = self.champion()
+        if version is None:
+            raise CheckpointError(f"no champion ensemble under {self.root}: run `sentiloop train` first")
+        return self.path(version)
+
+    def set_champion(self, version: int, reason: str) -> None:
+        if not self.path(version).is_dir():
+            raise CheckpointError(f"version {version} does not exist under {self.root} (have {self.versions()})")
+        pointer = self._pointer()
+        pointer["history"].append({"version": version, "previous": pointer["champion"], "reason": reason, "at_ms": int(time.time() * 1000)})
+        pointer["champion"] = version
+        atomic_write_json(self.root / CHAMPION, pointer)
+
+    def previous_champion(self) -> int | None:
+        """The champion before the current one (for rollback)."""
+        history = self._pointer()["history"]
+        return history[-1]["previous"] if history else None

@@ -1,0 +1,123 @@
+"""Bootstrap training of the ensemble (``sentiloop train``), evaluation and the TF-IDF baseline.
+
+Members are trained in the seed's order (word-sentiment → LSTM → BiLSTM → BERT) on one shared,
+seeded split, so ``train``, ``eval`` and later retrains all see the same test set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from sentiloop.config import ModelsConfig, Settings
+from sentiloop.datasets import Record, Split, load_labelled_file, load_vader_ground_truth, split_dataset
+from sentiloop.evaluation import classification_report
+from sentiloop.models.base import Member, TrainData
+from sentiloop.models.ensemble import Ensemble, ordered_members
+from sentiloop.models.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+Profile = Literal["fast", "full"]
+# What each profile changes on top of the config (fast: for demos and CI, ≤ 3 min on 2 cores).
+PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "fast": {
+        "bert": {"max_steps": 80, "eval_every": 40, "epochs": 1},
+        "lstm": {"epochs": 3},
+        "bilstm": {"epochs": 3},
+    },
+    "full": {},
+}
+
+
+def profile_config(models: ModelsConfig, profile: Profile) -> ModelsConfig:
+    """The models config with the profile's overrides applied."""
+    updates = {name: getattr(models, name).model_copy(update=values) for name, values in PROFILE_OVERRIDES[profile].items()}
+    return models.model_copy(update=updates)
+
+
+def load_split(settings: Settings, data_file: str | None = None) -> Split:
+    """The shared split of the VADER ground truth, or of the user's own labelled file."""
+    records: list[Record] = (
+        load_labelled_file(data_file, settings.labels) if data_file else load_vader_ground_truth(settings.data_dir, settings.labels)
+    )
+    return split_dataset(records, seed=settings.models.seed)
+
+
+def as_train_data(records: Sequence[Record]) -> TrainData:
+    return TrainData([r.text for r in records], np.array([r.label for r in records], dtype=np.int64), domains=[r.domain for r in records])
+
+
+def build_member(name: str, settings: Settings, models: ModelsConfig) -> Member:
+    """A fresh, untrained member (heavy modules imported only for the members asked for)."""
+    num_classes = len(settings.labels)
+    if name == "word_sentiment":
+        from sentiloop.models.word_member import WordSentimentMember
+
+        d = settings.dictionary
+        return WordSentimentMember(settings.polarities, d.alpha, d.min_count, d.tokenizer, models.word_sentiment_lexicon)
+    if name in ("lstm", "bilstm"):
+        from sentiloop.models.recurrent import BiLSTMMember, LSTMMember
+
+        cls = LSTMMember if name == "lstm" else BiLSTMMember
+        return cls(num_classes, getattr(models, name), seed=models.seed, threads=models.threads)
+    if name == "bert":
+        from sentiloop.models.bert import BertMember
+
+        return BertMember(num_classes, models.bert, seed=models.seed, threads=models.threads)
+    raise ValueError(f"unknown member {name!r}")
+
+
+def evaluate(ensemble: Ensemble, data: TrainData) -> dict[str, Any]:
+    """Per member and for the ensemble: accuracy, macro-F1, per-class F1, per-domain accuracy, ECE."""
+    probabilities = ensemble.member_probabilities(data.texts)
+    reports = {name: classification_report(p, data.labels, ensemble.label_names, data.domains) for name, p in probabilities.items()}
+    reports["ensemble"] = classification_report(Ensemble.combine(probabilities, ensemble.weights), data.labels,
+                                                ensemble.label_names, data.domains)
+    return reports
+
+
+def train_ensemble(settings: Settings, profile: Profile = "full", data_file: str | None = None) -> tuple[int, Ensemble, dict[str, Any]]:
+    """Train every enabled member, evaluate, save as the next version and make it champion if none is."""
+    models = profile_config(settings.models, profile)
+    split = load_split(settings, data_file)
+    train, validation, test = (as_train_data(part) for part in (split.train, split.validation, split.test))
+    members: dict[str, Member] = {}
+    timings: dict[str, float] = {}
+    for name in ordered_members(models.enabled):
+        started = time.monotonic()
+        log.info("training %s on %d examples (%s profile)", name, len(train), profile)
+        member = build_member(name, settings, models)
+        member.fit(train, validation)
+        members[name] = member
+        timings[name] = round(time.monotonic() - started, 1)
+    ensemble = Ensemble(members, models.weights, settings.label_names,
+                        info={"profile": profile, "data": data_file or "vader_ground_truth", "train_seconds": timings,
+                              "split_sizes": split.sizes()})
+    ensemble.metrics = {"test": evaluate(ensemble, test)}
+    store = ModelStore(settings.data_dir)
+    version, path = store.next_path()
+    ensemble.info["version"] = version
+    ensemble.save(path)
+    if store.champion() is None:
+        store.set_champion(version, f"bootstrap by `sentiloop train --profile {profile}`")
+    return version, ensemble, ensemble.metrics
+
+
+def baseline_report(settings: Settings, split: Split) -> dict[str, Any]:
+    """The cheap alternative a user could pick: TF-IDF word + character n-grams with logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+
+    train, test = as_train_data(split.train), as_train_data(split.test)
+    features = FeatureUnion([
+        ("words", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True)),
+    ])
+    model = make_pipeline(features, LogisticRegression(max_iter=2000, C=2.0))
+    model.fit(train.texts, train.labels)
+    return classification_report(model.predict_proba(test.texts), test.labels, settings.label_names, test.domains)
