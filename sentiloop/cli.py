@@ -187,6 +187,90 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_threads(settings) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.set_num_threads(settings.models.threads)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.members:
+        settings.models.enabled = args.members
+    _configure_threads(settings)
+    from sentiloop.training import train_ensemble
+
+    version, ensemble, metrics = train_ensemble(settings, args.profile, args.data)
+    print(f"trained ensemble v{version:04d} ({args.profile} profile) → {settings.data_dir / 'models'}")
+    _print_eval_table(metrics["test"], ensemble.weights)
+    return 0
+
+
+def _print_eval_table(reports: dict, weights: dict | None = None) -> None:  # type: ignore[type-arg]
+    domains = sorted({d for r in reports.values() for d in r.get("per_domain_accuracy", {})})
+    header = f"{'model':<16}{'weight':>7}{'acc':>8}{'macroF1':>9}{'ECE':>7}" + "".join(f"{d[:8]:>9}" for d in domains)
+    print(header)
+    print("-" * len(header))
+    for name, report in reports.items():
+        weight = f"{weights[name]:.2f}" if weights and name in weights else ""
+        cells = "".join(f"{report.get('per_domain_accuracy', {}).get(d, float('nan')):>9.3f}" for d in domains)
+        print(f"{name:<16}{weight:>7}{report['accuracy']:>8.3f}{report['macro_f1']:>9.3f}{report['ece']:>7.3f}{cells}")
+    labels = list(next(iter(reports.values()))["per_class_f1"])
+    print("\nper-class F1" + "".join(f"{label[:13]:>14}" for label in labels))
+    for name, report in reports.items():
+        print(f"{name:<12}" + "".join(f"{report['per_class_f1'][label]:>14.3f}" for label in labels))
+
+
+def _load_ensemble(settings, version: int | None):  # type: ignore[no-untyped-def]
+    from sentiloop.models.ensemble import Ensemble
+    from sentiloop.models.store import ModelStore
+
+    store = ModelStore(settings.data_dir)
+    path = store.path(version) if version else store.champion_path()
+    return Ensemble.load(path, only=settings.models.enabled)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _configure_threads(settings)
+    from sentiloop.training import as_train_data, baseline_report, evaluate, load_split
+
+    ensemble = _load_ensemble(settings, args.version)
+    split = load_split(settings, args.data)
+    reports = evaluate(ensemble, as_train_data(split.test))
+    if args.baseline:
+        reports["tfidf_logreg"] = baseline_report(settings, split)
+    if args.json:
+        _print_json({"split": "test", "n": len(split.test), "weights": ensemble.weights, "reports": reports})
+    else:
+        print(f"test split: {len(split.test)} texts ({args.data or 'VADER ground truth'})")
+        _print_eval_table(reports, ensemble.weights)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _configure_threads(settings)
+    ensemble = _load_ensemble(settings, args.version)
+    probabilities = ensemble.member_probabilities(args.texts)
+    probabilities["ensemble"] = ensemble.combine(probabilities, ensemble.weights)
+    names = ensemble.label_names
+    results = [
+        {"text": text, **{model: {"label": names[int(p[i].argmax())], "probabilities": dict(zip(names, map(float, p[i])))}
+                          for model, p in probabilities.items()}}
+        for i, text in enumerate(args.texts)
+    ]
+    if args.json:
+        _print_json(results)
+        return 0
+    for result in results:
+        print(result["text"])
+        for model in probabilities:
+            probs = result[model]["probabilities"]
+            print(f"  {model:<15}{result[model]['label']:<15}" + " ".join(f"{probs[n]:.2f}" for n in names))
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 def _add(sub, name: str, func: Callable[[argparse.Namespace], int], help_text: str, description: str | None = None):  # type: ignore[no-untyped-def]
     parser = sub.add_parser(name, help=help_text, description=description or help_text)
@@ -230,6 +314,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser("show", help="print the effective configuration (file + environment + defaults)")
     p.add_argument("--config", metavar="FILE")
     p.set_defaults(func=cmd_config_show)
+
+    p = _add(sub, "train", cmd_train, "train the ensemble (word-sentiment → LSTM → BiLSTM → BERT) and save a new version",
+             "Train every enabled member on the shared split of the VADER ground truth (or --data FILE), "
+             "evaluate on the test split and save data_dir/models/vNNNN; the first version becomes champion.")
+    p.add_argument("--profile", choices=["fast", "full"], default="full", help="fast: ≤ 3 min demo/CI; full: the quality run (≤ 25 min on 2 cores)")
+    p.add_argument("--data", metavar="FILE", help="your own labelled JSONL/CSV (text, label[, domain]) instead of the VADER ground truth")
+    p.add_argument("--members", nargs="+", choices=["word_sentiment", "lstm", "bilstm", "bert"], help="train only these members")
+
+    p = _add(sub, "eval", cmd_eval, "accuracy, macro-F1, per-class F1, per-domain accuracy and calibration (ECE) on the test split")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--baseline", action="store_true", help="also train and score TF-IDF (word + char n-grams) + logistic regression")
+    p.add_argument("--version", type=int, help="ensemble version to evaluate (default: the champion)")
+    p.add_argument("--data", metavar="FILE", help="evaluate on the test split of your own labelled file")
+
+    p = _add(sub, "predict", cmd_predict, "each member's and the ensemble's label and probabilities for TEXT")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--version", type=int, help="ensemble version (default: the champion)")
 
     data = sub.add_parser("data", help="datasets: fetch the VADER human-rated ground truth")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
