@@ -47,7 +47,7 @@ def test_seed_training_order() -> None:
 def test_word_member_calibrated_round_trip_and_tamper(tmp_path: Path) -> None:
     member = WordSentimentMember(POLARITIES, min_count=1, seed_lexicon="none")
     member.fit(DATA, DATA)
-    probabilities = member.predict_proba(["superb wonderful", "awful"])
+    probabilities = member.predict_proba(["superb wonderful", "awful terrible"])
     assert probabilities.shape == (2, 5) and np.allclose(probabilities.sum(axis=1), 1)
     assert probabilities[0].argmax() == 4 and probabilities[1].argmax() == 0
     ensemble = Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, LABELS, metrics={"x": 1})
