@@ -1,0 +1,1 @@
+"""Continual learning: when to retrain (policy), how (per-member strategies), and whether to promote."""

@@ -1,0 +1,67 @@
+"""Ensemble weights after a retrain: optimised on validation log-loss, plus the seed's balance check.
+
+Weights live on the simplex (softmax parametrisation, so any optimiser step stays valid). The balance
+check computes each member's contribution = ensemble accuracy − accuracy without it; a max/min
+contribution ratio above 3 (or a member that contributes nothing) is flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from sentiloop.models.ensemble import Ensemble, normalise_weights
+
+BALANCE_RATIO_LIMIT = 3.0
+
+
+def _log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0))))
+
+
+def optimise_weights(member_probabilities: Mapping[str, np.ndarray], labels: np.ndarray,
+                     start: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Weights minimising the validation log-loss of the soft vote."""
+    from scipy.optimize import minimize
+
+    names = list(member_probabilities)
+    stacked = np.stack([member_probabilities[n] for n in names])  # (members, n, classes)
+    initial = normalise_weights(start or {}, names)
+    theta0 = np.log(np.array([max(initial[n], 1e-6) for n in names]))
+
+    def loss(theta: np.ndarray) -> float:
+        w = np.exp(theta - theta.max())
+        w /= w.sum()
+        return _log_loss(np.tensordot(w, stacked, axes=1), labels)
+
+    result = minimize(loss, theta0, method="Nelder-Mead" if len(names) <= 2 else "Powell", options={"maxiter": 2000})
+    w = np.exp(result.x - result.x.max())
+    w /= w.sum()
+    return {n: float(v) for n, v in zip(names, w)}
+
+
+@dataclass
+class BalanceReport:
+    contributions: dict[str, float]
+    ratio: float
+    flagged: bool
+    reason: str
+
+
+def balance_check(member_probabilities: Mapping[str, np.ndarray], weights: Mapping[str, float], labels: np.ndarray) -> BalanceReport:
+    """Seed ``maintain_ensemble_balance``: contribution of each member and the max/min ratio."""
+    def accuracy(probs: Mapping[str, np.ndarray]) -> float:
+        return float(np.mean(Ensemble.combine(probs, weights).argmax(axis=1) == labels))
+
+    full = accuracy(member_probabilities)
+    contributions = {
+        name: full - accuracy({n: p for n, p in member_probabilities.items() if n != name}) for name in member_probabilities
+    } if len(member_probabilities) > 1 else {name: full for name in member_probabilities}
+    high, low = max(contributions.values()), min(contributions.values())
+    ratio = high / low if low > 0 else float("inf")
+    flagged = ratio > BALANCE_RATIO_LIMIT
+    reason = (f"ensemble imbalance: max/min contribution {ratio:.2f} > {BALANCE_RATIO_LIMIT} "
+              f"({', '.join(f'{k} {v:+.4f}' for k, v in contributions.items())})") if flagged else ""
+    return BalanceReport(contributions, ratio, flagged, reason)

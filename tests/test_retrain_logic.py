@@ -1,0 +1,134 @@
+"""Unit tests of the continual-learning decisions: drift signals, policy, convergence, refinement,
+weights, bias checks and the promotion gate."""
+
+import numpy as np
+import pytest
+
+from sentiloop.monitoring.bias import detect_data_bias
+from sentiloop.monitoring.drift import ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal, calibrate, jensen_shannon
+from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
+from sentiloop.retrainers.gate import GateConfig, promotion_gate
+from sentiloop.retrainers.policy import DecisionPolicy
+from sentiloop.retrainers.refinement import refine_dataset
+from sentiloop.retrainers.weights import balance_check, optimise_weights
+
+
+def error_stream(rate_before: float, rate_after: float, n: int, change_at: int, seed: int = 0) -> list[bool]:
+    rng = np.random.default_rng(seed)
+    return [bool(rng.random() < (rate_before if i < change_at else rate_after)) for i in range(n)]
+
+
+def test_error_drift_fires_on_a_rise_and_not_on_a_stable_stream() -> None:
+    stable = error_stream(0.45, 0.45, 6000, 0, seed=1)
+    calibration = calibrate(stable, [0] * 10, 5)
+    detector = ErrorRateDrift(ph_threshold=calibration.ph_threshold)
+    assert not any(detector.update(e).fired for e in error_stream(0.45, 0.45, 6000, 0, seed=2))
+    detector.reset()
+    fired_at = [i for i, e in enumerate(error_stream(0.45, 0.75, 4000, 2000, seed=3)) if detector.update(e).fired]
+    assert fired_at and 2000 <= fired_at[0] <= 3000
+
+
+def test_error_drift_ignores_an_improvement() -> None:
+    detector = ErrorRateDrift(ph_threshold=20)
+    assert not any(detector.update(e).fired for e in error_stream(0.6, 0.2, 4000, 2000))
+
+
+def test_label_shift_and_oov() -> None:
+    assert jensen_shannon(np.array([1.0, 0]), np.array([1.0, 0])) == 0
+    assert jensen_shannon(np.array([1.0, 0]), np.array([0, 1.0])) == pytest.approx(1)
+    shift = LabelShiftDrift(3, reference=np.array([1.0, 1, 1]), window=300, threshold=0.2)
+    assert not any(shift.update(i % 3).fired for i in range(600))
+    assert any(shift.update(0).fired for _ in range(300))
+    oov = OOVRateDrift(str.split, {"a", "b"}, baseline=0.0, window=10, margin=0.2)
+    assert not any(oov.update("a b").fired for _ in range(10))
+    assert any(oov.update("x y").fired for _ in range(10))
+
+
+def fired(name: str = "error_rate") -> Signal:
+    return Signal(name, True, 0.7, 0.5, "error up")
+
+
+def test_policy_warmup_hysteresis_cooldown_and_rate_limit() -> None:
+    policy = DecisionPolicy(warmup_events=100, cooldown_s=60, hysteresis=2, max_retrains=2, window_s=1000)
+    assert "warm-up" in policy.decide([fired()], now=0).suppressed or not policy.decide([fired()], now=0).retrain
+    policy.observe(100)
+    policy._streak.clear()
+    assert not policy.decide([fired()], now=1).retrain  # first sighting: hysteresis wants 2
+    assert not policy.decide([], now=2).retrain  # streak broken
+    assert not policy.decide([fired()], now=3).retrain
+    decision = policy.decide([fired()], now=4)
+    assert decision.retrain and decision.trigger == "drift"
+    policy.record_retrain(now=4)
+    blocked = policy.decide([fired()], volume_reason="500 new", now=10)
+    assert not blocked.retrain and "cool-down" in blocked.suppressed
+    assert policy.decide([], volume_reason="500 new", now=70).retrain
+    policy.record_retrain(now=70)
+    limited = policy.decide([], volume_reason="500 new", now=200)
+    assert not limited.retrain and "rate limit" in limited.suppressed
+    assert policy.decide([], manual_reason="operator", now=200).retrain  # manual always goes through
+    assert policy.decide([], volume_reason="500 new", now=1100).retrain  # the window slid
+
+
+def test_convergence_rules() -> None:
+    detector = ConvergenceDetector()
+    assert detector.check(0.50, 0.2, 0.5) is None
+    assert detector.check(0.502, 0.2, 0.5) is None
+    assert detector.check(0.503, 0.2, 0.5) is None
+    assert "no improvement" in detector.check(0.504, 0.2, 0.5)
+    assert "refinement rate" in ConvergenceDetector().check(0.5, 0.005, 0.5)
+    assert "prediction variance" in ConvergenceDetector().check(0.5, 0.2, 0.01)
+    same = {"a": np.eye(3), "b": np.eye(3)}
+    assert prediction_variance(same) == 0.0
+    assert prediction_variance({"a": np.eye(3), "b": np.eye(3)[[1, 1, 2]]}) == pytest.approx(1 / 3)
+
+
+def test_refinement_actions() -> None:
+    labels = np.array([0, 1, 2, 0])
+    probs = np.array([[0.9, 0.05, 0.05], [0.85, 0.1, 0.05], [0.4, 0.3, 0.3], [0.1, 0.1, 0.8]])
+    flagged = refine_dataset(["a", "b", "c", "d"], labels, probs, confidence_threshold=0.8, action="flag")
+    assert flagged.flagged.tolist() == [False, True, False, True]
+    assert flagged.refinement_rate == 0.5
+    assert refine_dataset(["a", "b", "c", "d"], labels, probs, action="relabel").labels.tolist() == [0, 0, 2, 2]
+    assert refine_dataset(["a", "b", "c", "d"], labels, probs, action="downweight", downweight=0.2).weights.tolist() == [1, 0.2, 1, 0.2]
+    dropped = refine_dataset(["a", "b", "c", "d"], labels, probs, action="drop")
+    assert dropped.texts == ["a", "c"] and dropped.stats()["kept"] == 2
+    assert 0 < flagged.data_quality_score < 1
+
+
+def test_weights_favour_the_better_member_and_balance_check() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 500)
+    good = np.eye(3)[labels] * 0.8 + 0.2 / 3
+    noise = rng.dirichlet(np.ones(3), 500)
+    weights = optimise_weights({"good": good, "noise": noise}, labels)
+    assert weights["good"] > 0.9 and sum(weights.values()) == pytest.approx(1)
+    report = balance_check({"good": good, "noise": noise}, weights, labels)
+    assert report.flagged and "imbalance" in report.reason
+
+
+def test_bias_checks() -> None:
+    labels = np.array([0] * 95 + [1] * 5)
+    checks = {c.name: c for c in detect_data_bias(labels, 5, ["a"] * 100, ["a", "b", "c"], np.array([True] * 10 + [False] * 90),
+                                                   {"x": np.eye(5)[labels], "y": np.eye(5)[labels]})}
+    assert checks["label_distribution"].flagged
+    assert checks["domain_coverage"].flagged
+    assert checks["model_agreement"].bias_score == 1.0
+    assert checks["refinement_patterns"].bias_score == pytest.approx(0.05)
+    balanced = {c.name: c for c in detect_data_bias(np.arange(100) % 5, 5, ["a", "b"] * 50, ["a", "b"])}
+    assert not balanced["label_distribution"].flagged and not balanced["domain_coverage"].flagged
+
+
+def test_gate_refuses_worse_and_accepts_better() -> None:
+    rng = np.random.default_rng(1)
+    golden = rng.integers(0, 3, 400)
+    recent = rng.integers(0, 3, 200)
+    right = lambda y: np.eye(3)[y]  # noqa: E731
+    wrong = lambda y: np.eye(3)[(y + 1) % 3]  # noqa: E731
+    half = lambda y: np.where((np.arange(len(y)) % 2 == 0)[:, None], right(y), wrong(y))  # noqa: E731
+    better = promotion_gate(right(golden), right(golden), golden, half(recent), right(recent), recent)
+    assert better.promote and not better.reasons
+    shuffled = promotion_gate(right(golden), wrong(golden), golden, half(recent), wrong(recent), recent)
+    assert not shuffled.promote
+    assert any("min_delta" in r for r in shuffled.reasons) and any("forgetting" in r for r in shuffled.reasons)
+    small = promotion_gate(right(golden), right(golden), golden, half(recent[:10]), right(recent[:10]), recent[:10], GateConfig(min_holdout=50))
+    assert not small.promote and "needs 50" in small.reasons[0]
