@@ -1,0 +1,166 @@
+"""Unified per-iteration checkpoints of a retrain cycle (seed ``UnifiedCheckpointManager``).
+
+Layout: ``data_dir/retrain/<run_id>/state.json`` (status, trigger, history) and
+``iteration_NNNN/`` = the ensemble (``members/<name>/`` + ``ensemble.json``), ``optimizers/<name>.safetensors``
+(+ ``.json`` for the scalar parts), ``cycle.json`` (metrics, weights, refinement statistics) and a
+sha256 ``manifest.json`` over everything. Each iteration directory is written to a temp dir and renamed,
+so it exists whole or not at all; only the newest ``keep`` are retained. A run whose state says
+``running`` after a restart was interrupted: ``resume`` continues from its last iteration, ``discard``
+deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sentiloop.errors import CheckpointError
+from sentiloop.files import atomic_write_json
+from sentiloop.models.checkpoint import verify_member_dir, write_manifest
+from sentiloop.models.ensemble import Ensemble
+
+_ITERATION = re.compile(r"^iteration_(\d{4})$")
+CYCLE_FILE = "cycle.json"
+STATE_FILE = "state.json"
+
+
+def flatten_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a torch optimizer state_dict into tensors (for safetensors) and JSON-able scalars."""
+    import torch
+
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {"param_groups": state_dict.get("param_groups", []), "state": {}}
+    for index, entry in state_dict.get("state", {}).items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars["state"].setdefault(str(index), {})[key] = value
+    return tensors, scalars
+
+
+def unflatten_optimizer_state(tensors: dict[str, Any], scalars: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    for index, entry in scalars.get("state", {}).items():
+        state.setdefault(int(index), {}).update(entry)
+    return {"state": state, "param_groups": scalars["param_groups"]}
+
+
+class CheckpointManager:
+    """Checkpoints of one retrain run."""
+
+    def __init__(self, root: Path, run_id: str, keep: int = 3) -> None:
+        self.run_dir = root / run_id
+        self.run_id = run_id
+        self.keep = keep
+
+    @classmethod
+    def start(cls, root: Path, trigger: str, reason: str, keep: int = 3, params: dict[str, Any] | None = None) -> CheckpointManager:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        manager = cls(root, run_id, keep)
+        manager.run_dir.mkdir(parents=True)
+        manager.write_state({"run_id": run_id, "status": "running", "trigger": trigger, "reason": reason,
+                             "started_ms": int(time.time() * 1000), "params": params or {}, "iterations": []})
+        return manager
+
+    # -- run state -----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.run_dir / STATE_FILE).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{self.run_dir / STATE_FILE} is unreadable: {exc}") from None
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        atomic_write_json(self.run_dir / STATE_FILE, state)
+
+    def finish(self, status: str, **fields: Any) -> None:
+        state = self.state()
+        state.update(status=status, finished_ms=int(time.time() * 1000), **fields)
+        self.write_state(state)
+
+    # -- iterations ----------------------------------------------------------------------------
+    def iterations(self) -> list[int]:
+        if not self.run_dir.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.run_dir.iterdir() if p.is_dir() and (m := _ITERATION.match(p.name)))
+
+    def iteration_dir(self, iteration: int) -> Path:
+        return self.run_dir / f"iteration_{iteration:04d}"
+
+    def save_iteration(self, iteration: int, ensemble: Ensemble, cycle: dict[str, Any],
+                       optimizer_states: dict[str, dict[str, Any]] | None = None) -> Path:
+        """Write iteration ``iteration`` atomically; prune to the newest ``keep``."""
+        from safetensors.torch import save_file
+
+        target = self.iteration_dir(iteration)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=self.run_dir))
+        try:
+            for name, member in ensemble.members.items():
+                member.save(tmp / "members" / name)
+            atomic_write_json(tmp / "ensemble.json", ensemble.document())
+            for name, state_dict in (optimizer_states or {}).items():
+                tensors, scalars = flatten_optimizer_state(state_dict)
+                (tmp / "optimizers").mkdir(exist_ok=True)
+                save_file(tensors, str(tmp / "optimizers" / f"{name}.safetensors"))
+                (tmp / "optimizers" / f"{name}.json").write_text(json.dumps(scalars, default=float), encoding="utf-8")
+            atomic_write_json(tmp / CYCLE_FILE, {"iteration": iteration, "timestamp_ms": int(time.time() * 1000), **cycle})
+            write_manifest(tmp, "retrain-iteration", {"iteration": iteration, "run_id": self.run_id})
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        state = self.state()
+        state["iterations"].append({"iteration": iteration, **{k: v for k, v in cycle.items() if k in ("metrics", "stop_reason")}})
+        self.write_state(state)
+        for old in self.iterations()[: -self.keep]:
+            shutil.rmtree(self.iteration_dir(old), ignore_errors=True)
+        return target
+
+    def load_iteration(self, iteration: int | None = None) -> tuple[int, Ensemble, dict[str, Any]]:
+        """Verify (sha256 manifest) and load an iteration, by default the newest one."""
+        available = self.iterations()
+        if not available:
+            raise CheckpointError(f"run {self.run_id} has no iteration checkpoint")
+        iteration = available[-1] if iteration is None else iteration
+        directory = self.iteration_dir(iteration)
+        verify_member_dir(directory, "retrain-iteration")
+        cycle = json.loads((directory / CYCLE_FILE).read_text(encoding="utf-8"))
+        return iteration, Ensemble.load(directory), cycle
+
+    def load_optimizer_state(self, iteration: int, name: str) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        directory = self.iteration_dir(iteration) / "optimizers"
+        verify_member_dir(self.iteration_dir(iteration), "retrain-iteration")
+        scalars = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+        return unflatten_optimizer_state(load_file(str(directory / f"{name}.safetensors")), scalars)
+
+
+def interrupted_runs(root: Path) -> list[CheckpointManager]:
+    """Runs left in status ``running`` (the process died mid-cycle)."""
+    if not root.is_dir():
+        return []
+    runs = []
+    for run_dir in sorted(root.iterdir()):
+        manager = CheckpointManager(root, run_dir.name)
+        if (run_dir / STATE_FILE).is_file() and manager.state().get("status") == "running":
+            runs.append(manager)
+    return runs
+
+
+def discard(manager: CheckpointManager, reason: str) -> None:
+    """Mark an interrupted run discarded and free its iteration checkpoints (the state file stays as a record)."""
+    for iteration in manager.iterations():
+        shutil.rmtree(manager.iteration_dir(iteration), ignore_errors=True)
+    manager.finish("discarded", discard_reason=reason)
