@@ -231,6 +231,16 @@ class ModelsConfig(_Strict):
         return weights
 
 
+class MlflowConfig(_Strict):
+    """Experiment tracking and the model registry; the default is an embedded store under data_dir."""
+
+    tracking_uri: str | None = Field(default=None, description="null = sqlite:///<data_dir>/mlflow/mlflow.db; or http(s)://server")
+    artifact_root: Path | None = Field(default=None, description="null = <data_dir>/mlflow/artifacts (embedded store only)")
+    experiment: str = "ensemble_retraining"
+    registered_model: str = "sentiloop-ensemble"
+    enabled: bool = True
+
+
 class Settings(_Strict):
     """Root of the configuration tree."""
 
@@ -241,6 +251,7 @@ class Settings(_Strict):
     dictionary: DictionaryConfig = Field(default_factory=DictionaryConfig)
     buffer: BufferConfig = Field(default_factory=BufferConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("labels")

@@ -102,9 +102,26 @@ def train_ensemble(settings: Settings, profile: Profile = "full", data_file: str
     version, path = store.next_path()
     ensemble.info["version"] = version
     ensemble.save(path)
-    if store.champion() is None:
+    first = store.champion() is None
+    if first:
         store.set_champion(version, f"bootstrap by `sentiloop train --profile {profile}`")
+    if settings.mlflow.enabled:
+        _track_bootstrap(settings, version, path, ensemble, champion=first)
     return version, ensemble, ensemble.metrics
+
+
+def _track_bootstrap(settings: Settings, version: int, path: Any, ensemble: Ensemble, champion: bool) -> None:
+    """Log the bootstrap run and register the ensemble (the first one gets the ``champion`` alias)."""
+    from sentiloop.monitoring.tracking import Tracker
+
+    tracker = Tracker(settings)
+    test = ensemble.metrics["test"]
+    with tracker.run(f"bootstrap_v{version:04d}", {"profile": ensemble.info["profile"], "members": ",".join(ensemble.members),
+                                                   **{f"weight_{k}": v for k, v in ensemble.weights.items()}}):
+        tracker.log_metrics({"ensemble_accuracy": test["ensemble"]["accuracy"],
+                             **{f"{name}_accuracy": report["accuracy"] for name, report in test.items() if name != "ensemble"}})
+        registered = tracker.register_ensemble(path, "champion" if champion else "challenger", f"sentiloop ensemble v{version:04d} (bootstrap)")
+    log.info("registered %s version %d%s", settings.mlflow.registered_model, registered, " as champion" if champion else "")
 
 
 def baseline_report(settings: Settings, split: Split) -> dict[str, Any]:
