@@ -52,6 +52,9 @@ class KafkaConfig(_Strict):
     embedded_port: int = Field(default=9092, ge=1, le=65535)
     poll_timeout_ms: int = Field(default=500, ge=10, le=60_000)
     max_poll_records: int = Field(default=500, ge=1, le=100_000)
+    fetch_max_wait_ms: int = Field(
+        default=100, ge=0, le=60_000, description="longest the broker may hold a fetch; kafka-python's 500 ms default adds latency"
+    )
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -241,6 +244,81 @@ class MlflowConfig(_Strict):
     enabled: bool = True
 
 
+class DriftConfig(_Strict):
+    """Drift detectors on the champion's error stream; defaults calibrated on stable data (README)."""
+
+    enabled: bool = True
+    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    ph_delta: float = Field(default=0.05, ge=0, lt=1, description="Page-Hinkley: smallest error-rate increase that counts")
+    ph_threshold: float = Field(default=40.0, gt=0)
+    min_instances: int = Field(default=300, ge=10, description="labelled events before a detector may fire")
+    label_window: int = Field(default=1000, ge=50)
+    label_threshold: float = Field(default=0.15, gt=0, le=1, description="Jensen-Shannon distance of the label distribution")
+    oov_window: int = Field(default=1000, ge=50)
+    oov_margin: float = Field(default=0.10, gt=0, le=1)
+    batch_size: int = Field(default=64, ge=1, description="labelled events scored by the champion at once")
+
+
+class PolicyConfig(_Strict):
+    """When a signal becomes a retrain: warm-up, cool-down, hysteresis, rate limit."""
+
+    warmup_events: int = Field(default=1000, ge=0)
+    cooldown_s: float = Field(default=1800, ge=0)
+    hysteresis: int = Field(default=2, ge=1, description="consecutive drift checks before acting")
+    max_retrains: int = Field(default=3, ge=1)
+    window_s: float = Field(default=86_400, gt=0)
+
+
+class GateSettings(_Strict):
+    """The promotion gate (challenger vs champion)."""
+
+    min_delta: float = Field(default=0.005, ge=0, lt=1, description="required accuracy gain on the recent holdout")
+    golden_tolerance: float = Field(default=0.01, ge=0, lt=1, description="max accuracy loss on the golden set")
+    class_tolerance: float = Field(default=0.05, ge=0, lt=1, description="max recall loss of any class on the golden set")
+    min_holdout: int = Field(default=50, ge=1)
+    recent_holdout: int = Field(default=2000, ge=10, description="most recent holdout events used for the gate")
+
+
+class RetrainConfig(_Strict):
+    """The refine → retrain cycle (seed IterativeRetrainingSystem) and its triggers."""
+
+    enabled: bool = True
+    mode: Literal["strategic", "full"] = "strategic"
+    volume_threshold: int = Field(default=2000, ge=1, description="new labelled events since the last retrain")
+    min_new_events: int = Field(default=200, ge=1, description="never retrain on fewer new labelled events")
+    max_iterations: int = Field(default=5, ge=1, le=20)
+    convergence_threshold: float = Field(default=0.005, ge=0)
+    patience: int = Field(default=3, ge=1)
+    min_refinement_rate: float = Field(default=0.01, ge=0, le=1)
+    min_prediction_variance: float = Field(default=0.05, ge=0, le=1)
+    confidence_threshold: float = Field(default=0.8, gt=0, le=1)
+    refinement_action: Literal["flag", "relabel", "downweight", "drop"] = "downweight"
+    downweight: float = Field(default=0.3, gt=0, le=1)
+    replay_ratio: float = Field(default=1.0, ge=0, description="replayed old examples per new example (class-balanced)")
+    folds: int = Field(default=5, ge=2, le=20, description="rotating held-out folds of new data (out-of-fold refinement)")
+    bert_epochs: int = Field(default=5, ge=1, le=5)
+    bert_max_steps: int | None = Field(default=None, ge=1)
+    keep_checkpoints: int = Field(default=3, ge=1)
+    on_interrupted: Literal["resume", "discard"] = "discard"
+    schedule_cron: str | None = Field(default=None, description="crontab expression for scheduled retrains, e.g. '0 3 * * *'")
+    misfire_grace_s: int = Field(default=3600, ge=1)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    gate: GateSettings = Field(default_factory=GateSettings)
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value)
+            except ValueError as exc:
+                raise ValueError(f"not a crontab expression: {exc}") from None
+        return value
+
+
 class Settings(_Strict):
     """Root of the configuration tree."""
 
@@ -252,6 +330,7 @@ class Settings(_Strict):
     buffer: BufferConfig = Field(default_factory=BufferConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("labels")

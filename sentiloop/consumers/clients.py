@@ -26,6 +26,7 @@ def make_consumer(config: KafkaConfig, bootstrap: Sequence[str], **overrides: An
         "session_timeout_ms": config.session_timeout_ms,
         "heartbeat_interval_ms": config.heartbeat_interval_ms,
         "max_poll_records": config.max_poll_records,
+        "fetch_max_wait_ms": config.fetch_max_wait_ms,
         # Retrains run off the poll loop, so a long gap between polls means the process is stuck.
         "max_poll_interval_ms": 300_000,
         "reconnect_backoff_max_ms": 2000,

@@ -46,9 +46,12 @@ def regex_tokenize(text: str) -> list[str]:
         value = match.group()
         if kind == "hangul":
             tokens.append(_strip_josa(value))
-        elif kind == "emo":
-            tokens.append(value)
         elif kind == "bang":
+            tokens.append(value[0])
+        else:  # latin, numbers and emoticons (":D" → ":d", as in the VADER lexicon)
+            tokens.append(value.lower())
+    return tokens
+ kind == "bang":
             tokens.append(value[0])
         else:
             tokens.append(value.lower())
