@@ -51,11 +51,6 @@ def regex_tokenize(text: str) -> list[str]:
         else:  # latin, numbers and emoticons (":D" → ":d", as in the VADER lexicon)
             tokens.append(value.lower())
     return tokens
- kind == "bang":
-            tokens.append(value[0])
-        else:
-            tokens.append(value.lower())
-    return tokens
 
 
 # Kiwi part-of-speech tags that carry sentiment: nouns, verbs, adjectives, adverbs, roots, foreign words.
