@@ -271,6 +271,68 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _configure_threads(settings)
+    from sentiloop.retrainers.run import run_retrain
+
+    summary = run_retrain(settings, args.trigger, args.reason, args.mode, force=args.force)
+    if args.json:
+        _print_json(summary)
+        return 0
+    if summary["status"] == "skipped":
+        print(f"retrain skipped: {summary['why']}")
+        return 0
+    print(f"retrain {summary['run_id']} ({args.mode or settings.retrain.mode}): {summary['stop_reason']}")
+    for it in summary["iterations"]:
+        m = it["metrics"]
+        print(f"  iteration {it['iteration']}: ensemble_accuracy {m['ensemble_accuracy']:.4f}  refinement_rate "
+              f"{m['refinement_rate']:.4f}  data_quality {m['data_quality_score']:.3f}  "
+              + "  ".join(f"{k} {v:.0f}s" for k, v in it["durations"].items()))
+    g = summary["gate_metrics"]
+    print(f"gate: recent holdout {g['champion_recent_accuracy']:.4f} → {g['challenger_recent_accuracy']:.4f}, "
+          f"golden {g['champion_golden_accuracy']:.4f} → {g['challenger_golden_accuracy']:.4f}")
+    if summary["status"] == "promoted":
+        print(f"PROMOTED: v{summary['version']:04d} is the new champion")
+    else:
+        print(f"kept the champion v{summary['champion_before']:04d}; challenger saved as v{summary['version']:04d} because:")
+        for reason in summary["gate_reasons"]:
+            print(f"  - {reason}")
+    return 0
+
+
+def _set_champion(settings, version: int, reason: str) -> None:  # type: ignore[no-untyped-def]
+    from sentiloop.models.ensemble import Ensemble
+    from sentiloop.models.store import ModelStore
+
+    store = ModelStore(settings.data_dir)
+    Ensemble.load(store.path(version))  # refuse a missing or tampered version before pointing at it
+    store.set_champion(version, reason)
+    registered = store.registered_version(version)
+    if settings.mlflow.enabled and registered is not None:
+        from sentiloop.monitoring.tracking import Tracker
+
+        Tracker(settings).set_alias("champion", registered)
+    print(f"champion is now v{version:04d}" + (f" (registry version {registered})" if registered else ""))
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _set_champion(settings, args.version, args.reason or "manual promotion")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from sentiloop.models.store import ModelStore
+
+    previous = ModelStore(settings.data_dir).previous_champion()
+    if previous is None:
+        raise SentiloopError("there is no previous champion to roll back to")
+    _set_champion(settings, previous, args.reason or "rollback")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 def _add(sub, name: str, func: Callable[[argparse.Namespace], int], help_text: str, description: str | None = None):  # type: ignore[no-untyped-def]
     parser = sub.add_parser(name, help=help_text, description=description or help_text)
@@ -332,6 +394,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.add_argument("--json", action="store_true")
     p.add_argument("--version", type=int, help="ensemble version (default: the champion)")
+
+    p = _add(sub, "retrain", cmd_retrain, "run one refine → retrain → evaluate cycle now and promote only if the gate agrees",
+             "Retrain from the feedback stored since the last retrain (plus a class-balanced replay of older data), "
+             "with each member's strategy, up to retrain.max_iterations; the challenger replaces the champion only "
+             "if it beats it on the recent holdout without forgetting the golden set.")
+    p.add_argument("--mode", choices=["strategic", "full"], help="strategic (per-member methods, default) or full (from scratch)")
+    p.add_argument("--trigger", default="manual", help=argparse.SUPPRESS)
+    p.add_argument("--reason", default="requested with `sentiloop retrain`", help="recorded with the run")
+    p.add_argument("--force", action="store_true", help="run even with fewer than retrain.min_new_events new events")
+    p.add_argument("--json", action="store_true")
+
+    p = _add(sub, "promote", cmd_promote, "make ensemble VERSION the champion (checks it loads and verifies first)")
+    p.add_argument("version", type=int)
+    p.add_argument("--reason")
+    p = _add(sub, "rollback", cmd_rollback, "make the previous champion the champion again")
+    p.add_argument("--reason")
 
     data = sub.add_parser("data", help="datasets: fetch the VADER human-rated ground truth")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)

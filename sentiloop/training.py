@@ -121,6 +121,7 @@ def _track_bootstrap(settings: Settings, version: int, path: Any, ensemble: Ense
         tracker.log_metrics({"ensemble_accuracy": test["ensemble"]["accuracy"],
                              **{f"{name}_accuracy": report["accuracy"] for name, report in test.items() if name != "ensemble"}})
         registered = tracker.register_ensemble(path, "champion" if champion else "challenger", f"sentiloop ensemble v{version:04d} (bootstrap)")
+    ModelStore(settings.data_dir).record_registration(version, registered)
     log.info("registered %s version %d%s", settings.mlflow.registered_model, registered, " as champion" if champion else "")
 
 

@@ -231,13 +231,18 @@ class SQLiteBufferStore:
                 self._bump(conn, f"invalid:{reason}", count)
         return result
 
-    def set_mark(self, mark: str) -> None:
+    def set_mark(self, mark: str, seq: int | None = None) -> None:
+        """Remember ``seq`` (default: the newest event) under ``mark``."""
         with self._write() as conn:
+            if seq is None:
+                seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
             conn.execute(
-                "INSERT INTO marks VALUES (?, (SELECT COALESCE(MAX(seq), 0) FROM events), ?)"
-                " ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, set_ms = excluded.set_ms",
-                (mark, _now_ms()),
+                "INSERT INTO marks VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, set_ms = excluded.set_ms",
+                (mark, seq, _now_ms()),
             )
+
+    def max_seq(self) -> int:
+        return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
     def apply_retention(self, now_ms: int | None = None) -> int:
         if self.retention_days is None:
@@ -275,9 +280,13 @@ class SQLiteBufferStore:
             chosen.extend(_row_to_stored(row) for row in rows)
         return chosen
 
-    def iter_events(self, *, since_seq: int = 0, labelled_only: bool = False, split: str | None = None) -> Iterator[StoredEvent]:
+    def iter_events(self, *, since_seq: int = 0, until_seq: int | None = None, labelled_only: bool = False,
+                    split: str | None = None) -> Iterator[StoredEvent]:
         query = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?"
         params: list[object] = [since_seq]
+        if until_seq is not None:
+            query += " AND seq <= ?"
+            params.append(until_seq)
         if labelled_only:
             query += " AND label IS NOT NULL"
         if split is not None:

@@ -68,15 +68,16 @@ class BufferStore(Protocol):
     def count_since(self, mark: str, labelled_only: bool = True) -> int:
         """Events stored after ``mark`` was last set (the volume trigger's input)."""
 
-    def set_mark(self, mark: str) -> None:
-        """Remember the current position under ``mark``."""
+    def set_mark(self, mark: str, seq: int | None = None) -> None:
+        """Remember ``seq`` (default: the newest event) under ``mark``."""
 
     def sample(
         self, n: int, *, label: int | None = None, domain: str | None = None, split: str | None = None, seed: int = 0
     ) -> list[StoredEvent]:
         """Up to ``n`` events chosen uniformly (reproducibly for a seed), optionally filtered."""
 
-    def iter_events(self, *, since_seq: int = 0, labelled_only: bool = False, split: str | None = None) -> Iterator[StoredEvent]:
+    def iter_events(self, *, since_seq: int = 0, until_seq: int | None = None, labelled_only: bool = False,
+                    split: str | None = None) -> Iterator[StoredEvent]:
         """Events in insertion order."""
 
     def export_jsonl(self, out: IO[str], *, labelled_only: bool = False) -> int:

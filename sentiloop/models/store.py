@@ -64,6 +64,19 @@ class ModelStore:
         pointer["champion"] = version
         atomic_write_json(self.root / CHAMPION, pointer)
 
+    def record_registration(self, version: int, registered: int) -> None:
+        """Remember which MLflow model-registry version a local version was registered as."""
+        file = self.root / "registry.json"
+        mapping = json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
+        mapping[str(version)] = registered
+        atomic_write_json(file, mapping)
+
+    def registered_version(self, version: int) -> int | None:
+        file = self.root / "registry.json"
+        if not file.exists():
+            return None
+        return json.loads(file.read_text(encoding="utf-8")).get(str(version))  # type: ignore[no-any-return]
+
     def previous_champion(self) -> int | None:
         """The champion before the current one (for rollback)."""
         history = self._pointer()["history"]

@@ -30,31 +30,6 @@ CYCLE_FILE = "cycle.json"
 STATE_FILE = "state.json"
 
 
-def flatten_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a torch optimizer state_dict into tensors (for safetensors) and JSON-able scalars."""
-    import torch
-
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {"param_groups": state_dict.get("param_groups", []), "state": {}}
-    for index, entry in state_dict.get("state", {}).items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars["state"].setdefault(str(index), {})[key] = value
-    return tensors, scalars
-
-
-def unflatten_optimizer_state(tensors: dict[str, Any], scalars: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, tensor in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = tensor
-    for index, entry in scalars.get("state", {}).items():
-        state.setdefault(int(index), {}).update(entry)
-    return {"state": state, "param_groups": scalars["param_groups"]}
-
-
 class CheckpointManager:
     """Checkpoints of one retrain run."""
 
@@ -97,7 +72,8 @@ class CheckpointManager:
         return self.run_dir / f"iteration_{iteration:04d}"
 
     def save_iteration(self, iteration: int, ensemble: Ensemble, cycle: dict[str, Any],
-                       optimizer_states: dict[str, dict[str, Any]] | None = None) -> Path:
+                       optimizer_states: dict[str, tuple[dict[str, Any], dict[str, Any]]] | None = None) -> Path:
+        """``optimizer_states``: member → (tensors by name, JSON-able rest), as members' ``optimizer_state()``."""
         """Write iteration ``iteration`` atomically; prune to the newest ``keep``."""
         from safetensors.torch import save_file
 
@@ -107,8 +83,9 @@ class CheckpointManager:
             for name, member in ensemble.members.items():
                 member.save(tmp / "members" / name)
             atomic_write_json(tmp / "ensemble.json", ensemble.document())
-            for name, state_dict in (optimizer_states or {}).items():
-                tensors, scalars = flatten_optimizer_state(state_dict)
+            for name, (tensors, scalars) in (optimizer_states or {}).items():
+                if not tensors:
+                    continue
                 (tmp / "optimizers").mkdir(exist_ok=True)
                 save_file(tensors, str(tmp / "optimizers" / f"{name}.safetensors"))
                 (tmp / "optimizers" / f"{name}.json").write_text(json.dumps(scalars, default=float), encoding="utf-8")
@@ -138,13 +115,14 @@ class CheckpointManager:
         cycle = json.loads((directory / CYCLE_FILE).read_text(encoding="utf-8"))
         return iteration, Ensemble.load(directory), cycle
 
-    def load_optimizer_state(self, iteration: int, name: str) -> dict[str, Any]:
+    def load_optimizer_state(self, iteration: int, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(tensors, JSON part) of a member's optimizer, as saved; feed to the member's ``load_optimizer_state``."""
         from safetensors.torch import load_file
 
         directory = self.iteration_dir(iteration) / "optimizers"
         verify_member_dir(self.iteration_dir(iteration), "retrain-iteration")
         scalars = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
-        return unflatten_optimizer_state(load_file(str(directory / f"{name}.safetensors")), scalars)
+        return load_file(str(directory / f"{name}.safetensors")), scalars
 
 
 def interrupted_runs(root: Path) -> list[CheckpointManager]:

@@ -1,0 +1,218 @@
+"""The iterative refine → retrain → evaluate cycle (seed ``IterativeRetrainingSystem``).
+
+Per iteration (up to ``max_iterations``):
+  1. refine: a reference ensemble scores examples it did NOT train on — the champion for iteration 1
+     (it never saw the new feedback), then the previous challenger on the fold held out of its
+     training — and confident disagreements are flagged/relabelled/down-weighted/dropped;
+  2. retrain the members in the seed's order word-sentiment → LSTM → BiLSTM → BERT, each with its
+     strategy (or ``full``), on refined new data minus this iteration's held-out fold + replay;
+  3. optimise ensemble weights on the held-out fold; balance check; bias checks;
+  4. evaluate, checkpoint (atomic, sha256), log to MLflow; stop when the convergence rules say so.
+The last iteration's ensemble is the challenger; the promotion gate then compares it to the champion.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sentiloop.config import Settings
+from sentiloop.models.base import TrainData
+from sentiloop.models.ensemble import Ensemble, ordered_members
+from sentiloop.monitoring.bias import detect_data_bias
+from sentiloop.retrainers.checkpoints import CheckpointManager
+from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
+from sentiloop.retrainers.data import CyclePools, Pool, fold_of
+from sentiloop.retrainers.gate import GateConfig, GateResult, promotion_gate
+from sentiloop.retrainers.refinement import refine_dataset
+from sentiloop.retrainers.strategies import Mode, StrategyContext, retrain_member
+from sentiloop.retrainers.weights import balance_check, optimise_weights
+
+log = logging.getLogger(__name__)
+
+MIN_VALIDATION = 20
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    metrics: dict[str, float]
+    refinement: dict[str, Any]
+    weights: dict[str, float]
+    balance: dict[str, Any]
+    bias: list[dict[str, Any]]
+    durations: dict[str, float]
+    strategies: dict[str, str]
+    stop_reason: str | None = None
+
+
+@dataclass
+class CycleResult:
+    challenger: Ensemble
+    iterations: list[IterationResult] = field(default_factory=list)
+    stop_reason: str = ""
+    gate: GateResult | None = None
+
+
+Listener = Callable[[IterationResult], None]
+
+
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(probabilities.argmax(axis=1) == labels)) if len(labels) else float("nan")
+
+
+class RetrainCycle:
+    """One retrain run over fixed pools; ``run()`` returns the challenger and the gate's verdict."""
+
+    def __init__(self, settings: Settings, champion: Ensemble, pools: CyclePools, checkpoints: CheckpointManager,
+                 mode: Mode = "strategic", tracker: Any | None = None, on_iteration: Listener | None = None) -> None:
+        self.settings = settings
+        self.config = settings.retrain
+        self.champion = champion
+        self.pools = pools
+        self.checkpoints = checkpoints
+        self.mode = mode
+        self.tracker = tracker
+        self.on_iteration = on_iteration
+        new = pools.new
+        self.folds = np.array([fold_of(i, self.config.folds) for i in new.ids], dtype=np.int64)
+        self.labels = new.labels.copy()  # current (refined) labels
+        self.weights = np.ones(len(new))
+        self.dropped = np.zeros(len(new), dtype=bool)
+        self.flagged = np.zeros(len(new), dtype=bool)
+
+    # -- refinement ----------------------------------------------------------------------------
+    def _refine(self, iteration: int, reference: Ensemble) -> dict[str, Any]:
+        candidates = np.ones(len(self.pools.new), dtype=bool) if iteration == 1 else self.folds == (iteration - 2) % self.config.folds
+        new = self.pools.new
+        texts = [t for t, c in zip(new.texts, candidates) if c]
+        if not texts:
+            return {"refinement_rate": 0.0, "data_quality_score": 1.0, "refined_samples": 0, "pool": 0}
+        probabilities = reference.predict_proba(texts)
+        result = refine_dataset(texts, new.labels[candidates], probabilities,
+                                domains=[d for d, c in zip(new.domains, candidates) if c],
+                                confidence_threshold=self.config.confidence_threshold, action="flag")
+        index = np.flatnonzero(candidates)
+        flagged = index[result.flagged]
+        self.flagged[index] = result.flagged
+        action = self.config.refinement_action
+        if action == "relabel":
+            self.labels[flagged] = probabilities[result.flagged].argmax(axis=1)
+        elif action == "downweight":
+            self.weights[flagged] = self.config.downweight
+        elif action == "drop":
+            self.dropped[flagged] = True
+        return {**result.stats(), "action": action, "candidates": int(candidates.sum())}
+
+    def _datasets(self, iteration: int) -> tuple[TrainData, TrainData, np.ndarray]:
+        held_out = self.folds == (iteration - 1) % self.config.folds
+        new = self.pools.new
+        train_mask = ~held_out & ~self.dropped
+        parts = [new.data(train_mask, self.labels, self.weights)]
+        replay = self.pools.replay
+        if len(replay):
+            parts.append(replay.data(weights=np.ones(len(replay))))
+        train = TrainData([t for p in parts for t in p.texts], np.concatenate([p.labels for p in parts]),
+                          np.concatenate([p.weights for p in parts]), [d for p in parts for d in p.domains])
+        if held_out.sum() >= MIN_VALIDATION:
+            validation = new.data(held_out)  # stated labels: refinement never grades itself
+        else:
+            validation = self.pools.golden.data()
+        return train, validation, held_out
+
+    # -- one iteration ---------------------------------------------------------------------------
+    def _iteration(self, iteration: int, reference: Ensemble, detector: ConvergenceDetector) -> tuple[Ensemble, IterationResult]:
+        refinement = self._refine(iteration, reference)
+        train, validation, _ = self._datasets(iteration)
+        context = StrategyContext(self.settings, iteration, self.checkpoints.run_dir / "dictionary_backups",
+                                  bert_epochs=self.config.bert_epochs, bert_max_steps=self.config.bert_max_steps)
+        members, durations, strategies, optimizers = {}, {}, {}, {}
+        for name in ordered_members(list(self.champion.members)):
+            started = time.monotonic()
+            log.info("iteration %d: retraining %s (%s) on %d examples", iteration, name, self.mode, len(train))
+            member, _report, strategy = retrain_member(name, self.champion.members[name], train, validation, self.mode, context)
+            members[name], strategies[name] = member, strategy
+            durations[name] = time.monotonic() - started
+            state = getattr(member, "optimizer_state", None)
+            if callable(state) and (value := state()) is not None:
+                optimizers[name] = tuple(value)
+        val_probs = {name: m.predict_proba(validation.texts) for name, m in members.items()}
+        weights = optimise_weights(val_probs, validation.labels, start=self.champion.weights) if len(members) > 1 else {n: 1.0 for n in members}
+        balance = balance_check(val_probs, weights, validation.labels)
+        if balance.flagged:
+            log.warning("iteration %d: %s", iteration, balance.reason)
+        challenger = Ensemble(members, weights, self.champion.label_names, info={"iteration": iteration, "mode": self.mode})
+        metrics = self._evaluate(challenger, validation, val_probs)
+        metrics["refinement_rate"] = refinement["refinement_rate"]
+        metrics["data_quality_score"] = refinement["data_quality_score"]
+        variance = prediction_variance(val_probs)
+        metrics["prediction_variance"] = variance
+        bias = detect_data_bias(train.labels, len(self.champion.label_names), list(train.domains or []),
+                                sorted(set(self.pools.golden.domains)), self.flagged, val_probs)
+        for check in bias:
+            if check.flagged:
+                log.warning("iteration %d: bias in %s (score %.2f): %s", iteration, check.name, check.bias_score, check.description)
+        stop = detector.check(metrics["ensemble_accuracy"], refinement["refinement_rate"], variance)
+        result = IterationResult(iteration, metrics, refinement, weights,
+                                 {"contributions": balance.contributions, "ratio": balance.ratio, "flagged": balance.flagged},
+                                 [{"name": c.name, "bias_score": c.bias_score, "flagged": c.flagged, "description": c.description} for c in bias],
+                                 durations, strategies, stop)
+        challenger.metrics = {"iteration": metrics}
+        self.checkpoints.save_iteration(iteration, challenger, {
+            "metrics": metrics, "refinement": refinement, "weights": weights, "balance": result.balance,
+            "bias": result.bias, "durations": durations, "strategies": strategies, "stop_reason": stop,
+        }, optimizers)
+        return challenger, result
+
+    def _evaluate(self, challenger: Ensemble, validation: TrainData, val_probs: dict[str, np.ndarray]) -> dict[str, float]:
+        """ensemble_accuracy (on the held-out fold), golden/recent accuracy and each member's accuracy."""
+        metrics = {"ensemble_accuracy": _accuracy(Ensemble.combine(val_probs, challenger.weights), validation.labels)}
+        for split, pool in (("golden", self.pools.golden), ("recent", self.pools.recent)):
+            if len(pool):
+                probs = challenger.member_probabilities(pool.texts)
+                metrics[f"ensemble_{split}_accuracy"] = _accuracy(Ensemble.combine(probs, challenger.weights), pool.labels)
+                for name, p in probs.items():
+                    metrics[f"{name}_{split}_accuracy"] = _accuracy(p, pool.labels)
+        for name, p in val_probs.items():
+            metrics[f"{name}_accuracy"] = _accuracy(p, validation.labels)
+        return metrics
+
+    # -- the cycle -----------------------------------------------------------------------------
+    def run(self, start_iteration: int = 1, reference: Ensemble | None = None) -> CycleResult:
+        detector = ConvergenceDetector(self.config.patience, self.config.convergence_threshold,
+                                       self.config.min_refinement_rate, self.config.min_prediction_variance)
+        reference = reference or self.champion
+        result: CycleResult | None = None
+        for iteration in range(start_iteration, self.config.max_iterations + 1):
+            log.info("retrain iteration %d/%d", iteration, self.config.max_iterations)
+            challenger, outcome = self._iteration(iteration, reference, detector)
+            if self.tracker is not None:
+                self.tracker.log_metrics(outcome.metrics, step=iteration)
+            if self.on_iteration is not None:
+                self.on_iteration(outcome)
+            result = result or CycleResult(challenger)
+            result.challenger = challenger
+            result.iterations.append(outcome)
+            reference = challenger
+            if outcome.stop_reason:
+                result.stop_reason = f"converged at iteration {iteration}: {outcome.stop_reason}"
+                break
+        assert result is not None, "max_iterations must be >= start_iteration"
+        if not result.stop_reason:
+            result.stop_reason = f"reached max_iterations ({self.config.max_iterations})"
+        result.gate = self.gate(result.challenger)
+        return result
+
+    def gate(self, challenger: Ensemble) -> GateResult:
+        golden, recent = self.pools.golden, self.pools.recent
+        g = self.config.gate
+        return promotion_gate(
+            self.champion.predict_proba(golden.texts), challenger.predict_proba(golden.texts), golden.labels,
+            self.champion.predict_proba(recent.texts), challenger.predict_proba(recent.texts), recent.labels,
+            GateConfig(g.min_delta, g.golden_tolerance, g.class_tolerance, g.min_holdout),
+        )

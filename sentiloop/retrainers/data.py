@@ -1,0 +1,127 @@
+"""The data a retrain cycle works on, assembled from the buffer and the original dataset.
+
+- new: labelled training-split feedback stored since the last retrain (the refinement pool);
+- replay: a class-balanced sample of older data (the original training split, then older feedback),
+  ``replay_ratio`` × |new|, so the members do not forget;
+- recent: the newest labelled events of the holdout split (reserved by event_id hash, never trained on);
+- golden: a fixed set from the original distribution (the original validation split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from sentiloop.buffer.sqlite import SQLiteBufferStore
+from sentiloop.buffer.store import StoredEvent
+from sentiloop.config import Settings
+from sentiloop.datasets import Record
+from sentiloop.errors import DataError
+from sentiloop.models.base import TrainData
+
+log = logging.getLogger(__name__)
+
+RETRAIN_MARK = "last_retrain"
+
+
+@dataclass
+class Pool:
+    """Examples with their ids (for fold assignment) and domains."""
+
+    ids: list[str]
+    texts: list[str]
+    labels: np.ndarray
+    domains: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def data(self, mask: np.ndarray | None = None, labels: np.ndarray | None = None, weights: np.ndarray | None = None) -> TrainData:
+        mask = np.ones(len(self), dtype=bool) if mask is None else mask
+        chosen_labels = (self.labels if labels is None else labels)[mask]
+        return TrainData([t for t, m in zip(self.texts, mask) if m], chosen_labels,
+                         None if weights is None else weights[mask], [d for d, m in zip(self.domains, mask) if m])
+
+    @classmethod
+    def from_events(cls, events: Sequence[StoredEvent]) -> Pool:
+        return cls([e.event.event_id for e in events], [e.event.text for e in events],
+                   np.array([e.event.label for e in events], dtype=np.int64), [e.event.domain or "unknown" for e in events])
+
+    @classmethod
+    def from_records(cls, records: Sequence[Record]) -> Pool:
+        return cls([r.id for r in records], [r.text for r in records], np.array([r.label for r in records], dtype=np.int64),
+                   [r.domain for r in records])
+
+    @classmethod
+    def concat(cls, *pools: Pool) -> Pool:
+        return cls([i for p in pools for i in p.ids], [t for p in pools for t in p.texts],
+                   np.concatenate([p.labels for p in pools]) if pools else np.zeros(0, dtype=np.int64),
+                   [d for p in pools for d in p.domains])
+
+
+@dataclass
+class CyclePools:
+    new: Pool
+    replay: Pool
+    recent: Pool
+    golden: Pool
+    since_seq: int
+    until_seq: int
+
+    def summary(self) -> dict[str, int]:
+        return {"new": len(self.new), "replay": len(self.replay), "recent_holdout": len(self.recent), "golden": len(self.golden),
+                "since_seq": self.since_seq, "until_seq": self.until_seq}
+
+
+def fold_of(event_id: str, folds: int) -> int:
+    """Deterministic fold by id hash (salted differently from the holdout split)."""
+    return int.from_bytes(hashlib.blake2b(f"fold:{event_id}".encode(), digest_size=4).digest(), "big") % folds
+
+
+def balanced_sample(pool: Pool, n: int, num_classes: int, seed: int) -> Pool:
+    """Up to ``n`` examples with the classes as equal as the pool allows."""
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    per_class = max(1, n // num_classes)
+    for c in range(num_classes):
+        indices = np.flatnonzero(pool.labels == c)
+        chosen.extend(rng.choice(indices, size=min(per_class, len(indices)), replace=False).tolist())
+    mask = np.zeros(len(pool), dtype=bool)
+    mask[chosen] = True
+    return Pool([i for i, m in zip(pool.ids, mask) if m], [t for t, m in zip(pool.texts, mask) if m], pool.labels[mask],
+                [d for d, m in zip(pool.domains, mask) if m])
+
+
+def _original_split(settings: Settings, info: dict[str, Any]) -> tuple[Pool, Pool] | None:
+    """(train, validation) of the dataset the champion lineage was bootstrapped on, if still available."""
+    from sentiloop.training import load_split
+
+    source = info.get("data", "vader_ground_truth")
+    try:
+        split = load_split(settings, None if source == "vader_ground_truth" else source)
+    except (DataError, OSError) as exc:
+        log.warning("original dataset %s unavailable (%s): replay and golden set come from the buffer only", source, exc)
+        return None
+    return Pool.from_records(split.train), Pool.from_records(split.validation)
+
+
+def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: dict[str, Any]) -> CyclePools:
+    since = store.mark_seq(RETRAIN_MARK)
+    until = store.max_seq()
+    new = Pool.from_events(list(store.iter_events(since_seq=since, until_seq=until, labelled_only=True, split="train")))
+    holdout = list(store.iter_events(until_seq=until, labelled_only=True, split="holdout"))
+    recent = Pool.from_events(holdout[-settings.retrain.gate.recent_holdout:])
+    older = Pool.from_events(list(store.iter_events(until_seq=since, labelled_only=True, split="train")))
+    original = _original_split(settings, champion_info)
+    if original is not None:
+        replay_source, golden = Pool.concat(original[0], older), original[1]
+    else:
+        replay_source = older
+        golden = Pool.from_events(holdout[: settings.retrain.gate.recent_holdout])
+    replay_size = int(round(settings.retrain.replay_ratio * len(new)))
+    replay = balanced_sample(replay_source, replay_size, len(settings.labels), settings.models.seed) if replay_size else Pool.concat()
+    return CyclePools(new, replay, recent, golden, since, until)

@@ -1,0 +1,125 @@
+"""One retrain run end to end: pools → cycle → gate → (promotion | challenger only) → records.
+
+Used by ``sentiloop retrain`` in the foreground and by the daemon's worker process. Whatever happens,
+the champion keeps serving until a promotion has been fully written (new version on disk, pointer
+swapped atomically, registry alias moved); a failure leaves it untouched and is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sentiloop.buffer.sqlite import SQLiteBufferStore
+from sentiloop.config import Settings
+from sentiloop.models.ensemble import Ensemble
+from sentiloop.models.store import ModelStore
+from sentiloop.retrainers.checkpoints import CheckpointManager, discard, interrupted_runs
+from sentiloop.retrainers.cycle import RetrainCycle
+from sentiloop.retrainers.data import RETRAIN_MARK, assemble_pools
+from sentiloop.retrainers.strategies import Mode
+
+log = logging.getLogger(__name__)
+
+
+def retrain_root(settings: Settings):  # type: ignore[no-untyped-def]
+    return settings.data_dir / "retrain"
+
+
+def seed_params(settings: Settings, mode: Mode) -> dict[str, Any]:
+    """The seed's logged parameters plus what makes a run reproducible."""
+    r = settings.retrain
+    return {"max_iterations": r.max_iterations, "convergence_threshold": r.convergence_threshold,
+            "confidence_threshold": r.confidence_threshold, "patience": r.patience, "mode": mode,
+            "refinement_action": r.refinement_action, "replay_ratio": r.replay_ratio, "folds": r.folds,
+            "members": ",".join(settings.models.enabled), "seed": settings.models.seed}
+
+
+def handle_interrupted(settings: Settings) -> list[str]:
+    """Runs a dead process left ``running``: discarded (resume happens by re-running on the same pools)."""
+    handled = []
+    for run in interrupted_runs(retrain_root(settings)):
+        discard(run, "the process running it stopped before it finished")
+        log.warning("discarded interrupted retrain run %s", run.run_id)
+        handled.append(run.run_id)
+    return handled
+
+
+def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None = None, force: bool = False) -> dict[str, Any]:
+    """Run one retrain; returns a summary (also written to the run's state.json)."""
+    mode = mode or settings.retrain.mode
+    handle_interrupted(settings)
+    models = ModelStore(settings.data_dir)
+    champion_version = models.champion()
+    champion_dir = models.champion_path()
+    champion = Ensemble.load(champion_dir, only=settings.models.enabled)
+    store = SQLiteBufferStore(settings.db_path, settings.label_names, None, settings.buffer.holdout_share)
+    started = time.monotonic()
+    try:
+        pools = assemble_pools(settings, store, champion.info)
+        if len(pools.new) < settings.retrain.min_new_events and not force:
+            return {"status": "skipped", "trigger": trigger, "reason": reason,
+                    "why": f"{len(pools.new)} new labelled events < retrain.min_new_events {settings.retrain.min_new_events}",
+                    "pools": pools.summary()}
+        checkpoints = CheckpointManager.start(retrain_root(settings), trigger, reason, settings.retrain.keep_checkpoints,
+                                              {**seed_params(settings, mode), "champion": champion_version, **pools.summary()})
+        tracker = _tracker(settings)
+        try:
+            if tracker is not None:
+                with tracker.run(f"retraining_{time.strftime('%Y%m%d_%H%M')}", seed_params(settings, mode),
+                                 tags={"trigger": trigger, "reason": reason[:250], "run_id": checkpoints.run_id}):
+                    summary = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode, tracker, models)
+            else:
+                summary = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode, None, models)
+        except BaseException as exc:
+            checkpoints.finish("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        store.set_mark(RETRAIN_MARK, pools.until_seq)
+        summary.update(trigger=trigger, reason=reason, run_id=checkpoints.run_id, seconds=round(time.monotonic() - started, 1))
+        checkpoints.finish("completed", summary=summary)
+        return summary
+    finally:
+        store.close()
+
+
+def _tracker(settings: Settings):  # type: ignore[no-untyped-def]
+    if not settings.mlflow.enabled:
+        return None
+    from sentiloop.monitoring.tracking import Tracker
+
+    return Tracker(settings)
+
+
+def _cycle_and_gate(settings: Settings, champion: Ensemble, champion_version: int | None, pools, checkpoints: CheckpointManager,  # type: ignore[no-untyped-def]
+                    mode: Mode, tracker, models: ModelStore) -> dict[str, Any]:
+    cycle = RetrainCycle(settings, champion, pools, checkpoints, mode, tracker)
+    result = cycle.run()
+    gate = result.gate
+    assert gate is not None
+    challenger = result.challenger
+    challenger.info.update(parent=champion_version, data=champion.info.get("data", "vader_ground_truth"),
+                           run_id=checkpoints.run_id, stop_reason=result.stop_reason)
+    challenger.metrics = {"gate": gate.metrics, "iterations": [it.metrics for it in result.iterations]}
+    version, path = models.next_path()
+    challenger.info["version"] = version
+    challenger.save(path)
+    if gate.promote:
+        models.set_champion(version, f"promoted by retrain {checkpoints.run_id}: " + ", ".join(f"{k}={v:.4f}" for k, v in gate.metrics.items()))
+    registered = None
+    if tracker is not None:
+        tracker.log_metrics({f"gate_{k}": v for k, v in gate.metrics.items()})
+        tracker.log_artifacts(checkpoints.iteration_dir(result.iterations[-1].iteration), "checkpoint")
+        registered = tracker.register_ensemble(path, "challenger", f"v{version:04d} from retrain {checkpoints.run_id}")
+        models.record_registration(version, registered)
+        if gate.promote:
+            tracker.set_alias("champion", registered)
+    log.info("retrain %s: %s; gate %s%s", checkpoints.run_id, result.stop_reason, "PROMOTED" if gate.promote else "refused",
+             "" if gate.promote else ": " + "; ".join(gate.reasons))
+    return {"status": "promoted" if gate.promote else "rejected", "version": version, "registered_version": registered,
+            "champion_before": champion_version, "stop_reason": result.stop_reason, "gate_reasons": gate.reasons,
+            "gate_metrics": gate.metrics, "iterations": [
+                {"iteration": it.iteration, "metrics": it.metrics, "refinement": it.refinement, "weights": it.weights,
+                 "durations": it.durations, "strategies": it.strategies, "balance": it.balance,
+                 "bias": it.bias, "stop_reason": it.stop_reason} for it in result.iterations],
+            "pools": pools.summary()}
