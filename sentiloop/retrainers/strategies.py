@@ -25,6 +25,7 @@ from sentiloop.files import atomic_write_json
 from sentiloop.models.base import FitReport, Member, TrainData
 
 Mode = Literal["strategic", "full"]
+MIN_RECALIBRATION = 1000  # held-out examples needed before the dictionary's calibration map is refitted
 STRATEGY_NAMES = {"word_sentiment": "incremental", "lstm": "transfer", "bilstm": "partial", "bert": "fine-tune"}
 
 
@@ -68,6 +69,7 @@ def _incremental_dictionary(champion: Member, train: TrainData, validation: Trai
         if weight >= 1.0:  # down-weighted (doubtful) labels do not move the dictionary
             model.learn_one(text, int(label))
     model.changes.clear()
-    member.calibrate(validation)  # type: ignore[attr-defined]
+    if len(validation) >= MIN_RECALIBRATION:  # a small fold would over-fit the map: keep the champion's
+        member.calibrate(validation)  # type: ignore[attr-defined]
     atomic_write_json(context.backup_dir / f"word_sentiment_dict_iter_{context.iteration}.json", model.to_dict())
     return member, FitReport(steps=len(train), epochs=1)
