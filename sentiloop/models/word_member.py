@@ -67,6 +67,7 @@ class WordSentimentMember:
         self.num_classes = len(polarities)
         self.coef: np.ndarray | None = None
         self.intercept: np.ndarray | None = None
+        self.prior: np.ndarray | None = None  # class frequencies: the answer when no word is known
 
     @classmethod
     def from_model(cls, model: WordSentimentModel, seed_lexicon: str = "none") -> WordSentimentMember:
@@ -98,6 +99,8 @@ class WordSentimentMember:
             else:
                 coef[cls], intercept[cls] = classifier.coef_[row], classifier.intercept_[row]
         self.coef, self.intercept = coef, intercept
+        counts = np.bincount(np.asarray(data.labels), minlength=self.num_classes).astype(float) + 1.0
+        self.prior = counts / counts.sum()
 
     def _features(self, texts: Sequence[str]) -> np.ndarray:
         features = text_features(self.model, texts)
@@ -108,10 +111,19 @@ class WordSentimentMember:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         if self.coef is None or self.intercept is None:
             return self.model.predict_proba(texts)  # uncalibrated: the Gaussian soft assignment
-        logits = self._features(texts) @ self.coef.T + self.intercept
+        features = self._features(texts)
+        logits = features @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
-        return weights / weights.sum(axis=1, keepdims=True)
+        probabilities = weights / weights.sum(axis=1, keepdims=True)
+        if self.prior is not None:
+            # No known word (and no VADER evidence): the map would extrapolate to a confident guess;
+            # answer with the class prior ("don't know") instead.
+            unknown = features[:, N_FEATURES - 2] == 0
+            if features.shape[1] > N_FEATURES:
+                unknown &= features[:, N_FEATURES] == 0  # VADER compound
+            probabilities[unknown] = self.prior
+        return probabilities
 
     def save(self, directory: Path) -> None:
         def write(tmp: Path) -> None:
@@ -120,6 +132,7 @@ class WordSentimentMember:
                 "kind": self.kind, "num_classes": self.num_classes, "seed_lexicon": self.seed_lexicon,
                 "coef": None if self.coef is None else self.coef.tolist(),
                 "intercept": None if self.intercept is None else self.intercept.tolist(),
+                "prior": None if self.prior is None else self.prior.tolist(),
             })
 
         write_member_dir(directory, self.kind, write)
@@ -132,4 +145,6 @@ class WordSentimentMember:
         member.seed_lexicon = meta["seed_lexicon"]
         if meta["coef"] is not None:
             member.coef, member.intercept = np.array(meta["coef"]), np.array(meta["intercept"])
+        if meta.get("prior") is not None:
+            member.prior = np.array(meta["prior"])
         return member

@@ -70,17 +70,21 @@ class WordSentimentModel:
         self.changes = DictionaryChanges()
 
     # -- learning -----------------------------------------------------------------------------
-    def learn_one(self, text: str, label: int) -> None:
+    def learn_one(self, text: str, label: int, weight: float = 1.0) -> None:
         """Apply one labelled event; the touched words are recorded in ``self.changes``."""
-        self.learn_tokens(set(self.tokenize(text)), label)
+        self.learn_tokens(set(self.tokenize(text)), label, weight)
 
-    def learn_tokens(self, words: set[str], label: int) -> None:
-        """``learn_one`` for an already tokenised event (each word counts once)."""
+    def learn_tokens(self, words: set[str], label: int, weight: float = 1.0) -> None:
+        """``learn_one`` for an already tokenised event (each word counts once).
+
+        ``weight`` < 1 (a doubtful, down-weighted label) shrinks the step: α·weight instead of α.
+        """
         target = float(self.polarities[label])
+        alpha = self.alpha * weight
         for word in words:
             entry = self.words.get(word)
             if entry is not None:
-                entry.score = (1.0 - self.alpha) * entry.score + self.alpha * target
+                entry.score = (1.0 - alpha) * entry.score + alpha * target
                 entry.updates += 1
                 self.changes.words.add(word)
                 continue

@@ -20,7 +20,7 @@ class SentiloopEnsembleModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
         self.ensemble = Ensemble.load(Path(context.artifacts["ensemble"]))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # untyped: mlflow infers from the example
         import pandas as pd
 
         if "text" not in model_input.columns:

@@ -152,7 +152,8 @@ class RetrainCycle:
         metrics["data_quality_score"] = refinement["data_quality_score"]
         variance = prediction_variance(val_probs)
         metrics["prediction_variance"] = variance
-        bias = detect_data_bias(train.labels, len(self.champion.label_names), list(train.domains or []),
+        new = self.pools.new  # the feedback pool: refinement flags refer to it
+        bias = detect_data_bias(new.labels, len(self.champion.label_names), new.domains,
                                 sorted(set(self.pools.golden.domains)), self.flagged, val_probs)
         for check in bias:
             if check.flagged:

@@ -113,15 +113,18 @@ def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: 
     since = store.mark_seq(RETRAIN_MARK)
     until = store.max_seq()
     new = Pool.from_events(list(store.iter_events(since_seq=since, until_seq=until, labelled_only=True, split="train")))
+    gate = settings.retrain.gate
     holdout = list(store.iter_events(until_seq=until, labelled_only=True, split="holdout"))
-    recent = Pool.from_events(holdout[-settings.retrain.gate.recent_holdout:])
+    fresh = [e for e in holdout if e.seq > since]
+    # The gate judges on feedback that arrived since the last retrain; too little → the newest holdout.
+    recent = Pool.from_events(fresh[-gate.recent_holdout:] if len(fresh) >= gate.min_holdout else holdout[-gate.recent_holdout:])
     older = Pool.from_events(list(store.iter_events(until_seq=since, labelled_only=True, split="train")))
     original = _original_split(settings, champion_info)
     if original is not None:
         replay_source, golden = Pool.concat(original[0], older), original[1]
     else:
         replay_source = older
-        golden = Pool.from_events(holdout[: settings.retrain.gate.recent_holdout])
+        golden = Pool.from_events([e for e in holdout if e.seq <= since][: gate.recent_holdout])
     replay_size = int(round(settings.retrain.replay_ratio * len(new)))
     replay = balanced_sample(replay_source, replay_size, len(settings.labels), settings.models.seed) if replay_size else Pool.concat()
     return CyclePools(new, replay, recent, golden, since, until)

