@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
 from sentiloop.buffer.store import BatchResult
@@ -53,6 +54,29 @@ def open_store(settings: Settings, dictionary: WordSentimentModel | None) -> SQL
     return store
 
 
+class Announcer:
+    """Publishes champion changes on ``<topic>.models`` (JSON: version, previous, reason, metrics)."""
+
+    def __init__(self, settings: Settings, bootstrap: list[str]) -> None:
+        self.settings, self.bootstrap = settings, bootstrap
+        self._producer: Any = None
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        import json
+
+        from kafka.errors import KafkaError
+
+        from sentiloop.consumers.clients import make_producer
+
+        try:
+            if self._producer is None:
+                self._producer = make_producer(self.settings.kafka, self.bootstrap)
+            self._producer.send(self.settings.kafka.models_topic, json.dumps(message).encode()).get(timeout=30)
+            log.info("announced champion v%s on %s", message.get("version"), self.settings.kafka.models_topic)
+        except KafkaError as exc:
+            log.error("could not announce the new champion on %s: %s", self.settings.kafka.models_topic, exc)
+
+
 class Daemon:
     """A running sentiloop: ``run()`` blocks until SIGTERM/SIGINT (or ``stop()``)."""
 
@@ -65,6 +89,8 @@ class Daemon:
         self.store: SQLiteBufferStore | None = None
         self.http: HealthServer | None = None
         self.consumer: FeedbackConsumer | None = None
+        self.monitor: Any = None
+        self.controller: Any = None
         self.metrics = IngestMetrics()
         self.snapshots = DictionarySnapshots(settings.data_dir / "dictionary", settings.dictionary.keep_snapshots)
         self._since_snapshot = 0
@@ -83,11 +109,13 @@ class Daemon:
             self._buffer_count = self.store.stats().events_stored
             self.metrics.buffer_events.set(self._buffer_count)
             self.metrics.dictionary_words.set(len(dictionary.words))
+            self.consumer = FeedbackConsumer(settings, bootstrap, self.store, self.metrics, on_batch=self._after_batch)
+            self._start_continual_learning(bootstrap)
             if settings.metrics.enabled:
                 self.http = HealthServer(
-                    settings.metrics.host, settings.metrics.port, self.metrics.registry, self.liveness, self.readiness
+                    settings.metrics.host, settings.metrics.port, self.metrics.registry, self.liveness, self.readiness,
+                    post_routes={"/retrain": self._retrain_request},
                 ).start()
-            self.consumer = FeedbackConsumer(settings, bootstrap, self.store, self.metrics, on_batch=self._after_batch)
             print(
                 f"sentiloop: consuming {settings.kafka.topic} from {','.join(bootstrap)}; buffer {settings.db_path}"
                 + (f"; metrics http://{self.http.host}:{self.http.port}/metrics" if self.http else ""),
@@ -110,7 +138,45 @@ class Daemon:
         print(f"sentiloop: started the embedded in-memory broker on {self.broker.bootstrap} (development only)", flush=True)
         return [self.broker.bootstrap]
 
+    def _start_continual_learning(self, bootstrap: list[str]) -> None:
+        """Drift monitor + retrain controller (both off the poll loop); idle until a champion exists."""
+        from sentiloop.daemon.continual import RetrainController
+        from sentiloop.monitoring.drift_monitor import DriftMonitor
+
+        assert self.store is not None
+        texts, labels = self._reference_data()
+        self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics, texts, labels).start()
+        self.controller = RetrainController(self.settings, self.store, self.metrics, self.monitor,
+                                            announce=Announcer(self.settings, bootstrap)).start()
+
+    def _reference_data(self) -> tuple[list[str], list[int]]:
+        """The original validation split: baseline label distribution and OOV rate for the detectors."""
+        from sentiloop.models.store import ModelStore
+
+        if ModelStore(self.settings.data_dir).champion() is None:
+            return [], []
+        try:
+            from sentiloop.training import load_split
+
+            validation = load_split(self.settings).validation
+        except Exception as exc:  # no dataset cached: the first window of the stream becomes the reference
+            log.info("no reference dataset for drift baselines (%s); using the stream's first window", exc)
+            return [], []
+        return [r.text for r in validation], [r.label for r in validation]
+
+    def _retrain_request(self, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        mode = body.get("mode")
+        if mode not in (None, "strategic", "full"):
+            return 400, {"error": "mode must be 'strategic' or 'full'"}
+        reason = str(body.get("reason") or "manual request")[:500]
+        answer = self.controller.request(reason, mode)  # type: ignore[arg-type]
+        return (202 if answer["accepted"] else 409), answer
+
     def _shutdown(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
         if self.store is not None and self.store.dictionary is not None and self._since_snapshot:
             self._snapshot("shutdown")
         if self.store is not None:
@@ -138,6 +204,8 @@ class Daemon:
 
     # -- per batch housekeeping (cheap: runs on the poll thread) ---------------------------------
     def _after_batch(self, result: BatchResult) -> None:
+        if self.monitor is not None:
+            self.monitor.offer(result.inserted)  # never blocks: scoring happens on the monitor thread
         self._buffer_count += len(result.inserted)
         self.metrics.buffer_events.set(self._buffer_count)
         self._since_snapshot += result.dictionary_updates

@@ -47,3 +47,23 @@ class IngestMetrics:
         )
         for result in ("applied", "rejected"):
             self.config_reloads.labels(result=result)
+        # Continual learning.
+        self.drift_detected = Counter(f"{PREFIX}_drift_detected", "Drift signals that fired, by signal", ["signal"], registry=r)
+        self.drift_statistic = Gauge(f"{PREFIX}_drift_statistic", "Current drift statistic, by signal", ["signal"], registry=r)
+        self.drift_dropped = Counter(f"{PREFIX}_drift_dropped", "Labelled events not scored for drift (monitor queue full)", registry=r)
+        for signal in ("error_rate", "label_shift", "oov_rate"):
+            self.drift_detected.labels(signal=signal)
+        self.retrain_runs = Counter(f"{PREFIX}_retrain_runs", "Retrain runs, by trigger and outcome", ["trigger", "status"], registry=r)
+        for trigger in ("drift", "volume", "schedule", "manual"):
+            for status in ("promoted", "rejected", "skipped", "failed"):
+                self.retrain_runs.labels(trigger=trigger, status=status)
+        self.retrain_duration = Gauge(f"{PREFIX}_retrain_duration_seconds", "Duration of the last retrain, by member", ["member"], registry=r)
+        self.model_accuracy = Gauge(f"{PREFIX}_model_accuracy", "Accuracy by member and split", ["member", "split"], registry=r)
+        self.ensemble_weight = Gauge(f"{PREFIX}_ensemble_weight", "Champion ensemble weight by member", ["member"], registry=r)
+        self.promotions = Counter(f"{PREFIX}_promotions", "Challengers promoted to champion", registry=r)
+        self.refinement_rate = Gauge(f"{PREFIX}_refinement_rate", "Refinement rate of the last retrain iteration", registry=r)
+        self.data_quality = Gauge(f"{PREFIX}_data_quality_score", "Data quality score of the last retrain iteration", registry=r)
+        self.bias_score = Gauge(f"{PREFIX}_bias_score", "Data-bias check scores of the last retrain", ["check"], registry=r)
+        self.bias_flagged = Counter(f"{PREFIX}_bias_flagged", "Bias checks scoring above 0.7", ["check"], registry=r)
+        self.champion_version = Gauge(f"{PREFIX}_champion_version", "Serving ensemble version", registry=r)
+        self.retrain_running = Gauge(f"{PREFIX}_retrain_running", "1 while a retrain worker runs", registry=r)

@@ -1,0 +1,227 @@
+"""The retrain controller: decides when to retrain, runs one worker process at a time, hot-swaps.
+
+Nothing here runs on the poll loop. Every ``CHECK_S`` the controller thread gathers the triggers —
+volume (new labelled events since the last retrain), drift (latched signals from the DriftMonitor),
+schedule (APScheduler cron job) and manual (``POST /retrain``) — and asks the DecisionPolicy. A retrain
+runs as a separate process (``sentiloop retrain --json``), so the consumer never waits on it, its
+memory is returned when it ends, and killing it leaves the daemon and the champion untouched (the
+failure is counted and its run record is closed). When a run promotes, or when an operator runs
+``sentiloop promote``/``rollback``, the new champion is loaded here and swapped in atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sentiloop.buffer.sqlite import SQLiteBufferStore
+from sentiloop.config import Settings
+from sentiloop.models.store import ModelStore
+from sentiloop.monitoring.drift_monitor import DriftMonitor
+from sentiloop.monitoring.metrics import IngestMetrics
+from sentiloop.retrainers.data import RETRAIN_MARK
+from sentiloop.retrainers.policy import DecisionPolicy
+
+log = logging.getLogger(__name__)
+CHECK_S = 2.0
+
+
+class Worker:
+    """A running ``sentiloop retrain`` process and where its JSON summary goes."""
+
+    def __init__(self, process: subprocess.Popen[bytes], output: Path, trigger: str, started: float) -> None:
+        self.process, self.output, self.trigger, self.started = process, output, trigger, started
+
+
+class RetrainController:
+    def __init__(self, settings: Settings, store: SQLiteBufferStore, metrics: IngestMetrics, monitor: DriftMonitor,
+                 announce: Any | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.monitor = monitor
+        self.announce = announce
+        p = settings.retrain.policy
+        self.policy = DecisionPolicy(p.warmup_events, p.cooldown_s, p.hysteresis, p.max_retrains, p.window_s)
+        self.models = ModelStore(settings.data_dir)
+        self.worker: Worker | None = None
+        self.champion_version: int | None = None
+        self.outcomes: list[dict[str, Any]] = []
+        self._manual: tuple[str, str | None] | None = None
+        self._scheduled: str = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sentiloop-retrain", daemon=True)
+        self._scheduler: Any | None = None
+        self._last_suppressed = ""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> RetrainController:
+        self.refresh_champion()
+        if self.settings.retrain.schedule_cron:
+            self._start_scheduler(self.settings.retrain.schedule_cron)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        self._thread.join(timeout=10)
+        if self.worker is not None and self.worker.process.poll() is None:
+            log.info("stopping the retrain worker (it will be discarded at the next start)")
+            self.worker.process.terminate()
+
+    def _start_scheduler(self, cron: str) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
+
+        scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1,
+                                                      "misfire_grace_time": self.settings.retrain.misfire_grace_s})
+        scheduler.add_job(self._on_schedule, CronTrigger.from_crontab(cron), id="scheduled-retrain", replace_existing=True)
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info("scheduled retrains: %s", cron)
+
+    def _on_schedule(self) -> None:
+        self._scheduled = f"schedule {self.settings.retrain.schedule_cron}"
+
+    def request(self, reason: str, mode: str | None = None) -> dict[str, Any]:
+        """A manual retrain request (``POST /retrain``); answered at once, run by the controller thread."""
+        with self._lock:
+            if self.worker is not None:
+                return {"accepted": False, "why": f"a retrain is already running (pid {self.worker.process.pid})"}
+            self._manual = (reason, mode)
+        return {"accepted": True, "reason": reason}
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(CHECK_S):
+            try:
+                self.tick()
+            except Exception:  # the controller must outlive any single failure
+                log.exception("retrain controller tick failed")
+
+    def tick(self) -> None:
+        if self.worker is not None:
+            if self.worker.process.poll() is None:
+                return
+            self._finish(self.worker)
+            self.worker = None
+        if self.models.champion() != self.champion_version:
+            self.refresh_champion()  # promote/rollback from the CLI
+        if not self.settings.retrain.enabled or self.champion_version is None:
+            return
+        new = self.store.count_since(RETRAIN_MARK)
+        self.policy.seen_events = self.monitor.scored
+        volume = f"{new} new labelled events >= {self.settings.retrain.volume_threshold}" if new >= self.settings.retrain.volume_threshold else ""
+        with self._lock:
+            manual, self._manual = self._manual, None
+        schedule, self._scheduled = self._scheduled, ""
+        signals = self.monitor.signals()
+        decision = self.policy.decide(signals, volume, schedule, manual[0] if manual else "")
+        fired = [s.name for s in signals]
+        if decision.retrain:
+            self.policy.record_retrain()
+            self.monitor.reset(fired)
+            self.launch(decision.trigger, decision.reason, manual[1] if manual else None)
+        elif decision.suppressed:
+            if decision.suppressed != self._last_suppressed:
+                log.info("retrain (%s: %s) suppressed by %s", decision.trigger, decision.reason, decision.suppressed)
+            self._last_suppressed = decision.suppressed
+            if decision.trigger == "drift":
+                self.monitor.reset(fired)  # no stuck flag: the detector starts over
+
+    # -- the worker ----------------------------------------------------------------------------
+    def _effective_config(self) -> Path:
+        """The worker reads exactly the daemon's settings (file + environment), written out once."""
+        path = self.settings.data_dir / "retrain" / "effective-config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.settings.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        return path
+
+    def launch(self, trigger: str, reason: str, mode: str | None = None) -> Worker:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        output = self.settings.data_dir / "retrain" / f"worker-{stamp}.json"
+        command = [sys.executable, "-m", "sentiloop", "retrain", "--config", str(self._effective_config()),
+                   "--trigger", trigger, "--reason", reason[:500], "--json"]
+        if mode:
+            command += ["--mode", mode]
+        log_file = open(self.settings.data_dir / "retrain" / f"worker-{stamp}.log", "ab")
+        process = subprocess.Popen(command, stdout=open(output, "wb"), stderr=log_file, stdin=subprocess.DEVNULL)
+        self.worker = Worker(process, output, trigger, time.monotonic())
+        self.metrics.retrain_running.set(1)
+        log.info("retrain started (pid %d, trigger %s): %s", process.pid, trigger, reason)
+        return self.worker
+
+    def _finish(self, worker: Worker) -> None:
+        from sentiloop.retrainers.run import handle_interrupted
+
+        self.metrics.retrain_running.set(0)
+        code = worker.process.returncode
+        summary: dict[str, Any] = {}
+        if code == 0:
+            try:
+                summary = json.loads(worker.output.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                summary = {"status": "failed", "error": f"unreadable worker output: {exc}"}
+        else:
+            summary = {"status": "failed", "error": f"worker exited with code {code}; see {worker.output.with_suffix('.log')}"}
+            handle_interrupted(self.settings)  # close its run record: the champion is untouched
+        status = summary.get("status", "failed")
+        self.metrics.retrain_runs.labels(trigger=worker.trigger, status=status).inc()
+        summary.update(trigger=worker.trigger, exit_code=code, seconds=round(time.monotonic() - worker.started, 1))
+        self.outcomes.append(summary)
+        log.log(logging.WARNING if status == "failed" else logging.INFO, "retrain finished: %s%s", status,
+                f" ({summary.get('error')})" if status == "failed" else "")
+        self._record_metrics(summary)
+        if status == "promoted":
+            self.metrics.promotions.inc()
+            self.refresh_champion(reason=f"promoted by retrain ({worker.trigger})", summary=summary)
+
+    def _record_metrics(self, summary: dict[str, Any]) -> None:
+        iterations = summary.get("iterations") or []
+        if not iterations:
+            return
+        last = iterations[-1]
+        for member, seconds in last.get("durations", {}).items():
+            self.metrics.retrain_duration.labels(member=member).set(seconds)
+        metrics = last.get("metrics", {})
+        for key, value in metrics.items():
+            for split in ("golden", "recent"):
+                if key.endswith(f"_{split}_accuracy"):
+                    self.metrics.model_accuracy.labels(member=key[: -len(f"_{split}_accuracy")], split=f"challenger_{split}").set(value)
+        self.metrics.refinement_rate.set(metrics.get("refinement_rate", 0.0))
+        self.metrics.data_quality.set(metrics.get("data_quality_score", 0.0))
+        for check in last.get("bias", []):
+            self.metrics.bias_score.labels(check=check["name"]).set(check["bias_score"])
+            if check["flagged"]:
+                self.metrics.bias_flagged.labels(check=check["name"]).inc()
+
+    # -- hot swap ------------------------------------------------------------------------------
+    def refresh_champion(self, reason: str = "", summary: dict[str, Any] | None = None) -> None:
+        """Load the champion named by the store and swap it into the monitor (atomic for readers)."""
+        version = self.models.champion()
+        if version is None:
+            log.info("no champion ensemble yet: drift monitoring and retrains start after `sentiloop train`")
+            return
+        from sentiloop.models.ensemble import Ensemble
+
+        ensemble = Ensemble.load(self.models.path(version), only=self.settings.models.enabled)
+        self.monitor.swap(ensemble, version)
+        previous, self.champion_version = self.champion_version, version
+        self.metrics.champion_version.set(version)
+        for member, weight in ensemble.weights.items():
+            self.metrics.ensemble_weight.labels(member=member).set(weight)
+        if previous is not None and self.announce is not None:
+            self.announce({"event": "champion_changed", "version": version, "previous": previous,
+                           "reason": reason or "champion pointer changed (promote/rollback)",
+                           "metrics": (summary or {}).get("gate_metrics", {}), "ts_ms": int(time.time() * 1000)})

@@ -1,0 +1,159 @@
+"""Drift monitoring off the poll loop: the champion scores labelled events in a background thread.
+
+The consumer only enqueues (never blocks: a full queue drops the event from *monitoring*, counted;
+it is still stored). The thread scores batches with the champion, feeds the detectors, and latches
+fired signals until the retrain controller consumes them (then the detectors are reset, so a flag is
+never stuck). ``swap`` replaces the champion atomically and re-baselines every detector.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from typing import Any, Sequence
+
+import numpy as np
+
+from sentiloop.config import DriftConfig
+from sentiloop.events import FeedbackEvent
+from sentiloop.monitoring.drift import ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal
+from sentiloop.models.tokenize import regex_tokenize
+
+log = logging.getLogger(__name__)
+ACCURACY_WINDOW = 500
+
+
+def champion_vocabulary(ensemble: Any) -> set[str]:
+    """Words the champion knows: the dictionary's and the recurrent members' vocabularies."""
+    words: set[str] = set()
+    for member in ensemble.members.values():
+        model = getattr(member, "model", None)
+        words |= set(getattr(model, "words", {}) or {})
+        vocab = getattr(member, "vocab", None)
+        if vocab is not None:
+            words |= set(vocab.itos)
+    return words
+
+
+class DriftMonitor:
+    def __init__(self, config: DriftConfig, num_classes: int, metrics: Any, reference_texts: Sequence[str] = (),
+                 reference_labels: Sequence[int] = (), queue_size: int = 100_000) -> None:
+        self.config = config
+        self.num_classes = num_classes
+        self.metrics = metrics
+        self.reference_texts = list(reference_texts)
+        self.reference = np.bincount(np.asarray(reference_labels, dtype=int), minlength=num_classes).astype(float) if len(reference_labels) else None
+        self.queue: queue.Queue[FeedbackEvent] = queue.Queue(maxsize=queue_size)
+        self.lock = threading.Lock()
+        self.champion: Any | None = None
+        self.champion_version: int | None = None
+        self.latched: dict[str, Signal] = {}
+        self.scored = 0
+        self.correct: deque[int] = deque(maxlen=ACCURACY_WINDOW)
+        self.history: list[dict[str, float]] = []  # (scored, accuracy, statistics) along the stream, for plots
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sentiloop-drift", daemon=True)
+        self._detectors_for(None)
+
+    # -- champion ------------------------------------------------------------------------------
+    def _detectors_for(self, champion: Any | None) -> None:
+        c = self.config
+        self.error = ErrorRateDrift(c.adwin_delta, c.ph_threshold, c.ph_delta, c.min_instances)
+        self.labels = LabelShiftDrift(self.num_classes, self.reference, c.label_window, c.label_threshold)
+        vocabulary = champion_vocabulary(champion) if champion is not None else set()
+        baseline = OOVRateDrift.rate(regex_tokenize, vocabulary, self.reference_texts) if self.reference_texts else 0.0
+        self.oov = OOVRateDrift(regex_tokenize, vocabulary, baseline, c.oov_window, c.oov_margin) if vocabulary else None
+
+    def swap(self, champion: Any, version: int | None) -> None:
+        """Serve a new champion from now on; detectors start from a fresh baseline."""
+        with self.lock:
+            self.champion, self.champion_version = champion, version
+            self._detectors_for(champion)
+            self.latched.clear()
+            self.correct.clear()
+        log.info("drift monitor now watches champion v%s", version)
+
+    # -- feeding -------------------------------------------------------------------------------
+    def offer(self, events: Sequence[FeedbackEvent]) -> None:
+        """Called on the poll thread: enqueue labelled events, never block."""
+        for event in events:
+            if event.label is None:
+                continue
+            try:
+                self.queue.put_nowait(event)
+            except queue.Full:
+                self.metrics.drift_dropped.inc()
+
+    def start(self) -> DriftMonitor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            if batch and self.champion is not None:
+                try:
+                    self.process(batch)
+                except Exception:  # a scoring failure must not kill monitoring
+                    log.exception("drift monitor failed on a batch of %d events", len(batch))
+
+    def _take_batch(self) -> list[FeedbackEvent]:
+        try:
+            batch = [self.queue.get(timeout=0.5)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.config.batch_size:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def process(self, batch: Sequence[FeedbackEvent]) -> None:
+        """Score ``batch`` with the champion and update every detector (also callable directly)."""
+        with self.lock:
+            champion = self.champion
+            assert champion is not None
+            predicted = champion.predict_proba([e.text for e in batch]).argmax(axis=1)
+            for event, guess in zip(batch, predicted):
+                self._update(event, int(guess))
+
+    def _update(self, event: FeedbackEvent, guess: int) -> None:
+        assert event.label is not None
+        wrong = guess != event.label
+        self.scored += 1
+        self.correct.append(0 if wrong else 1)
+        signals = [self.error.update(wrong), self.labels.update(event.label)]
+        if self.oov is not None:
+            signals.append(self.oov.update(event.text))
+        for signal in signals:
+            self.metrics.drift_statistic.labels(signal=signal.name).set(signal.statistic)
+            if signal.fired and signal.name not in self.latched:
+                self.latched[signal.name] = signal
+                self.metrics.drift_detected.labels(signal=signal.name).inc()
+                log.warning("drift signal %s after %d scored events: %s", signal.name, self.scored, signal.reason)
+        accuracy = float(np.mean(self.correct))
+        self.metrics.model_accuracy.labels(member="ensemble", split="stream").set(accuracy)
+        if self.scored % 50 == 0:
+            self.history.append({"scored": self.scored, "accuracy": accuracy, "error_rate": signals[0].statistic,
+                                 "label_js": signals[1].statistic, "fired": float(bool(self.latched))})
+
+    # -- the controller's side -------------------------------------------------------------------
+    def signals(self) -> list[Signal]:
+        with self.lock:
+            return list(self.latched.values())
+
+    def reset(self, names: Sequence[str] | None = None) -> None:
+        """Clear latched signals and restart their detectors (after a decision: no stuck flag)."""
+        with self.lock:
+            for name in list(names if names is not None else self.latched):
+                self.latched.pop(name, None)
+                detector = {"error_rate": self.error, "label_shift": self.labels, "oov_rate": self.oov}.get(name)
+                if detector is not None:
+                    detector.reset()
