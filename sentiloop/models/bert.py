@@ -19,7 +19,7 @@ import itertools
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ MEMBER_FILE = "member.json"
 GRAD_CLIP = 1.0  # the usual max-norm for BERT fine-tuning; keeps the fresh head's first steps sane
 MAX_EPOCHS = 5  # the seed: "at most 5 epochs, early stopping required"
 GROUP_BATCHES = 16  # batches per length-sorted pool in training (see length_grouped_batches)
+_LAYER_PATHS = ("encoder.layer", "transformer.layer")  # BERT/RoBERTa/ELECTRA, DistilBERT
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
@@ -143,6 +144,8 @@ class BertMember:
         """
         if not 1 <= epochs <= MAX_EPOCHS:
             raise ValueError(f"epochs must be 1..{MAX_EPOCHS} (the seed caps BERT retraining at {MAX_EPOCHS}), got {epochs}")
+        if unfreeze_from_epoch < 0 or top_layers < 0:
+            raise ValueError(f"unfreeze_from_epoch and top_layers must be >= 0, got {unfreeze_from_epoch} and {top_layers}")
         configure_torch(self.threads, self.seed)
         if reinit_head:
             self._reinit_head()
@@ -172,11 +175,9 @@ class BertMember:
     def _top_encoder_modules(self, count: int) -> list[torch.nn.Module]:
         """The top ``count`` transformer layers plus the pooler that reads their output."""
         encoder = self.model.base_model
-        layers = getattr(getattr(encoder, "encoder", None), "layer", None) or getattr(getattr(encoder, "transformer", None), "layer", None)
-        if layers is None:
-            raise ValueError(f"cannot find the transformer layers of {type(encoder).__name__} to unfreeze")
+        layers = _transformer_layers(encoder)
         pooler = getattr(encoder, "pooler", None)
-        return list(layers[len(layers) - count :] if count > 0 else []) + ([pooler] if pooler is not None else [])
+        return list(layers)[max(0, len(layers) - count) :] + ([pooler] if pooler is not None else [])
 
     def _reinit_head(self) -> None:
         """Fresh head weights (the seed sets the classifier's kernel to glorot_uniform)."""
@@ -348,8 +349,17 @@ class _Validator:
         return self.stopper.update(loss, self.member.model)
 
 
-def _param_groups(named: Iterator[tuple[str, torch.nn.Parameter]] | list[tuple[str, torch.nn.Parameter]], lr: float,
-                  weight_decay: float) -> list[dict[str, Any]]:
+def _transformer_layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of transformer blocks, wherever this architecture keeps it."""
+    for path in _LAYER_PATHS:
+        try:
+            return encoder.get_submodule(path)  # type: ignore[return-value]
+        except AttributeError:
+            continue
+    raise ValueError(f"cannot find the transformer layers of {type(encoder).__name__} (looked for {', '.join(_LAYER_PATHS)})")
+
+
+def _param_groups(named: Iterable[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float) -> list[dict[str, Any]]:
     """Two AdamW groups at ``lr``: weights with decay, biases and LayerNorm without (BERT practice)."""
     decay, no_decay = [], []
     for name, param in named:

@@ -1,0 +1,102 @@
+"""The daemon's continual-learning loop on the real broker: volume trigger → worker process →
+promotion → hot swap → announcement; a killed worker; ingestion flowing during a retrain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sentiloop.config import Settings
+from sentiloop.models.store import ModelStore
+from tests.conftest import buffer_stats, produce, wait_until
+from tests.test_integration_ingest import http_get, metrics_port, read_topic
+from tests.test_retrain_cycle import NEW, OLD, bootstrap, sentences
+
+pytestmark = pytest.mark.integration
+
+OVERRIDES = {
+    "models": {"enabled": ["word_sentiment"], "word_sentiment_lexicon": "none"},
+    "mlflow": {"enabled": False},
+    "buffer": {"holdout_share": 0.3},
+    "retrain": {"volume_threshold": 300, "min_new_events": 10, "max_iterations": 2,
+                "policy": {"warmup_events": 0, "cooldown_s": 0, "hysteresis": 1},
+                "gate": {"min_holdout": 20}},
+}
+
+
+def prepared(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    bootstrap(Settings.model_validate({"data_dir": str(data), **OVERRIDES}))
+    return data
+
+
+def events(vocab: dict, n: int, seed: int, prefix: str) -> list[dict]:
+    texts, labels = sentences(vocab, n, seed)
+    return [{"event_id": f"{prefix}{i}", "text": t, "label": y, "domain": "new"} for i, (t, y) in enumerate(zip(texts, labels))]
+
+
+def metric(port: int, name: str) -> float:
+    for line in http_get(port, "/metrics")[1].splitlines():
+        if line.startswith(name + " ") :
+            return float(line.split()[-1])
+    return float("nan")
+
+
+def test_volume_trigger_promotes_hot_swaps_and_announces(broker, topic, daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = prepared(tmp_path)
+    daemon = daemon_factory(broker.bootstrap, topic, data_dir=data, **OVERRIDES)
+    port = metrics_port(daemon)
+    wait_until(lambda: metric(port, "sentiloop_champion_version") == 1.0, what="the champion to load")
+    produce(broker.bootstrap, topic, events(NEW, 600, 3, "new"))
+    wait_until(lambda: ModelStore(data).champion() == 2, timeout=120, what="a promotion")
+    wait_until(lambda: metric(port, "sentiloop_champion_version") == 2.0, timeout=30, what="the hot swap")
+    assert 'sentiloop_retrain_runs_total{status="promoted",trigger="volume"} 1.0' in http_get(port, "/metrics")[1]
+    assert metric(port, "sentiloop_promotions_total") == 1.0
+    announcements = [json.loads(r.value) for r in read_topic(broker.bootstrap, f"{topic}.models", 1)]
+    assert announcements[0]["version"] == 2 and announcements[0]["previous"] == 1
+    assert daemon.alive()
+
+
+def test_killed_worker_leaves_champion_and_daemon_healthy_and_ingestion_flows(broker, topic, daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = prepared(tmp_path)
+    overrides = {**OVERRIDES, "retrain": {**OVERRIDES["retrain"], "volume_threshold": 100000}}
+    daemon = daemon_factory(broker.bootstrap, topic, data_dir=data, **overrides)
+    port = metrics_port(daemon)
+    wait_until(lambda: metric(port, "sentiloop_champion_version") == 1.0, what="the champion to load")
+    produce(broker.bootstrap, topic, events(NEW, 400, 4, "a"))
+    wait_until(lambda: buffer_stats(data)["events_stored"] >= 700, what="the first events")
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/retrain", data=b'{"reason": "test"}', method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 202
+    wait_until(lambda: metric(port, "sentiloop_retrain_running") == 1.0, what="the worker to start")
+    wait_until(lambda: bool(worker_pids()), timeout=10, what="the worker process")
+    (pid,) = worker_pids()
+    os.kill(pid, signal.SIGSTOP)  # freeze it mid-run: a retrain that takes as long as the test needs
+    produce(broker.bootstrap, topic, events(OLD, 300, 5, "during"))  # ingestion during the retrain
+    wait_until(lambda: buffer_stats(data)["events_stored"] >= 1000, what="events stored during the retrain")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: 'sentiloop_retrain_runs_total{status="failed",trigger="manual"} 1.0' in http_get(port, "/metrics")[1],
+               timeout=30, what="the failure to be recorded")
+    assert ModelStore(data).champion() == 1
+    assert daemon.alive() and http_get(port, "/healthz")[0] == 200
+    states = [json.loads(p.read_text()) for p in (data / "retrain").glob("*/state.json")]
+    assert all(s["status"] != "running" for s in states)  # an interrupted run record is closed
+    assert "Revoking previously assigned partitions" not in daemon.log()  # no rebalance while retraining
+
+
+def worker_pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_worker(p)]
+
+
+def _is_worker(proc: Path) -> bool:
+    try:
+        command = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"retrain" in command and b"--json" in command
