@@ -154,6 +154,8 @@ def buffer_stats(data_dir: Path) -> dict:
     conn = open_readonly(db)
     try:
         return asdict(read_stats(conn, Settings().label_names))
+    except FileNotFoundError:  # created but not initialised yet
+        return {"events_stored": 0}
     finally:
         conn.close()
 
@@ -166,3 +168,23 @@ def dictionary_rows(data_dir: Path) -> dict[str, tuple[float, int]]:
         return {w: (s, u) for w, s, u in conn.execute("SELECT word, score, updates FROM dict_words")}
     finally:
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def vader_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir holding the VADER ground truth: copied from the install's `sentiloop data fetch`
+    cache (./sentiloop-data) when present, so the tests need no network; fetched with pip otherwise."""
+    import shutil
+
+    from sentiloop.datasets import fetch_vader_ground_truth
+    from sentiloop.errors import DataError
+
+    data_dir = tmp_path_factory.mktemp("vader")
+    cached = Path(__file__).resolve().parent.parent / "sentiloop-data" / "datasets"
+    if cached.is_dir():
+        shutil.copytree(cached, data_dir / "datasets")
+    try:
+        fetch_vader_ground_truth(data_dir)
+    except DataError as exc:
+        pytest.skip(f"VADER ground truth unavailable (run `sentiloop data fetch` once): {exc}")
+    return data_dir

@@ -29,6 +29,11 @@ def tiny(**overrides: object) -> RecurrentConfig:
     return RecurrentConfig(**{**values, **overrides})
 
 
+def make(cls: type[RecurrentMember], num_classes: int = 3, **overrides: object) -> RecurrentMember:
+    """A tiny untrained member on one thread (faster than two for models this small)."""
+    return cls(num_classes, tiny(**overrides), threads=1)
+
+
 def sentiment_data(n: int, seed: int = 0, classes: int = 3) -> TrainData:
     """Texts whose words carry the label: negative / neutral / positive (5 classes reuse the extremes)."""
     rng = random.Random(seed)
@@ -53,7 +58,7 @@ def trained() -> dict[str, RecurrentMember]:
     """One small trained member of each kind, shared by the read-only tests."""
     members: dict[str, RecurrentMember] = {}
     for cls in KINDS:
-        member = cls(3, tiny())
+        member = make(cls)
         member.fit(sentiment_data(300), sentiment_data(60, seed=1))
         members[cls.kind] = member
     return members
@@ -95,7 +100,7 @@ def test_korean_text_gets_real_ids() -> None:
 
 def test_korean_with_kiwi_tokenizer() -> None:
     pytest.importorskip("kiwipiepy")
-    member = LSTMMember(2, tiny(tokenizer="kiwi", epochs=2))
+    member = make(LSTMMember, 2, tokenizer="kiwi", epochs=2)
     data = TrainData(["영화가 정말 좋았다", "영화가 너무 지루했다"] * 10, np.array([1, 0] * 10))
     member.fit(data)
     assert member.vocab is not None and member.vocab.tokenizer_name == "kiwi"
@@ -111,12 +116,14 @@ def test_learns_an_easy_task(trained: dict[str, RecurrentMember], kind: str) -> 
     assert accuracy(member, sentiment_data(200, seed=2)) > 0.8  # chance is 1/3
 
 
-def test_fit_reports_history_and_early_stopping() -> None:
-    member = BiLSTMMember(3, tiny(epochs=30, patience=0, learning_rate=5e-2))
-    report = member.fit(sentiment_data(200), sentiment_data(60, seed=1))
-    assert report.epochs == len(report.history) and report.steps > 0
-    assert report.best_val_loss == min(h["val_loss"] for h in report.history)
+def test_fit_reports_history_and_stops_early_when_validation_loss_rises() -> None:
+    data = sentiment_data(200)
+    noise = TrainData(data.texts, np.random.default_rng(0).integers(0, 3, len(data)))  # nothing to learn but noise
+    member = make(BiLSTMMember, epochs=30, patience=1)
+    report = member.fit(noise, sentiment_data(60, seed=1))
     assert report.stopped == "early_stopping" and report.epochs < 30
+    assert report.epochs == len(report.history) and report.steps == report.epochs * 7
+    assert report.best_val_loss == pytest.approx(min(h["val_loss"] for h in report.history), abs=1e-4)
 
 
 def test_three_class_probabilities(trained: dict[str, RecurrentMember]) -> None:
@@ -132,11 +139,11 @@ def test_example_weights_and_label_range() -> None:
     flipped = TrainData(data.texts, 2 - data.labels, weights=np.zeros(len(data)))
     both = TrainData(list(data.texts) + list(flipped.texts), np.concatenate([data.labels, flipped.labels]),
                      weights=np.concatenate([np.ones(len(data)), flipped.weights]))
-    member = LSTMMember(3, tiny(epochs=8))
+    member = make(LSTMMember, epochs=8)
     member.fit(both)
     assert accuracy(member, sentiment_data(100, seed=3)) > 0.8  # zero-weight contradicting labels are ignored
     with pytest.raises(ValueError, match="labels"):
-        LSTMMember(2, tiny()).fit(sentiment_data(20))
+        make(LSTMMember, 2).fit(sentiment_data(20))
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -174,7 +181,7 @@ def test_damaged_weights_are_refused(trained: dict[str, RecurrentMember], tmp_pa
 def test_optimizer_state_round_trip(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    member = BiLSTMMember(3, tiny(epochs=1))
+    member = make(BiLSTMMember, epochs=1)
     member.fit(sentiment_data(64))
     tensors, meta = member.optimizer_state()
     assert tensors and all(isinstance(t, torch.Tensor) for t in tensors.values())
@@ -204,12 +211,12 @@ def test_transfer_copies_the_champions_vectors_for_shared_words(trained: dict[st
     champion = trained["lstm"]
     assert champion.vocab is not None and champion.model is not None
     new_data = TrainData([t + " brandnew" for t in sentiment_data(200, seed=7).texts], sentiment_data(200, seed=7).labels)
-    challenger = LSTMMember(3, tiny())
+    challenger = make(LSTMMember)
     copied = challenger.transfer_from(champion, new_data.texts)
     assert challenger.vocab is not None and challenger.model is not None
     assert "brandnew" in challenger.vocab and "brandnew" not in champion.vocab
     assert set(champion.vocab.words()) <= set(challenger.vocab.words())  # merged, nothing forgotten
-    assert copied == len(champion.vocab) - 2
+    assert copied == len(champion.vocab) - 1  # every word, and the unknown-word vector
     for word in ("good", "awful", "movie"):
         new_row = challenger.model.embedding.weight[challenger.vocab.stoi[word]]
         assert torch.equal(new_row, champion.model.embedding.weight[champion.vocab.stoi[word]])
@@ -220,7 +227,7 @@ def test_transfer_copies_the_champions_vectors_for_shared_words(trained: dict[st
 
 def test_transfer_needs_matching_embedding_size(trained: dict[str, RecurrentMember]) -> None:
     with pytest.raises(ValueError, match="embedding_dim"):
-        LSTMMember(3, tiny(embedding_dim=32)).transfer_from(trained["lstm"], ["good"])
+        make(LSTMMember, embedding_dim=32).transfer_from(trained["lstm"], ["good"])
 
 
 # -- pretrained word vectors ------------------------------------------------------------------

@@ -311,6 +311,8 @@ class SQLiteBufferStore:
 
 def read_stats(conn: sqlite3.Connection, label_names: Sequence[str]) -> BufferStats:
     """Counts from any connection (also a read-only one, while the daemon writes)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='counters'").fetchone() is None:
+        raise FileNotFoundError("the buffer exists but is not initialised yet (the daemon is starting); try again")
     counters = {r[0]: r[1] for r in conn.execute("SELECT name, value FROM counters")}
     per_label = {name: 0 for name in label_names}
     for label, count in conn.execute("SELECT label, COUNT(*) FROM events WHERE label IS NOT NULL GROUP BY label"):
