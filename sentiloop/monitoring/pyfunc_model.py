@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 from mlflow.models import set_model
 
 
@@ -20,9 +21,7 @@ class SentiloopEnsembleModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
         self.ensemble = Ensemble.load(Path(context.artifacts["ensemble"]))
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # untyped: mlflow infers from the example
-        import pandas as pd
-
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if "text" not in model_input.columns:
             raise ValueError(f"the input needs a 'text' column, it has {list(model_input.columns)}")
         probabilities = self.ensemble.predict_proba([str(t) for t in model_input["text"]])
