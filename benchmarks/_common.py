@@ -30,6 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_DATASETS = REPO / "sentiloop-data" / "datasets"  # where `sentiloop data fetch` caches it
 MEMBERS = ("word_sentiment", "lstm", "bilstm", "bert")
+OMP_NOTE = (
+    "note: OMP_WAIT_POLICY=PASSIVE is set by default (inherited by the daemon and retrain workers): with torch's "
+    "default active wait, 2 threads on 2 oversubscribed cores ran the LSTM ~200x slower here; set OMP_WAIT_POLICY "
+    "yourself to override"
+)
 
 log = logging.getLogger("benchmarks")
 

@@ -182,13 +182,16 @@ def test_optimizer_state_round_trip(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     member = make(BiLSTMMember, epochs=1)
+    assert member.optimizer_state() is None
     member.fit(sentiment_data(64))
-    tensors, meta = member.optimizer_state()
+    state = member.optimizer_state()
+    assert state is not None
+    tensors, meta = state
     assert tensors and all(isinstance(t, torch.Tensor) for t in tensors.values())
     save_file(tensors, str(tmp_path / "opt.safetensors"))
     other = member.clone()
     other.load_optimizer_state(load_file(str(tmp_path / "opt.safetensors")), meta)
-    again, again_meta = other.optimizer_state()
+    again, again_meta = other.optimizer_state()  # type: ignore[misc]
     assert again_meta == meta and again.keys() == tensors.keys()
     assert all(torch.equal(again[k], tensors[k]) for k in tensors)
 

@@ -73,5 +73,5 @@ def test_snapshots_are_versioned_and_checked(tmp_path) -> None:  # type: ignore[
     with pytest.raises(CheckpointError, match="sha256"):
         snaps.load(path)
     path.write_text("{")
-    with pytest.raises(CheckpointError, match="unreadable"):
+    with pytest.raises(CheckpointError, match="is unreadable"):
         snaps.load(path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sentiloop.errors import CheckpointError
+from sentiloop.files import read_json as load_json
 from sentiloop.files import sha256_file
 
 MANIFEST = "manifest.json"
@@ -56,12 +57,7 @@ def write_member_dir(directory: Path, kind: str, write_files: Callable[[Path], N
 def verify_member_dir(directory: Path, kind: str | None = None) -> dict[str, Any]:
     """Check the manifest and every file's size and sha256; return the manifest."""
     path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory} is not a sentiloop checkpoint: {MANIFEST} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is unreadable: {exc}") from None
+    manifest = load_json(path, f"{directory} is not a sentiloop checkpoint: {MANIFEST} is missing")
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {manifest.get('format')!r}")
     if kind is not None and manifest.get("kind") != kind:
@@ -79,10 +75,7 @@ def verify_member_dir(directory: Path, kind: str | None = None) -> dict[str, Any
 
 def read_json(directory: Path, name: str) -> Any:
     """Read a JSON file of a verified checkpoint."""
-    try:
-        return json.loads((directory / name).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{directory / name} is unreadable: {exc}") from None
+    return load_json(directory / name)
 
 
 def write_json(directory: Path, name: str, data: Any) -> None:

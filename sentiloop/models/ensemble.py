@@ -8,7 +8,6 @@ An ensemble checkpoint is ``ensemble.json`` (weights, labels, metrics) + ``membe
 from __future__ import annotations
 
 import importlib
-import json
 import shutil
 import tempfile
 import time
@@ -18,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sentiloop.errors import CheckpointError
-from sentiloop.files import atomic_write_json
+from sentiloop.files import atomic_write_json, read_json
 from sentiloop.models.base import MEMBER_NAMES, Member
 from sentiloop.models.checkpoint import verify_member_dir
 
@@ -109,12 +108,8 @@ class Ensemble:
     @classmethod
     def load(cls, directory: Path, only: Sequence[str] | None = None) -> Ensemble:
         """Load (and sha256-verify) every member, or just ``only`` of them."""
-        try:
-            document = json.loads((directory / ENSEMBLE_FILE).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(f"{directory} is not an ensemble checkpoint (no {ENSEMBLE_FILE}); run `sentiloop train` first") from None
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{directory / ENSEMBLE_FILE} is unreadable: {exc}") from None
+        document = read_json(directory / ENSEMBLE_FILE,
+                             f"{directory} is not an ensemble checkpoint (no {ENSEMBLE_FILE}); run `sentiloop train` first")
         if document.get("format") != FORMAT:
             raise CheckpointError(f"{directory}: unknown ensemble format {document.get('format')!r}")
         members: dict[str, Member] = {}

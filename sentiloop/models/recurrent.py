@@ -107,40 +107,45 @@ def _minilm_token_embeddings() -> tuple[Any, torch.Tensor]:
     return tokenizer, matrix
 
 
-def pretrained_vectors(words: Sequence[str], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vectors for ``words`` from MiniLM's word-piece embeddings, and which words got one.
+@lru_cache(maxsize=4)
+def _minilm_basis(dim: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(center, projection, scale) mapping a 384-dim word-piece vector to ``dim`` unit-variance values.
 
-    A word's vector is the mean of its word pieces (words that are only [UNK] get none). When ``dim`` is
-    below 384 the vectors are projected on their top principal components, so the member keeps its
-    configured size. The result is scaled to unit variance, the scale of a freshly initialised embedding.
+    Fitted once on MiniLM's whole word-piece table (not on a member's vocabulary), so a word gets the same
+    initial vector in every member: a transfer challenger's new words live in its champion's space.
+    """
+    _, matrix = _minilm_token_embeddings()
+    center = matrix.mean(0)
+    if dim < matrix.size(1):
+        centred = matrix - center
+        _, vectors = torch.linalg.eigh((centred.T @ centred).double())  # ascending eigenvalues; 384 x 384
+        top = vectors[:, -dim:].flip(1)
+        top = top * torch.sign(top[top.abs().argmax(0), torch.arange(dim)])  # fixed signs: same basis everywhere
+        projection = top.float()  # the top principal directions
+    else:
+        projection = torch.eye(matrix.size(1), dim)  # identity, zero-padded beyond 384
+    scale = float(((matrix - center) @ projection).std())
+    return center, projection, scale
+
+
+def pretrained_vectors(words: Sequence[str], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial vectors for ``words`` from MiniLM's input embeddings, and which words got one.
+
+    A word's vector is the mean of its word pieces' embeddings (a word that is only [UNK] gets none,
+    and a zero row), centred, projected on the top ``dim`` principal directions (when ``dim`` < 384)
+    and scaled to unit variance, the scale of a freshly initialised embedding.
     """
     tokenizer, matrix = _minilm_token_embeddings()
+    center, projection, scale = _minilm_basis(dim)
     unk = tokenizer.token_to_id("[UNK]")
-    encodings = tokenizer.encode_batch(list(words), add_special_tokens=False) if words else []
-    vectors = torch.zeros(len(words), matrix.size(1))
+    vectors = torch.zeros(len(words), dim)
     found = torch.zeros(len(words), dtype=torch.bool)
-    for row, encoding in enumerate(encodings):
+    for row, encoding in enumerate(tokenizer.encode_batch(list(words), add_special_tokens=False) if words else []):
         pieces = [i for i in encoding.ids if i != unk]
         if pieces:
-            vectors[row] = matrix[pieces].mean(0)
+            vectors[row] = (matrix[pieces].mean(0) - center) @ projection / scale
             found[row] = True
-    vectors = vectors[:, :dim] if dim >= matrix.size(1) else _project(vectors, found, dim)
-    if found.any():
-        vectors = vectors - vectors[found].mean(0)  # drop the direction all word pieces share
-        vectors = vectors / vectors[found].std().clamp_min(1e-8)
-    if dim > matrix.size(1):
-        vectors = torch.cat([vectors, torch.zeros(len(words), dim - matrix.size(1))], dim=1)
-    return vectors * found[:, None], found
-
-
-def _project(vectors: torch.Tensor, found: torch.Tensor, dim: int) -> torch.Tensor:
-    """Principal-component projection fitted on the words that have a vector."""
-    known = vectors[found]
-    if known.size(0) <= dim:
-        return vectors[:, :dim]
-    center = known.mean(0)
-    _, _, components = torch.linalg.svd(known - center, full_matrices=False)
-    return (vectors - center) @ components[:dim].T
+    return vectors, found
 
 
 class RecurrentMember:
@@ -300,14 +305,15 @@ class RecurrentMember:
         return out
 
     # -- optimizer state (for the unified checkpoint) -----------------------------------------
-    def optimizer_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def optimizer_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """The last training run's Adam state: tensors named ``<parameter>/<slot>`` + JSON hyper-parameters.
 
-        Empty when the member has not trained since it was built or loaded. Tensors go to safetensors,
-        the rest to JSON, so the unified checkpoint needs no pickle.
+        None when the member has not trained since it was built or loaded. Tensors go to safetensors and
+        the rest to JSON, so the unified checkpoint needs no pickle. Every training run starts a fresh
+        optimizer on purpose (the seed's recipes), so this state is a record, restorable for inspection.
         """
         if self._optimizer is None:
-            return {}, {}
+            return None
         names = self._parameter_names()
         state = self._optimizer.state_dict()
         order = [names[id(p)] for group in self._optimizer.param_groups for p in group["params"]]
@@ -357,12 +363,13 @@ class RecurrentMember:
             "bidirectional": self.bidirectional,
             "num_classes": self.num_classes,
             "seed": self.seed,
+            "threads": self.threads,
             "pooling": self.pooling,
             "config": self.config.model_dump(mode="json"),
         }
 
     @classmethod
-    def load(cls, directory: Path, threads: int = 2) -> RecurrentMember:
+    def load(cls, directory: Path) -> RecurrentMember:
         """Verify the manifest, then rebuild the member; ``RecurrentMember.load`` accepts either kind."""
         directory = Path(directory)
         manifest = verify_member_dir(directory, getattr(cls, "kind", None))
@@ -374,7 +381,7 @@ class RecurrentMember:
             raise CheckpointError(f"{directory / MEMBER} does not describe a {member_cls.kind} member")
         try:
             config = RecurrentConfig.model_validate(meta["config"])
-            member = member_cls(int(meta["num_classes"]), config, int(meta["seed"]), threads, meta["pooling"])
+            member = member_cls(int(meta["num_classes"]), config, int(meta["seed"]), int(meta["threads"]), meta["pooling"])
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
             raise CheckpointError(f"{directory / MEMBER} is invalid: {exc}") from None
         member.vocab = Vocabulary.from_dict(read_json(directory, VOCAB))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sentiloop.errors import CheckpointError
-from sentiloop.files import atomic_write_json
+from sentiloop.files import atomic_write_json, read_json
 from sentiloop.models.word_sentiment import WordSentimentModel
 
 LATEST = "word_sentiment_dict.json"
@@ -58,12 +58,7 @@ class DictionarySnapshots:
     def load(self, path: Path | None = None) -> tuple[int, WordSentimentModel]:
         """Load a snapshot (default: the latest), refusing a malformed or tampered file."""
         path = path or self.directory / LATEST
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(f"no dictionary snapshot at {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"dictionary snapshot {path} is unreadable: {exc}") from None
+        document = read_json(path, f"no dictionary snapshot at {path}")
         try:
             state = document["model"]
             if _digest(state) != document["sha256"]:

@@ -6,14 +6,13 @@ go back to the previous champion. Pointer writes are atomic (temp file + rename)
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 from sentiloop.errors import CheckpointError
-from sentiloop.files import atomic_write_json
+from sentiloop.files import atomic_write_json, read_json
 
 _VERSION = re.compile(r"^v(\d{4,})$")
 CHAMPION = "champion.json"
@@ -42,10 +41,7 @@ class ModelStore:
         file = self.root / CHAMPION
         if not file.exists():
             return {"champion": None, "history": []}
-        try:
-            return json.loads(file.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{file} is unreadable: {exc}") from None
+        return read_json(file)  # type: ignore[no-any-return]
 
     def champion(self) -> int | None:
         return self._pointer()["champion"]
@@ -67,7 +63,7 @@ class ModelStore:
     def record_registration(self, version: int, registered: int) -> None:
         """Remember which MLflow model-registry version a local version was registered as."""
         file = self.root / "registry.json"
-        mapping = json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
+        mapping = read_json(file) if file.exists() else {}
         mapping[str(version)] = registered
         atomic_write_json(file, mapping)
 
@@ -75,7 +71,7 @@ class ModelStore:
         file = self.root / "registry.json"
         if not file.exists():
             return None
-        return json.loads(file.read_text(encoding="utf-8")).get(str(version))  # type: ignore[no-any-return]
+        return read_json(file).get(str(version))  # type: ignore[no-any-return]
 
     def previous_champion(self) -> int | None:
         """The champion before the current one (for rollback)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sentiloop.errors import CheckpointError
-from sentiloop.files import atomic_write_json
+from sentiloop.files import atomic_write_json, read_json
 from sentiloop.models.checkpoint import verify_member_dir, write_manifest
 from sentiloop.models.ensemble import Ensemble
 
@@ -49,10 +49,7 @@ class CheckpointManager:
 
     # -- run state -----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.run_dir / STATE_FILE).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{self.run_dir / STATE_FILE} is unreadable: {exc}") from None
+        return read_json(self.run_dir / STATE_FILE)  # type: ignore[no-any-return]
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.run_dir / STATE_FILE, state)
@@ -112,7 +109,7 @@ class CheckpointManager:
         iteration = available[-1] if iteration is None else iteration
         directory = self.iteration_dir(iteration)
         verify_member_dir(directory, "retrain-iteration")
-        cycle = json.loads((directory / CYCLE_FILE).read_text(encoding="utf-8"))
+        cycle = read_json(directory / CYCLE_FILE)
         return iteration, Ensemble.load(directory), cycle
 
     def load_optimizer_state(self, iteration: int, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -121,7 +118,7 @@ class CheckpointManager:
 
         directory = self.iteration_dir(iteration) / "optimizers"
         verify_member_dir(self.iteration_dir(iteration), "retrain-iteration")
-        scalars = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+        scalars = read_json(directory / f"{name}.json")
         return load_file(str(directory / f"{name}.safetensors")), scalars
 
 
