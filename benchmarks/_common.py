@@ -32,7 +32,7 @@ DEFAULT_DATASETS = REPO / "sentiloop-data" / "datasets"  # where `sentiloop data
 MEMBERS = ("word_sentiment", "lstm", "bilstm", "bert")
 OMP_NOTE = (
     "note: OMP_WAIT_POLICY=PASSIVE is set by default (inherited by the daemon and retrain workers): with torch's "
-    "default active wait, 2 threads on 2 oversubscribed cores ran the LSTM ~200x slower here; set OMP_WAIT_POLICY "
+    "default active wait, 2 threads on 2 oversubscribed cores ran LSTM inference over 100x slower on this machine; set OMP_WAIT_POLICY "
     "yourself to override"
 )
 
@@ -93,11 +93,19 @@ def bench_config(data_dir: Path, members: Sequence[str], overrides: Mapping[str,
     return deep_merge(base, overrides or {})
 
 
-def profile_models(settings: Settings, profile: str) -> dict[str, Any]:
-    """The ``models`` section with a training profile's overrides applied (as ``train --profile`` does)."""
+def profile_overrides(data_dir: Path, members: Sequence[str], profile: str) -> dict[str, Any]:
+    """Config overrides that make retrains train with a profile's budget, as ``train --profile`` does.
+
+    Retrains read ``models.*`` (epochs, BERT steps) from the settings, not from the profile, so the
+    profile's overrides are written there. The BERT fine-tune's step cap is ``retrain.bert_max_steps``:
+    it gets the profile's cap too, so the strategic and the full retrain have the same BERT budget.
+    """
     from sentiloop.training import profile_config
 
-    return profile_config(settings.models, profile).model_dump(mode="json")  # type: ignore[arg-type]
+    base = Settings.model_validate(bench_config(data_dir, members))
+    models = profile_config(base.models, profile).model_dump(mode="json")  # type: ignore[arg-type]
+    retrain = {"bert_max_steps": models["bert"]["max_steps"]} if models["bert"]["max_steps"] is not None else {}
+    return {"models": models, "retrain": retrain}
 
 
 def bootstrap_champion(settings: Settings, records: Sequence[Record], profile: str, data_file: Path) -> tuple[int, float]:

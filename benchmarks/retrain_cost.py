@@ -53,7 +53,7 @@ from tqdm import tqdm  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
     DEFAULT_DATASETS, MEMBERS, OMP_NOTE, RESULTS_DIR, accuracy, bench_config, bootstrap_champion, by_domain,
-    configure_threads, load_note, load_version, machine_info, plain_args, print_table, profile_models, shuffled,
+    configure_threads, deep_merge, load_note, load_version, machine_info, plain_args, print_table, profile_overrides, shuffled,
     vader_records, verdict, write_json,
 )
 from sentiloop.config import Settings  # noqa: E402
@@ -70,12 +70,8 @@ log = logging.getLogger("benchmarks.retrain_cost")
 
 def settings_for(data_dir: Path, args: argparse.Namespace) -> Settings:
     """Library defaults, except the members, no MLflow, the profile's budget and the iteration count."""
-    base = Settings.model_validate(bench_config(data_dir, args.members))
-    retrain: dict[str, Any] = {"max_iterations": args.max_iterations}
-    models = profile_models(base, args.profile)
-    if models["bert"]["max_steps"] is not None:  # the same BERT step budget for the fine-tune as for the full fit
-        retrain["bert_max_steps"] = models["bert"]["max_steps"]
-    return Settings.model_validate(bench_config(data_dir, args.members, {"models": models, "retrain": retrain}))
+    overrides = deep_merge(profile_overrides(data_dir, args.members, args.profile), {"retrain": {"max_iterations": args.max_iterations}})
+    return Settings.model_validate(bench_config(data_dir, args.members, overrides))
 
 
 def feed_buffer(settings: Settings, records: Sequence[Record]) -> dict[str, int]:

@@ -168,6 +168,10 @@ def test_unfreezing_schedule_follows_the_seed(tiny_bert: Path) -> None:
     for epoch in range(5):
         member.apply_unfreezing(epoch, unfreeze_from_epoch=3, top_layers=1)
         assert _trainable(member) == (head if epoch < 3 else head | top), epoch
+    member.apply_unfreezing(3, unfreeze_from_epoch=3, top_layers=5)  # more than the model has: all layers
+    trainable = _trainable(member)
+    assert "bert.encoder.layer.0.output.dense.weight" in trainable
+    assert not any(name.startswith("bert.embeddings.") for name in trainable)
 
 
 def test_fine_tune_trains_only_what_the_schedule_allows(tiny_bert: Path) -> None:
