@@ -25,9 +25,9 @@ Profile = Literal["fast", "full"]
 # What each profile changes on top of the config (fast: for demos and CI, ≤ 3 min on 2 cores).
 PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "fast": {
-        "bert": {"max_steps": 80, "eval_every": 40, "epochs": 1},
-        "lstm": {"epochs": 3},
-        "bilstm": {"epochs": 3},
+        "bert": {"max_steps": 120, "learning_rate": 2e-4, "epochs": 1, "eval_every": 1000},
+        "lstm": {"epochs": 1},
+        "bilstm": {"epochs": 1},
     },
     "full": {},
 }
