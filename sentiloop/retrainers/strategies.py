@@ -56,7 +56,9 @@ def retrain_member(name: str, champion: Member | None, train: TrainData, validat
         return member, member.partial_retrain(train, validation), "partial"
     if name == "bert":
         member = copy.deepcopy(champion)
-        report = member.fine_tune(train, validation, epochs=context.bert_epochs, max_steps=context.bert_max_steps)  # type: ignore[attr-defined]
+        # "top 2 layers from the 3rd epoch": epochs count from 0, so the 3rd epoch has index 2.
+        report = member.fine_tune(train, validation, epochs=context.bert_epochs, max_steps=context.bert_max_steps,  # type: ignore[attr-defined]
+                                  unfreeze_from_epoch=2, top_layers=2)
         return member, report, "fine-tune"
     raise ValueError(f"no strategy for member {name!r}")
 
