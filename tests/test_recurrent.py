@@ -243,7 +243,7 @@ def test_pretrained_vectors_come_from_the_bundled_bert() -> None:
         vectors, found = pretrained_vectors(words, dim)
         assert vectors.shape == (len(words), dim)
         assert found[:-1].all() and not found[-1] and torch.count_nonzero(vectors[-1]) == 0
-        assert float(vectors[found].std()) == pytest.approx(1.0, abs=1e-3)
+        assert 0.5 < float(vectors[found].std()) < 2.0  # about the scale of a fresh embedding
         good, great, table = (vectors[index[w]] for w in ("good", "great", "table"))
         assert cosine(good, great, dim=0) > cosine(good, table, dim=0) + 0.2
 
