@@ -42,6 +42,9 @@ def test_label_shift_and_oov() -> None:
     oov = OOVRateDrift(str.split, {"a", "b"}, baseline=0.0, window=10, margin=0.2)
     assert not any(oov.update("a b").fired for _ in range(10))
     assert any(oov.update("x y").fired for _ in range(10))
+    learnt = OOVRateDrift(str.split, {"a"}, baseline=None, window=10, margin=0.2)
+    assert not any(learnt.update("a z").fired for _ in range(20))  # the first window is the baseline (0.5)
+    assert any(learnt.update("y z").fired for _ in range(10))
 
 
 def fired(name: str = "error_rate") -> Signal:

@@ -114,8 +114,9 @@ class OOVRateDrift:
 
     name = "oov_rate"
 
-    def __init__(self, tokenize: Callable[[str], list[str]], vocabulary: Iterable[str], baseline: float,
+    def __init__(self, tokenize: Callable[[str], list[str]], vocabulary: Iterable[str], baseline: float | None,
                  window: int = 1000, margin: float = 0.10) -> None:
+        """``baseline`` None: the first full window of the stream becomes the baseline."""
         self.tokenize = tokenize
         self.vocabulary = frozenset(vocabulary)
         self.baseline, self.window, self.margin = baseline, window, margin
@@ -133,9 +134,12 @@ class OOVRateDrift:
         tokens = self.tokenize(text)
         self.recent.append((sum(t not in self.vocabulary for t in tokens), len(tokens)))
         if len(self.recent) < self.window:
-            return Signal(self.name, False, 0.0, self.baseline + self.margin)
+            return Signal(self.name, False, 0.0, (self.baseline or 0.0) + self.margin)
         unknown, total = (sum(x) for x in zip(*self.recent))
         value = unknown / max(1, total)
+        if self.baseline is None:
+            self.baseline = value
+            return Signal(self.name, False, value, value + self.margin)
         fired = value > self.baseline + self.margin
         reason = f"out-of-vocabulary rate {value:.3f} > baseline {self.baseline:.3f} + {self.margin}" if fired else ""
         return Signal(self.name, fired, value, self.baseline + self.margin, reason)

@@ -63,7 +63,7 @@ class DriftMonitor:
         self.error = ErrorRateDrift(c.adwin_delta, c.ph_threshold, c.ph_delta, c.min_instances)
         self.labels = LabelShiftDrift(self.num_classes, self.reference, c.label_window, c.label_threshold)
         vocabulary = champion_vocabulary(champion) if champion is not None else set()
-        baseline = OOVRateDrift.rate(regex_tokenize, vocabulary, self.reference_texts) if self.reference_texts else 0.0
+        baseline = OOVRateDrift.rate(regex_tokenize, vocabulary, self.reference_texts) if self.reference_texts else None
         self.oov = OOVRateDrift(regex_tokenize, vocabulary, baseline, c.oov_window, c.oov_margin) if vocabulary else None
 
     def swap(self, champion: Any, version: int | None) -> None:
