@@ -151,13 +151,13 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
-def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A plain fixed-width table (first column left-aligned, the others right-aligned)."""
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> None:
+    """A plain fixed-width table: columns in ``left`` left-aligned, the others right-aligned."""
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     line = "-" * (sum(widths) + 2 * (len(widths) - 1))
 
     def fmt(row: Sequence[str]) -> str:
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
     print(f"\n{title}\n{line}\n{fmt(header)}\n{line}")
     for row in rows:

@@ -22,8 +22,8 @@ and leave the ensemble better on the new domain without forgetting the old one? 
   4. measure      detections from the daemon's log ("drift signal S after N scored events": N is the
                   stream position, exact), /metrics polled along the stream (rolling accuracy of the
                   serving champion, drift statistics, champion version, retrain runs), a trivial periodic
-                  trigger (every --period events) judged on the same positions, and every champion that
-                  served evaluated on the held-out sentences of each domain.
+                  trigger (every --period events) judged on the same positions, and every version (champions
+                  and refused challengers) evaluated on the held-out sentences of each domain.
 
 Targets: delay <= 1,000 events after each shift; no detection on the stable stretch (the periodic
 trigger's count there is its false alarms); forgetting (movie accuracy, champion before the shift →
@@ -41,6 +41,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; inherited by the daemon (see _common.OMP_NOTE)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no per-load weight report in the output
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -67,7 +68,7 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
-    DEFAULT_DATASETS, MEMBERS, OMP_NOTE, RESULTS_DIR, accuracy, bench_config, bootstrap_champion, by_domain,
+    DEFAULT_DATASETS, MEMBERS, OMP_NOTE, REPO, RESULTS_DIR, accuracy, bench_config, bootstrap_champion, by_domain,
     configure_threads, deep_merge, feedback_event, load_note, load_version, machine_info, plain_args, predictions,
     print_table, profile_overrides, shuffled, vader_records, verdict, write_json,
 )
@@ -341,15 +342,14 @@ class Streamer:
         self.pauses.append({"produced": first["produced"], "stored": first["stored"], "seconds": round(time.monotonic() - began, 1),
                             "champion_before": first["champion"], "champion_after": self.samples[-1]["champion"]})
 
-    def settle(self, timeout_s: float) -> None:
-        """Wait until every produced event is stored and no retrain runs (a retrain may still start: wait it out)."""
-        def caught_up() -> bool:
-            s = self.scrape()
-            return s is not None and s["stored"] >= self.produced and not s["retrain_running"]
-
-        wait_for("the daemon to catch up", caught_up, timeout_s, self.daemon)
-        time.sleep(4.5)  # two controller ticks (CHECK_S = 2 s): a latched signal may launch a retrain now
-        if (s := self.scrape()) is not None and s["retrain_running"]:
+    def settle(self, timeout_s: float, max_retrains: int = 5) -> None:
+        """Wait until every produced event is stored and no retrain runs or is about to start."""
+        wait_for("the daemon to store every event", lambda: (s := self.scrape()) is not None and s["stored"] >= self.produced,
+                 timeout_s, self.daemon)
+        for _ in range(max_retrains):
+            time.sleep(4.5)  # two controller ticks (CHECK_S = 2 s): a latched signal may launch a retrain now
+            if (s := self.scrape()) is None or not s["retrain_running"]:
+                return
             self.pause_for_retrain()
 
     def close(self) -> None:
@@ -368,6 +368,25 @@ def periodic_baseline(period: int, blocks: Sequence[Block]) -> dict[str, Any]:
     delays = {b.domain: (b.start // period + 1) * period - b.start for b in blocks[1:]}
     return {"period": period, "false_alarms": stable.end // period, "delays": delays,
             "firings": blocks[-1].end // period, "fire_positions": list(range(period, blocks[-1].end + 1, period))}
+
+
+def read_retrains(data_dir: Path, pauses: Sequence[dict[str, Any]], blocks: Sequence[Block]) -> list[dict[str, Any]]:
+    """Every retrain worker's outcome (its JSON summary), with the stream position and domain it started at."""
+    out = []
+    for i, path in enumerate(sorted((data_dir / "retrain").glob("worker-*.json"))):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            error = path.with_suffix(".log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            summary = {"status": "failed", "error": error[-1] if error else "no output"}
+        position = summary.get("pools", {}).get("until_seq") or (pauses[i]["stored"] if i < len(pauses) else None)
+        domain = next((b.domain for b in blocks if position is not None and b.start < position <= b.end), None)
+        out.append({"position": position, "domain": domain, "status": summary.get("status", "failed"),
+                    "version": summary.get("version"), "new_events": summary.get("pools", {}).get("new"),
+                    "reasons": summary.get("gate_reasons") or ([summary["why"]] if "why" in summary else [])
+                    or ([summary["error"]] if "error" in summary else []),
+                    "gate_metrics": summary.get("gate_metrics", {})})
+    return out
 
 
 def analyse(plan: Plan, streamer: Streamer, detections: list[dict[str, Any]], accuracy_table: dict[int, dict[str, float]],
@@ -427,6 +446,19 @@ def print_report(results: dict[str, Any]) -> None:
                          f"{100 * (s['previous_after'] - s['previous_before']):+.1f} pt", "", ""])
     print_table("accuracy on held-out sentences, champion serving at the shift → champion serving at the end of that domain",
                 ["", "champion", "accuracy %", "change", "target", "verdict"], rows)
+    table, rows = results["accuracy_by_version"], []
+    for i, r in enumerate(results["retrains"], 1):
+        version = r["version"]
+        accuracy_now = table.get(str(version)) if version else None
+        new = f"{pct(accuracy_now[r['domain']])}" if accuracy_now and r["domain"] in accuracy_now else ""
+        old = f"{pct(accuracy_now['movies'])}" if accuracy_now else ""
+        why = "; ".join(r["reasons"])
+        rows.append([f"#{i} at event {r['position']:,} ({r['domain']})" if r["position"] is not None else f"#{i}",
+                     str(r["new_events"] or ""), r["status"], f"v{version}" if version else "", new, old,
+                     why[:70] + ("…" if len(why) > 70 else "")])
+    if rows:
+        print_table("the daemon's retrains (challengers are kept even when refused; accuracy on the held-out sentences)",
+                    ["", "new events", "outcome", "version", "domain acc %", "movies acc %", "gate's reasons"], rows, left=(0, 6))
     if note := load_note(m):
         print(note)
 
@@ -441,7 +473,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     samples = [s for s in results["samples"] if s["accuracy"] is not None]
     x = np.array([s["stored"] for s in samples])
     thresholds = results["thresholds"]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 7.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.1]})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 8.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.1]})
     colours = {"movies": "#e8f0fb", "tweets": "#fdf1e2", "amazon": "#eaf6ea", "nyt": "#f3eaf6"}
     for ax in (top, bottom):
         for b in results["blocks"]:
@@ -457,14 +489,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
         top.annotate(f"v{p['version']}", (p["position"], 0.04), xytext=(3, 0), textcoords="offset points", color="#2a9d3a",
                      fontsize=9, xycoords=("data", "axes fraction"))
     top.plot([], [], color="#2a9d3a", lw=1.5, label="promotion (hot swap)")
+    outcome_colours = {"promoted": "#2a9d3a", "rejected": "#7f8c8d", "failed": "#c0392b"}
+    for r in results["retrains"]:
+        if r["position"] is not None:
+            top.plot(r["position"], 0.93, marker="D", ms=7, color=outcome_colours.get(r["status"], "#bbbbbb"),
+                     transform=top.get_xaxis_transform(), clip_on=False)
+    top.plot([], [], "D", color="#7f8c8d", label="retrain (green promoted, grey refused by the gate, red failed); stream paused")
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
-    top.legend(loc="upper right", fontsize=9, framealpha=0.9)
-    styles = {"error_rate": ("#c0392b", "error rate (last 300)"), "label_shift": ("#8e44ad", "label JS distance (window 1,000)"),
+    top.legend(loc="lower left", fontsize=9, framealpha=0.9)
+    styles = {"error_rate": ("#c0392b", "error rate (last 300; fires via Page-Hinkley/ADWIN)"), "label_shift": ("#8e44ad", "label JS distance (window 1,000)"),
               "oov_rate": ("#d68910", "OOV rate (window 1,000)")}
     for signal_name, (colour, label) in styles.items():
-        y = [s[f"stat_{signal_name}"] for s in samples]
-        bottom.plot(x, [np.nan if v is None else v for v in y], color=colour, lw=1.3, label=label)
+        y = [s[f"stat_{signal_name}"] for s in samples]  # a windowed statistic reads 0 until its window is full
+        bottom.plot(x, [np.nan if not v else v for v in y], color=colour, lw=1.3, label=label)
         if thresholds.get(signal_name) is not None:
             bottom.axhline(thresholds[signal_name], color=colour, lw=0.9, ls=":")
     for d in results["detections"]:
@@ -474,10 +512,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fires = results["analysis"]["periodic"]["fire_positions"]
     bottom.plot(fires, [0.02] * len(fires), "|", color="grey", ms=12, mew=2, transform=bottom.get_xaxis_transform(),
                 label=f"periodic trigger (every {results['analysis']['periodic']['period']:,})")
-    bottom.set_ylim(0, max(0.8, max((v for s in samples for k, v in s.items() if k.startswith("stat_") and v), default=0) * 1.1))
+    bottom.set_ylim(0, 1.0)
     bottom.set_ylabel("drift statistic (dotted: threshold)")
     bottom.set_xlabel("events in the stream (stored = scored by the drift monitor)")
-    bottom.legend(loc="upper left", fontsize=8.5, ncol=3, framealpha=0.9)
+    bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=9, ncol=3, frameon=False)
     bottom.set_xlim(0, results["blocks"][-1]["start"] + results["blocks"][-1]["events"])
     a = results["args"]
     fig.suptitle(f"sentiloop drift benchmark: {', '.join(a['members'])} ({a['profile']} profile), drift-triggered strategic retrains",
@@ -492,7 +530,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmarks/drift.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", nargs="+", choices=MEMBERS, default=["word_sentiment", "lstm", "bilstm"],
-                        help="ensemble members (default: %(default)s; add bert for the full ensemble, ~2x slower)")
+                        help="ensemble members (default: %(default)s; add bert for the full ensemble: slower, BERT dominates every retrain)")
     parser.add_argument("--profile", choices=("fast", "full"), default="fast",
                         help="training budget of the bootstrap and of the daemon's retrains (default: %(default)s)")
     parser.add_argument("--stable-events", type=int, default=5000, help="held-out movie sentences streamed first (default: %(default)s)")
@@ -503,7 +541,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100.0, help="producer rate, events/s (default: %(default)s)")
     parser.add_argument("--period", type=int, default=2000, help="the trivial periodic trigger's period in events (default: %(default)s)")
     parser.add_argument("--max-iterations", type=int, default=1, help="retrain.max_iterations of the daemon's retrains (default: %(default)s)")
-    parser.add_argument("--cooldown-s", type=float, default=30.0, help="retrain.policy.cooldown_s (default: %(default)s)")
+    parser.add_argument("--cooldown-s", type=float, default=30.0, help="retrain.policy.cooldown_s, wall clock from a retrain's start; the stream is paused while the retrain "
+                        "runs, so most of it elapses then (default: %(default)s)")
     parser.add_argument("--replicas", type=int, default=20, help="shuffled replicas for the calibration (default: %(default)s)")
     parser.add_argument("--retrain-timeout", type=float, default=900.0, help="seconds one retrain may take (default: %(default)s)")
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS,
@@ -546,7 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
             settings = Settings.model_validate(config)
             print_calibration(calibration, settings, config_path)
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "SENTILOOP_VADER_SDIST": str(root / "no-vader-sdist")}
+            # The daemon and its retrain workers import sentiloop from this checkout, like this process does.
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "SENTILOOP_VADER_SDIST": str(root / "no-vader-sdist"),
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
             env.pop("SENTILOOP_CONFIG", None)  # never let the caller's config leak in
             log_path = root / "daemon.log"
             log_path.unlink(missing_ok=True)
@@ -561,10 +602,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 final = daemon.metrics() or {}
             daemon_log = daemon.log()
 
-        served = sorted({s["champion"] for s in streamer.samples if s["champion"]} | set(streamer.block_champions))
+        from sentiloop.models.store import ModelStore
+
+        retrains = read_retrains(data_dir, streamer.pauses, plan.blocks)
         sets = {"movies": plan.movie_eval, **{b.domain: b.eval_records for b in plan.blocks[1:]}}
         accuracy_table: dict[int, dict[str, float]] = {}
-        for v in tqdm(served, desc="evaluate champions", unit="version"):
+        for v in tqdm(ModelStore(data_dir).versions(), desc="evaluate champions and challengers", unit="version"):
             ensemble = load_version(data_dir, v, args.members)
             accuracy_table[v] = {name: accuracy(ensemble, rs) for name, rs in sets.items()}
         detections = detections_from_log(daemon_log)
@@ -589,6 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "daemon_log": [line for line in daemon_log.splitlines() if LOG_KEEP.search(line)],
         "promotions": promotions,
         "pauses_for_retrains": streamer.pauses,
+        "retrains": retrains,
         "retrain_runs": {"by_label": runs, "total": sum(runs.values()),
                          "promoted": sum(v for k, v in runs.items() if 'status="promoted"' in k),
                          "rejected": sum(v for k, v in runs.items() if 'status="rejected"' in k)},

@@ -22,8 +22,10 @@ epochs/steps); with ``fast`` BERT gets the same 80-step cap in both modes (``ret
 so the comparison is per equal step budget; ``full`` uses the library defaults (BERT full fit 3 epochs,
 strategic fine-tune up to 5).
 
-Targets (seed): strategic wall time <= 30 % of full (">= 70 % less compute"); strategic gain on the
-new domain >= 90 % of the full gain; strategic accuracy within 0.5 point of the full retrain.
+Targets (seed): strategic time <= 30 % of full (">= 70 % less compute"), judged on wall time (as asked)
+and on this process's CPU time (the compute itself: on a shared machine wall time also measures the
+neighbours), per member too; strategic gain on the new domain >= 90 % of the full gain; strategic
+accuracy within 0.5 point of the full retrain.
 
 Run from the repository root:  .venv/bin/python benchmarks/retrain_cost.py [--members word_sentiment lstm] ...
 Prints a table and writes JSON (default benchmarks/results/retrain_cost.json).
@@ -35,6 +37,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see _common.OMP_NOTE
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no per-load weight report in the output
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
@@ -42,7 +45,8 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -94,6 +98,31 @@ def feed_buffer(settings: Settings, records: Sequence[Record]) -> dict[str, int]
     return {"events": stats.events_stored, "labelled": stats.events_labelled}
 
 
+@contextmanager
+def member_cpu_clock() -> Iterator[dict[str, float]]:
+    """Process CPU seconds (all threads) per member: the cycle's ``retrain_member``, wrapped, unchanged.
+
+    Wall time is what the issue asks for, but on a shared machine it also measures the neighbours;
+    CPU time is the compute the retrain itself used.
+    """
+    from sentiloop.retrainers import cycle
+
+    original, spent = cycle.retrain_member, {}
+
+    def timed(name: str, *args: Any, **kwargs: Any) -> Any:
+        started = time.process_time()
+        try:
+            return original(name, *args, **kwargs)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.process_time() - started
+
+    cycle.retrain_member = timed  # type: ignore[assignment]
+    try:
+        yield spent
+    finally:
+        cycle.retrain_member = original
+
+
 def run_mode(base: Path, root: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     """One retrain on a fresh copy of the prepared data dir; wall and CPU time around ``run_retrain``."""
     from sentiloop.retrainers.run import run_retrain
@@ -101,17 +130,20 @@ def run_mode(base: Path, root: Path, mode: str, args: argparse.Namespace) -> dic
     data_dir = root / mode
     shutil.copytree(base, data_dir)
     settings = settings_for(data_dir, args)
-    wall, cpu = time.perf_counter(), time.process_time()
-    summary = run_retrain(settings, "manual", f"benchmark: {mode} retrain", mode=mode, force=True)  # type: ignore[arg-type]
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    load_before = os.getloadavg()[0]
+    with member_cpu_clock() as member_cpu:
+        wall, cpu = time.perf_counter(), time.process_time()
+        summary = run_retrain(settings, "manual", f"benchmark: {mode} retrain", mode=mode, force=True)  # type: ignore[arg-type]
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if summary["status"] not in ("promoted", "rejected"):
         raise RuntimeError(f"the {mode} retrain did not run: {summary}")
     members: dict[str, float] = {}
     for iteration in summary["iterations"]:
         for name, seconds in iteration["durations"].items():
             members[name] = members.get(name, 0.0) + seconds
-    return {"data_dir": str(data_dir), "wall_s": wall, "cpu_s": cpu, "member_s": members,
-            "other_s": wall - sum(members.values()), "summary": summary}
+    return {"data_dir": str(data_dir), "wall_s": wall, "cpu_s": cpu, "member_s": members, "member_cpu_s": member_cpu,
+            "other_s": wall - sum(members.values()), "other_cpu_s": cpu - sum(member_cpu.values()),
+            "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)], "summary": summary}
 
 
 def evaluate(data_dir: Path, version: int, members: Sequence[str], sets: dict[str, list[Record]]) -> dict[str, float]:
@@ -129,8 +161,10 @@ def compare(runs: dict[str, dict[str, Any]], champion: dict[str, float]) -> dict
     share = gains["strategic"]["new_domain_test"] / full_gain if full_gain > 0 else None
     return {
         "time_ratio": s["wall_s"] / f["wall_s"],
+        "training_time_ratio": sum(s["member_s"].values()) / sum(f["member_s"].values()),
         "cpu_ratio": s["cpu_s"] / f["cpu_s"],
         "member_time_ratio": {m: s["member_s"][m] / f["member_s"][m] for m in f["member_s"] if f["member_s"][m] > 0},
+        "member_cpu_ratio": {m: s["member_cpu_s"][m] / f["member_cpu_s"][m] for m in f["member_cpu_s"] if f["member_cpu_s"][m] > 0},
         "gain": gains,
         "recent_holdout_gain": recent_gain,
         "gain_share": share,
@@ -144,16 +178,21 @@ def print_report(results: dict[str, Any]) -> None:
     s, f = runs["strategic"], runs["full"]
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     signed = lambda x: f"{100 * x:+.1f}"  # noqa: E731
+    def both(wall_s: float, cpu_s: float) -> str:
+        return f"{wall_s:.1f} / {cpu_s:.1f}"
+
     rows = [
         ["wall time, whole retrain (s)", f"{s['wall_s']:.1f}", f"{f['wall_s']:.1f}", f"{c['time_ratio']:.2f}",
          f"<= {TARGET_TIME_RATIO:.2f}", verdict(c["time_ratio"] <= TARGET_TIME_RATIO)],
-        ["CPU time, this process (s)", f"{s['cpu_s']:.1f}", f"{f['cpu_s']:.1f}", f"{c['cpu_ratio']:.2f}", "", ""],
+        ["CPU time, whole retrain (s; compute, robust to neighbours)", f"{s['cpu_s']:.1f}", f"{f['cpu_s']:.1f}",
+         f"{c['cpu_ratio']:.2f}", f"<= {TARGET_TIME_RATIO:.2f}", verdict(c["cpu_ratio"] <= TARGET_TIME_RATIO)],
     ]
     for member in f["member_s"]:
-        rows.append([f"  {member} ({s['summary']['iterations'][0]['strategies'][member]} vs full) (s)",
-                     f"{s['member_s'][member]:.1f}", f"{f['member_s'][member]:.1f}",
-                     f"{c['member_time_ratio'].get(member, float('nan')):.2f}", "", ""])
-    rows.append(["  pools, refinement, weights, evaluation, gate (s)", f"{s['other_s']:.1f}", f"{f['other_s']:.1f}", "", "", ""])
+        rows.append([f"  {member}: {s['summary']['iterations'][0]['strategies'][member]} vs full (wall / CPU s)",
+                     both(s["member_s"][member], s["member_cpu_s"][member]), both(f["member_s"][member], f["member_cpu_s"][member]),
+                     f"{c['member_time_ratio'].get(member, float('nan')):.2f} / {c['member_cpu_ratio'].get(member, float('nan')):.2f}", "", ""])
+    rows.append(["  the same work in both: pools, refinement, weights, evaluation, gate", both(s["other_s"], s["other_cpu_s"]),
+                 both(f["other_s"], f["other_cpu_s"]), "", "", ""])
     domain = results["args"]["new_domain"]
     rows += [
         [f"accuracy, {domain} test (champion {pct(champ['new_domain_test'])}) (%)", pct(s["accuracy"]["new_domain_test"]),
@@ -181,7 +220,7 @@ def print_report(results: dict[str, Any]) -> None:
         ["", "strategic", "full", "ratio / diff", "target", "verdict"], rows,
     )
     if note := load_note(m):
-        print(note)
+        print(note + f" (1-min load at start/end: strategic {s['loadavg_1m']}, full {f['loadavg_1m']})")
     for mode in MODES:
         reasons = runs[mode]["summary"]["gate_reasons"]
         if reasons:
@@ -275,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": {"time_ratio_max": TARGET_TIME_RATIO, "gain_share_min": TARGET_GAIN_SHARE, "accuracy_gap_max": TARGET_ACC_GAP},
     }
     results["comparison"] = c = compare(results["runs"], champion)
-    results["targets"].update(time_ratio_met=c["time_ratio"] <= TARGET_TIME_RATIO,
+    results["targets"].update(time_ratio_met=c["time_ratio"] <= TARGET_TIME_RATIO, cpu_ratio_met=c["cpu_ratio"] <= TARGET_TIME_RATIO,
                               gain_share_met=c["gain_share"] is not None and c["gain_share"] >= TARGET_GAIN_SHARE,
                               accuracy_gap_met=c["accuracy_gap"] <= TARGET_ACC_GAP)
     results["total_seconds"] = time.perf_counter() - started
