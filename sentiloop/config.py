@@ -299,7 +299,6 @@ class RetrainConfig(_Strict):
     bert_epochs: int = Field(default=5, ge=1, le=5)
     bert_max_steps: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=3, ge=1)
-    on_interrupted: Literal["resume", "discard"] = "discard"
     schedule_cron: str | None = Field(default=None, description="crontab expression for scheduled retrains, e.g. '0 3 * * *'")
     misfire_grace_s: int = Field(default=3600, ge=1)
     drift: DriftConfig = Field(default_factory=DriftConfig)
