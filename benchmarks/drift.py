@@ -459,6 +459,10 @@ def print_report(results: dict[str, Any]) -> None:
     if rows:
         print_table("the daemon's retrains (challengers are kept even when refused; accuracy on the held-out sentences)",
                     ["", "new events", "outcome", "version", "domain acc %", "movies acc %", "gate's reasons"], rows, left=(0, 6))
+    if not results["promotions"] and len(analysis["shifts"]) > 1:
+        print("note: no challenger was promoted, so the bootstrap champion served the whole stream: after the first shift its OOV "
+              "and error alarms persist into every later block, so a later 'delay' may be that persistence, not a detection "
+              "of the new shift (label_shift re-bases its reference on each reset, so its detections are the cleaner ones)")
     if note := load_note(m):
         print(note)
 
