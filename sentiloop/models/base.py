@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import ClassVar, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 MEMBER_NAMES = ("bert", "bilstm", "lstm", "word_sentiment")
-# Seed weights table: BERT 30 %, BiLSTM 30 %, LSTM 25 %, word-sentiment 15 %.
-SEED_WEIGHTS = {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "word_sentiment": 0.15}
-
-ProgressCallback = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)

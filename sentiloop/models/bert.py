@@ -19,7 +19,7 @@ import itertools
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,14 @@ from sentiloop.errors import CheckpointError
 from sentiloop.models.base import FitReport, TrainData
 from sentiloop.models.checkpoint import read_json, verify_member_dir, write_json, write_member_dir
 from sentiloop.models.pretrained import resolve_pretrained
-from sentiloop.models.torch_common import EarlyStopping, configure_torch, length_sorted_batches, weighted_cross_entropy
+from sentiloop.models.torch_common import (
+    EarlyStopping,
+    OptimizerState,
+    configure_torch,
+    length_sorted_batches,
+    named_optimizer_state,
+    weighted_cross_entropy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +53,6 @@ MAX_EPOCHS = 5  # the seed: "at most 5 epochs, early stopping required"
 GROUP_BATCHES = 16  # batches per length-sorted pool in training (see length_grouped_batches)
 _LAYER_PATHS = ("encoder.layer", "transformer.layer")  # BERT/RoBERTa/ELECTRA, DistilBERT
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-
-
-class OptimizerState(NamedTuple):
-    """AdamW state keyed by parameter name: tensors for safetensors, the rest JSON-able."""
-
-    tensors: dict[str, torch.Tensor]
-    meta: dict[str, Any]
 
 
 EpochHook = Callable[[int], None]
@@ -229,7 +229,7 @@ class BertMember:
             checker.stopper.restore(self.model)
             report.best_val_loss = checker.stopper.best
         self.model.eval()
-        self._optimizer_state = _flatten_optimizer(optimizer, self.model)
+        self._optimizer_state = named_optimizer_state(optimizer, self.model)
         return report
 
     def _epoch_batches(self, lengths: np.ndarray, epochs: int, on_epoch: EpochHook | None) -> Iterator[tuple[int, np.ndarray]]:
@@ -366,25 +366,6 @@ def _param_groups(named: Iterable[tuple[str, torch.nn.Parameter]], lr: float, we
         (no_decay if name.endswith(_NO_DECAY) else decay).append(param)
     return [group for group in ({"params": decay, "lr": lr, "weight_decay": weight_decay},
                                 {"params": no_decay, "lr": lr, "weight_decay": 0.0}) if group["params"]]
-
-
-def _flatten_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> OptimizerState:
-    """Optimiser state keyed ``<parameter name>/<slot>`` instead of positional indices."""
-    names = {id(param): name for name, param in model.named_parameters()}
-    ordered = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
-    state = optimizer.state_dict()
-    tensors = {
-        f"{ordered[index]}/{slot}": value.detach().contiguous()
-        for index, slots in state["state"].items()
-        for slot, value in slots.items()
-        if isinstance(value, torch.Tensor)
-    }
-    groups = [
-        {**{k: list(v) if isinstance(v, tuple) else v for k, v in group.items() if k != "params"},
-         "params": [ordered[index] for index in group["params"]]}
-        for group in state["param_groups"]
-    ]
-    return OptimizerState(tensors, {"type": type(optimizer).__name__, "param_groups": groups})
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:

@@ -40,7 +40,14 @@ from sentiloop.errors import CheckpointError
 from sentiloop.models.base import FitReport, TrainData
 from sentiloop.models.checkpoint import read_json, verify_member_dir, write_json, write_member_dir
 from sentiloop.models.pretrained import BUNDLED_MINILM, resolve_pretrained
-from sentiloop.models.torch_common import EarlyStopping, configure_torch, length_sorted_batches, minibatches, weighted_cross_entropy
+from sentiloop.models.torch_common import (
+    EarlyStopping,
+    configure_torch,
+    length_sorted_batches,
+    minibatches,
+    named_optimizer_state,
+    weighted_cross_entropy,
+)
 from sentiloop.models.vocab import PAD, Vocabulary, pad
 
 WEIGHTS, VOCAB, MEMBER = "model.safetensors", "vocab.json", "member.json"
@@ -341,12 +348,7 @@ class RecurrentMember:
         """
         if self._optimizer is None:
             return None
-        names = self._parameter_names()
-        state = self._optimizer.state_dict()
-        order = [names[id(p)] for group in self._optimizer.param_groups for p in group["params"]]
-        tensors = {f"{order[index]}/{slot}": value for index, slots in state["state"].items() for slot, value in slots.items()}
-        groups = [{**group, "params": [order[i] for i in group["params"]]} for group in state["param_groups"]]
-        return tensors, {"param_groups": groups}
+        return named_optimizer_state(self._optimizer, self._require_model())
 
     def load_optimizer_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Rebuild the Adam optimizer from ``optimizer_state()`` output (same parameter names)."""
@@ -366,9 +368,6 @@ class RecurrentMember:
         except (KeyError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"optimizer state does not fit this {self.kind} model: {exc}") from None
         self._optimizer = optimizer
-
-    def _parameter_names(self) -> dict[int, str]:
-        return {id(p): name for name, p in self._require_model().named_parameters()}
 
     # -- checkpoints --------------------------------------------------------------------------
     def save(self, directory: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -63,3 +63,29 @@ class EarlyStopping:
     def restore(self, model: torch.nn.Module) -> None:
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+
+
+class OptimizerState(NamedTuple):
+    """Optimizer state keyed by parameter name: tensors for safetensors, the rest JSON-able (no pickle)."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+
+def named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> OptimizerState:
+    """Optimizer state keyed ``<parameter name>/<slot>`` instead of positional indices."""
+    names = {id(param): name for name, param in model.named_parameters()}
+    ordered = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
+    state = optimizer.state_dict()
+    tensors = {
+        f"{ordered[index]}/{slot}": value.detach().contiguous()
+        for index, slots in state["state"].items()
+        for slot, value in slots.items()
+        if isinstance(value, torch.Tensor)
+    }
+    groups = [
+        {**{k: list(v) if isinstance(v, tuple) else v for k, v in group.items() if k != "params"},
+         "params": [ordered[index] for index in group["params"]]}
+        for group in state["param_groups"]
+    ]
+    return OptimizerState(tensors, {"type": type(optimizer).__name__, "param_groups": groups})

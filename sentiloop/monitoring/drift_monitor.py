@@ -52,7 +52,6 @@ class DriftMonitor:
         self.latched: dict[str, Signal] = {}
         self.scored = 0
         self.correct: deque[int] = deque(maxlen=ACCURACY_WINDOW)
-        self.history: list[dict[str, float]] = []  # (scored, accuracy, statistics) along the stream, for plots
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sentiloop-drift", daemon=True)
         self._detectors_for(None)
@@ -138,11 +137,7 @@ class DriftMonitor:
                 self.latched[signal.name] = signal
                 self.metrics.drift_detected.labels(signal=signal.name).inc()
                 log.warning("drift signal %s after %d scored events: %s", signal.name, self.scored, signal.reason)
-        accuracy = float(np.mean(self.correct))
-        self.metrics.model_accuracy.labels(member="ensemble", split="stream").set(accuracy)
-        if self.scored % 50 == 0:
-            self.history.append({"scored": self.scored, "accuracy": accuracy, "error_rate": signals[0].statistic,
-                                 "label_js": signals[1].statistic, "fired": float(bool(self.latched))})
+        self.metrics.model_accuracy.labels(member="ensemble", split="stream").set(float(np.mean(self.correct)))
 
     # -- the controller's side -------------------------------------------------------------------
     def signals(self) -> list[Signal]:

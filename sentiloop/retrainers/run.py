@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
@@ -23,7 +24,7 @@ from sentiloop.retrainers.strategies import Mode
 log = logging.getLogger(__name__)
 
 
-def retrain_root(settings: Settings):  # type: ignore[no-untyped-def]
+def retrain_root(settings: Settings) -> Path:
     return settings.data_dir / "retrain"
 
 

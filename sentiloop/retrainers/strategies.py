@@ -26,7 +26,6 @@ from sentiloop.models.base import FitReport, Member, TrainData
 
 Mode = Literal["strategic", "full"]
 MIN_RECALIBRATION = 1000  # held-out examples needed before the dictionary's calibration map is refitted
-STRATEGY_NAMES = {"word_sentiment": "incremental", "lstm": "transfer", "bilstm": "partial", "bert": "fine-tune"}
 
 
 @dataclass
