@@ -262,6 +262,7 @@ def snapshot(m: dict[str, float], produced: int, t0: float) -> dict[str, Any]:
         "stored": int(m.get("sentiloop_events_stored_total", 0)),
         "accuracy": m.get('sentiloop_model_accuracy{member="ensemble",split="stream"}'),
         **{f"stat_{s}": m.get(f'sentiloop_drift_statistic{{signal="{s}"}}') for s in SIGNALS},
+        "stat_page_hinkley": m.get('sentiloop_drift_statistic{signal="page_hinkley"}'),
         **{f"detected_{s}": m.get(f'sentiloop_drift_detected_total{{signal="{s}"}}', 0.0) for s in SIGNALS},
         "champion": int(m.get("sentiloop_champion_version", 0)),
         "retrain_running": int(m.get("sentiloop_retrain_running", 0)),
@@ -509,6 +510,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         bottom.plot(x, [np.nan if not v else v for v in y], color=colour, lw=1.3, label=label)
         if thresholds.get(signal_name) is not None:
             bottom.axhline(thresholds[signal_name], color=colour, lw=0.9, ls=":")
+    if thresholds.get("page_hinkley"):
+        ph = [s.get("stat_page_hinkley") for s in samples]
+        bottom.plot(x, [np.nan if v is None else min(v / thresholds["page_hinkley"], 1.0) for v in ph], color="#c0392b", lw=1.0,
+                    ls="--", label="Page-Hinkley statistic / threshold (fires at 1)")
     for d in results["detections"]:
         colour = styles.get(d["signal"], ("black", ""))[0]
         bottom.plot(d["position"], 0.97, marker="v", color=colour, ms=9, transform=bottom.get_xaxis_transform(), clip_on=False)
@@ -630,7 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "args": plain_args(args),
         "bootstrap": {"version": version, "seconds": bootstrap_s, "movie_sentences": len(plan.champion_records)},
         "calibration": asdict(calibration),
-        "thresholds": {"label_shift": calibration.label_threshold, "oov_rate": calibration.oov_margin, "error_rate": None},
+        "thresholds": {"label_shift": calibration.label_threshold, "oov_rate": calibration.oov_margin, "error_rate": None,
+                       "page_hinkley": calibration.ph_threshold},
         "blocks": [{"domain": b.domain, "start": b.start, "events": len(b.records), "eval_sentences": len(b.eval_records)} for b in plan.blocks],
         "detections": detections,
         "daemon_log": [line for line in daemon_log.splitlines() if LOG_KEEP.search(line)],

@@ -277,7 +277,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     _configure_threads(settings)
     from sentiloop.retrainers.run import run_retrain
 
-    summary = run_retrain(settings, args.trigger, args.reason, args.mode, force=args.force)
+    summary = run_retrain(settings, args.trigger, args.reason, args.mode, force=args.force, recent_since=args.recent_since)
     if args.json:
         _print_json(summary)
         return 0
@@ -335,6 +335,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+def _non_negative_int(text: str) -> int:
+    """argparse type: a clear message instead of a traceback for "-3" or "abc"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _add(sub, name: str, func: Callable[[argparse.Namespace], int], help_text: str, description: str | None = None):  # type: ignore[no-untyped-def]
     parser = sub.add_parser(name, help=help_text, description=description or help_text)
     parser.add_argument("--config", metavar="FILE", help="YAML config file (default: built-in defaults + SENTILOOP_* env)")
@@ -404,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", default="manual", help=argparse.SUPPRESS)
     p.add_argument("--reason", default="requested with `sentiloop retrain`", help="recorded with the run")
     p.add_argument("--force", action="store_true", help="run even with fewer than retrain.min_new_events new events")
+    p.add_argument("--recent-since", type=_non_negative_int, metavar="SEQ",
+                   help="judge the gate on holdout events stored after buffer seq SEQ (the daemon passes where drift was detected)")
     p.add_argument("--json", action="store_true")
 
     p = _add(sub, "promote", cmd_promote, "make ensemble VERSION the champion (checks it loads and verifies first)")

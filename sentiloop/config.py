@@ -267,6 +267,10 @@ class PolicyConfig(_Strict):
     hysteresis: int = Field(default=2, ge=1, description="consecutive drift checks before acting")
     max_retrains: int = Field(default=3, ge=1)
     window_s: float = Field(default=86_400, gt=0)
+    drift_settle_events: int = Field(
+        default=1000, ge=0,
+        description="labelled events collected after a drift detection before its retrain starts (data from the new regime "
+                    "to learn from and to be judged on); 0 = start at once")
 
 
 class GateSettings(_Strict):
@@ -276,6 +280,7 @@ class GateSettings(_Strict):
     golden_tolerance: float = Field(default=0.01, ge=0, lt=1, description="max accuracy loss on the golden set")
     class_tolerance: float = Field(default=0.05, ge=0, lt=1, description="max recall loss of any class on the golden set")
     min_holdout: int = Field(default=50, ge=1)
+    class_z: float = Field(default=1.645, ge=0, description="a class's recall drop must also exceed this many paired standard errors")
     recent_holdout: int = Field(default=2000, ge=10, description="most recent holdout events used for the gate")
 
 
@@ -296,6 +301,8 @@ class RetrainConfig(_Strict):
     downweight: float = Field(default=0.3, gt=0, le=1)
     replay_ratio: float = Field(default=1.0, ge=0, description="replayed old examples per new example (class-balanced)")
     folds: int = Field(default=5, ge=2, le=20, description="rotating held-out folds of new data (out-of-fold refinement)")
+    warm_start_epochs: int = Field(default=3, ge=1, le=100,
+                                   description="epoch cap of the warm-started LSTM transfer and BiLSTM partial retrains")
     bert_epochs: int = Field(default=5, ge=1, le=5)
     bert_max_steps: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=3, ge=1)

@@ -39,10 +39,14 @@ def profile_config(models: ModelsConfig, profile: Profile) -> ModelsConfig:
     return models.model_copy(update=updates)
 
 
-def load_split(settings: Settings, data_file: str | None = None) -> Split:
-    """The shared split of the VADER ground truth, or of the user's own labelled file."""
+def load_split(settings: Settings, data_file: str | None = None, fetch: bool = True) -> Split:
+    """The shared split of the VADER ground truth, or of the user's own labelled file.
+
+    ``fetch=False`` (the daemon and its retrain workers) never downloads: a missing cache is a DataError.
+    """
     records: list[Record] = (
-        load_labelled_file(data_file, settings.labels) if data_file else load_vader_ground_truth(settings.data_dir, settings.labels)
+        load_labelled_file(data_file, settings.labels) if data_file
+        else load_vader_ground_truth(settings.data_dir, settings.labels, fetch=fetch)
     )
     return split_dataset(records, seed=settings.models.seed)
 

@@ -135,3 +135,25 @@ def test_gate_refuses_worse_and_accepts_better() -> None:
     assert any("min_delta" in r for r in shuffled.reasons) and any("forgetting" in r for r in shuffled.reasons)
     small = promotion_gate(right(golden), right(golden), golden, half(recent[:10]), right(recent[:10]), recent[:10], GateConfig(min_holdout=50))
     assert not small.promote and "needs 50" in small.reasons[0]
+
+
+def test_gate_class_rule_ignores_sampling_noise_but_not_a_real_loss() -> None:
+    labels = np.array([0] * 40 + [1] * 400)
+    relaxed = GateConfig(min_delta=0, golden_tolerance=1)
+
+    def outcome(right_on_class0: np.ndarray) -> np.ndarray:
+        predicted = labels.copy()
+        predicted[:40][~right_on_class0] = 1
+        return np.eye(2)[predicted]
+
+    champion_right = np.ones(40, dtype=bool)
+    champion_right[30:] = False  # the champion gets 30 of the 40 right
+    clean_loss = champion_right.copy()
+    clean_loss[:5] = False  # loses 5, wins none back: -12.5 points, 2.4 standard errors
+    refused = promotion_gate(outcome(champion_right), outcome(clean_loss), labels, outcome(champion_right), outcome(champion_right), labels, relaxed)
+    assert any("class 0" in r for r in refused.reasons)
+    churn = champion_right.copy()
+    churn[:10] = False
+    churn[30:37] = True  # loses 10, wins 7: -7.5 points, but only 0.7 standard errors
+    kept = promotion_gate(outcome(champion_right), outcome(churn), labels, outcome(champion_right), outcome(champion_right), labels, relaxed)
+    assert not any("class 0" in r for r in kept.reasons)

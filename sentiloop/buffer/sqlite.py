@@ -258,8 +258,11 @@ class SQLiteBufferStore:
         return int(row[0]) if row else 0
 
     def count_since(self, mark: str, labelled_only: bool = True) -> int:
+        return self.count_after(self.mark_seq(mark), labelled_only)
+
+    def count_after(self, seq: int, labelled_only: bool = True) -> int:
         query = "SELECT COUNT(*) FROM events WHERE seq > ?" + (" AND label IS NOT NULL" if labelled_only else "")
-        return int(self._conn.execute(query, (self.mark_seq(mark),)).fetchone()[0])
+        return int(self._conn.execute(query, (seq,)).fetchone()[0])
 
     def sample(
         self, n: int, *, label: int | None = None, domain: str | None = None, split: str | None = None, seed: int = 0

@@ -150,19 +150,23 @@ class Daemon:
                                             announce=Announcer(self.settings, bootstrap)).start()
 
     def _reference_data(self) -> tuple[list[str], list[int]]:
-        """The original validation split: baseline label distribution and OOV rate for the detectors."""
+        """The champion's own golden set (its original validation split): baseline label mix and OOV rate.
+
+        The champion's lineage names its dataset, so a champion bootstrapped on a user's file is compared
+        with that file, not with the VADER data. Nothing is downloaded here.
+        """
+        from sentiloop.models.ensemble import Ensemble
         from sentiloop.models.store import ModelStore
+        from sentiloop.retrainers.data import original_split
 
-        if ModelStore(self.settings.data_dir).champion() is None:
+        models = ModelStore(self.settings.data_dir)
+        if models.champion() is None:
             return [], []
-        try:
-            from sentiloop.training import load_split
-
-            validation = load_split(self.settings).validation
-        except Exception as exc:  # no dataset cached: the first window of the stream becomes the reference
-            log.info("no reference dataset for drift baselines (%s); using the stream's first window", exc)
+        original = original_split(self.settings, Ensemble.read_info(models.champion_path()))
+        if original is None:  # logged by original_split; the first window of the stream becomes the reference
             return [], []
-        return [r.text for r in validation], [r.label for r in validation]
+        golden = original[1]
+        return golden.texts, golden.labels.tolist()
 
     def _retrain_request(self, body: dict[str, object]) -> tuple[int, dict[str, object]]:
         mode = body.get("mode")

@@ -2,7 +2,9 @@
 
 Nothing here runs on the poll loop. Every ``CHECK_S`` the controller thread gathers the triggers —
 volume (new labelled events since the last retrain), drift (latched signals from the DriftMonitor),
-schedule (APScheduler cron job) and manual (``POST /retrain``) — and asks the DecisionPolicy. A retrain
+schedule (APScheduler cron job) and manual (``POST /retrain``) — and asks the DecisionPolicy. A drift
+retrain first waits for ``policy.drift_settle_events`` labelled events after the detection, so it has
+data from the new regime to train on, and its gate judges on the holdout after the detection. A retrain
 runs as a separate process (``sentiloop retrain --json``), so the consumer never waits on it, its
 memory is returned when it ends, and killing it leaves the daemon and the champion untouched (the
 failure is counted and its run record is closed). When a run promotes, or when an operator runs
@@ -28,7 +30,7 @@ from sentiloop.models.store import ModelStore
 from sentiloop.monitoring.drift_monitor import DriftMonitor
 from sentiloop.monitoring.metrics import IngestMetrics
 from sentiloop.retrainers.data import RETRAIN_MARK
-from sentiloop.retrainers.policy import DecisionPolicy
+from sentiloop.retrainers.policy import Decision, DecisionPolicy
 
 log = logging.getLogger(__name__)
 CHECK_S = 2.0
@@ -62,6 +64,7 @@ class RetrainController:
         self._thread = threading.Thread(target=self._loop, name="sentiloop-retrain", daemon=True)
         self._scheduler: Any | None = None
         self._last_suppressed = ""
+        self.pending_drift: tuple[int, str] | None = None  # (buffer seq at detection, reason) of a settling drift retrain
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> RetrainController:
@@ -129,16 +132,28 @@ class RetrainController:
         signals = self.monitor.signals()
         decision = self.policy.decide(signals, volume, schedule, manual[0] if manual else "")
         fired = [s.name for s in signals]
+        settle = self.settings.retrain.policy.drift_settle_events
+        if decision.retrain and decision.trigger == "drift" and settle:
+            self.monitor.reset(fired)  # acted on: the evidence now lives in the pending record
+            if self.pending_drift is None:
+                self.pending_drift = (self.store.max_seq(), decision.reason)
+                log.info("drift retrain scheduled after %d more labelled events: %s", settle, decision.reason)
+            decision = Decision(False)
+        if not decision.retrain and self.pending_drift is not None:
+            collected = self.store.count_after(self.pending_drift[0])
+            if collected >= settle:
+                decision = Decision(True, "drift", f"{self.pending_drift[1]} (then {collected} labelled events collected)")
         if decision.retrain:
+            recent_since = self.pending_drift[0] if self.pending_drift else None
+            self.pending_drift = None
             self.policy.record_retrain()
             self.monitor.reset(fired)
-            self.launch(decision.trigger, decision.reason, manual[1] if manual else None)
-        elif decision.suppressed:
-            if decision.suppressed != self._last_suppressed:
-                log.info("retrain (%s: %s) suppressed by %s", decision.trigger, decision.reason, decision.suppressed)
-            self._last_suppressed = decision.suppressed
-            if decision.trigger == "drift":
-                self.monitor.reset(fired)  # no stuck flag: the detector starts over
+            self.launch(decision.trigger, decision.reason, manual[1] if manual else None, recent_since)
+        elif decision.suppressed and decision.suppressed != self._last_suppressed:
+            # The signal stays latched (the detector is not reset): a drift still there when the
+            # cool-down ends starts its retrain then, instead of a blind window of fresh statistics.
+            log.info("retrain (%s: %s) suppressed by %s", decision.trigger, decision.reason, decision.suppressed)
+        self._last_suppressed = decision.suppressed
 
     # -- the worker ----------------------------------------------------------------------------
     def _effective_config(self) -> Path:
@@ -148,13 +163,15 @@ class RetrainController:
         path.write_text(yaml.safe_dump(self.settings.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
         return path
 
-    def launch(self, trigger: str, reason: str, mode: str | None = None) -> Worker:
+    def launch(self, trigger: str, reason: str, mode: str | None = None, recent_since: int | None = None) -> Worker:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output = self.settings.data_dir / "retrain" / f"worker-{stamp}.json"
         command = [sys.executable, "-m", "sentiloop", "retrain", "--config", str(self._effective_config()),
                    "--trigger", trigger, "--reason", reason[:500], "--json"]
         if mode:
             command += ["--mode", mode]
+        if recent_since is not None:
+            command += ["--recent-since", str(recent_since)]
         log_file = open(self.settings.data_dir / "retrain" / f"worker-{stamp}.log", "ab")
         process = subprocess.Popen(command, stdout=open(output, "wb"), stderr=log_file, stdin=subprocess.DEVNULL)
         self.worker = Worker(process, output, trigger, time.monotonic())

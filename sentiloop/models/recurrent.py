@@ -194,23 +194,25 @@ class RecurrentMember:
         self.model = self._new_model()
         return self._train(train, validation)
 
-    def partial_retrain(self, train: TrainData, validation: TrainData | None = None) -> FitReport:
+    def partial_retrain(self, train: TrainData, validation: TrainData | None = None, epochs: int | None = None) -> FitReport:
         """Seed's BiLSTM retrain: keep the loaded weights and vocabulary, freeze the word embedding.
 
         Word representations stay stable; only the sequence layers and classifier adapt to new data.
-        Call it on a ``clone()`` of the champion so the serving model is never touched.
+        Call it on a ``clone()`` of the champion so the serving model is never touched. ``epochs``
+        caps the configured epochs (a warm start needs fewer).
         """
         model = self._require_model()
         model.embedding.weight.requires_grad_(False)
         try:
-            return self._train(train, validation)
+            return self._train(train, validation, epochs)
         finally:
             model.embedding.weight.requires_grad_(True)
 
-    def transfer_retrain(self, train: TrainData, validation: TrainData | None, champion: RecurrentMember) -> FitReport:
+    def transfer_retrain(self, train: TrainData, validation: TrainData | None, champion: RecurrentMember,
+                         epochs: int | None = None) -> FitReport:
         """Seed's LSTM retrain: fresh he_normal model warm-started from the champion's word vectors."""
         self.transfer_from(champion, train.texts)
-        return self._train(train, validation)
+        return self._train(train, validation, epochs)
 
     def transfer_from(self, champion: RecurrentMember, texts: Sequence[str]) -> int:
         """Build a fresh model warm-started from ``champion``; returns how many vectors were copied.
@@ -253,9 +255,10 @@ class RecurrentMember:
         self._optimizer = None
         return model
 
-    def _train(self, train: TrainData, validation: TrainData | None) -> FitReport:
+    def _train(self, train: TrainData, validation: TrainData | None, epochs: int | None = None) -> FitReport:
         """The loop every training mode shares; leaves the best-validation weights in the model.
 
+        ``epochs`` (if given) caps ``config.epochs``.
         The LR decays continuously as ``rate ** (step / decay_steps)`` (Keras' ExponentialDecay, the seed's).
         """
         model, cfg = self._require_model(), self.config
@@ -269,8 +272,9 @@ class RecurrentMember:
         stopper, report = EarlyStopping(cfg.patience), FitReport()
         rng = np.random.default_rng(self.seed)
         steps_per_epoch = math.ceil(len(data.ids) / cfg.batch_size)
-        with tqdm(total=cfg.epochs * steps_per_epoch, desc=f"{self.kind} training", unit="step", disable=None, leave=False) as bar:
-            for epoch in range(1, cfg.epochs + 1):
+        epochs = cfg.epochs if epochs is None else max(1, min(epochs, cfg.epochs))
+        with tqdm(total=epochs * steps_per_epoch, desc=f"{self.kind} training", unit="step", disable=None, leave=False) as bar:
+            for epoch in range(1, epochs + 1):
                 record = {"epoch": float(epoch), **self._epoch(data, optimizer, decay, rng, bar)}
                 report.steps, report.epochs = report.steps + steps_per_epoch, epoch
                 report.history.append(record)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,11 @@ class Signal:
     statistic: float
     threshold: float
     reason: str = ""
+
+
+def page_hinkley_statistic(detector: Any) -> float:
+    """River PageHinkley's own test statistic for an increase (it fires when this exceeds its threshold)."""
+    return float(detector._sum_increase - detector._min_increase)
 
 
 class ErrorRateDrift:
@@ -62,6 +67,11 @@ class ErrorRateDrift:
             which = "ADWIN" if adwin_up else "Page-Hinkley"
             reason = f"{which}: champion error rate rose to {rate:.3f} (baseline {self.baseline or 0:.3f}) over the last {len(self.errors)} labelled events"
         return Signal(self.name, fired, rate, self.baseline or 0.0, reason)
+
+    @property
+    def page_hinkley_statistic(self) -> float:
+        """How close Page-Hinkley is to firing (compare with ``ph_threshold``; 0 before min_instances)."""
+        return page_hinkley_statistic(self.page_hinkley) if self.seen >= self.min_instances else 0.0
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
@@ -163,8 +173,8 @@ def _page_hinkley_max(errors: np.ndarray, delta: float, min_instances: int) -> f
     peak = 0.0
     for seen, error in enumerate(errors, start=1):
         ph.update(int(error))
-        if seen >= min_instances:  # River's own test statistic for an increase (see PageHinkley.update)
-            peak = max(peak, ph._sum_increase - ph._min_increase)
+        if seen >= min_instances:
+            peak = max(peak, page_hinkley_statistic(ph))
     return peak
 
 

@@ -137,6 +137,8 @@ class DriftMonitor:
                 self.latched[signal.name] = signal
                 self.metrics.drift_detected.labels(signal=signal.name).inc()
                 log.warning("drift signal %s after %d scored events: %s", signal.name, self.scored, signal.reason)
+        self.metrics.drift_statistic.labels(signal="page_hinkley").set(self.error.page_hinkley_statistic)
+        self.metrics.drift_scored.inc()
         self.metrics.model_accuracy.labels(member="ensemble", split="stream").set(float(np.mean(self.correct)))
 
     # -- the controller's side -------------------------------------------------------------------

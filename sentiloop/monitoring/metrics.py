@@ -50,6 +50,7 @@ class IngestMetrics:
         # Continual learning.
         self.drift_detected = Counter(f"{PREFIX}_drift_detected", "Drift signals that fired, by signal", ["signal"], registry=r)
         self.drift_statistic = Gauge(f"{PREFIX}_drift_statistic", "Current drift statistic, by signal", ["signal"], registry=r)
+        self.drift_scored = Counter(f"{PREFIX}_drift_scored_events", "Labelled events the champion scored for drift detection", registry=r)
         self.drift_dropped = Counter(f"{PREFIX}_drift_dropped", "Labelled events not scored for drift (monitor queue full)", registry=r)
         for signal in ("error_rate", "label_shift", "oov_rate"):
             self.drift_detected.labels(signal=signal)

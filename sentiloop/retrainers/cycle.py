@@ -5,8 +5,8 @@ Per iteration (up to ``max_iterations``):
      (it never saw the new feedback), then the previous challenger on the fold held out of its
      training — and confident disagreements are flagged/relabelled/down-weighted/dropped;
   2. retrain the members in the seed's order word-sentiment → LSTM → BiLSTM → BERT, each with its
-     strategy (or ``full``), on refined new data minus this iteration's held-out fold + replay;
-  3. optimise ensemble weights on the held-out fold; balance check; bias checks;
+     strategy (or ``full``), on refined new data + replay, each minus this iteration's held-out fold;
+  3. optimise ensemble weights on the two held-out folds; balance check; bias checks;
   4. evaluate, checkpoint (atomic, sha256), log to MLflow; stop when the convergence rules say so.
 The last iteration's ensemble is the challenger; the promotion gate then compares it to the champion.
 """
@@ -81,6 +81,7 @@ class RetrainCycle:
         self.on_iteration = on_iteration
         new = pools.new
         self.folds = np.array([fold_of(i, self.config.folds) for i in new.ids], dtype=np.int64)
+        self.replay_folds = np.array([fold_of(i, self.config.folds) for i in pools.replay.ids], dtype=np.int64)
         self.labels = new.labels.copy()  # current (refined) labels
         self.weights = np.ones(len(new))
         self.dropped = np.zeros(len(new), dtype=bool)
@@ -109,26 +110,30 @@ class RetrainCycle:
             self.dropped[flagged] = True
         return {**result.stats(), "action": action, "candidates": int(candidates.sum())}
 
-    def _datasets(self, iteration: int) -> tuple[TrainData, TrainData, np.ndarray]:
-        held_out = self.folds == (iteration - 1) % self.config.folds
-        new = self.pools.new
-        train_mask = ~held_out & ~self.dropped
-        parts = [new.data(train_mask, self.labels, self.weights)]
-        replay = self.pools.replay
-        if len(replay):
-            parts.append(replay.data(weights=np.ones(len(replay))))
-        train = TrainData([t for p in parts for t in p.texts], np.concatenate([p.labels for p in parts]),
-                          np.concatenate([p.weights for p in parts]), [d for p in parts for d in p.domains])
+    def _datasets(self, iteration: int) -> tuple[TrainData, TrainData]:
+        """Train on new data minus this iteration's held-out fold, plus the replay minus its fold.
+
+        Validation (early stopping, ensemble weights, the convergence metric) is both held-out folds,
+        with stated labels (refinement never grades itself): the replay fold keeps the old distribution
+        in view, so the weights and the stopping point are not chosen for the new data alone.
+        """
+        fold = (iteration - 1) % self.config.folds
+        new, replay = self.pools.new, self.pools.replay
+        held_out, replay_held = self.folds == fold, self.replay_folds == fold
+        keep = ~held_out & ~self.dropped
+        refined = Pool(new.ids, new.texts, self.labels, new.domains)
+        train = Pool.concat(refined.subset(keep), replay.subset(~replay_held)).data(
+            weights=np.concatenate([self.weights[keep], np.ones(int((~replay_held).sum()))]))
         if held_out.sum() >= MIN_VALIDATION:
-            validation = new.data(held_out)  # stated labels: refinement never grades itself
+            validation = Pool.concat(new.subset(held_out), replay.subset(replay_held)).data()
         else:
             validation = self.pools.golden.data()
-        return train, validation, held_out
+        return train, validation
 
     # -- one iteration ---------------------------------------------------------------------------
     def _iteration(self, iteration: int, reference: Ensemble, detector: ConvergenceDetector) -> tuple[Ensemble, IterationResult]:
         refinement = self._refine(iteration, reference)
-        train, validation, _ = self._datasets(iteration)
+        train, validation = self._datasets(iteration)
         context = StrategyContext(self.settings, iteration, self.checkpoints.run_dir / "dictionary_backups",
                                   bert_epochs=self.config.bert_epochs, bert_max_steps=self.config.bert_max_steps)
         members, durations, strategies, optimizers = {}, {}, {}, {}
@@ -146,7 +151,8 @@ class RetrainCycle:
         balance = balance_check(val_probs, weights, validation.labels)
         if balance.flagged:
             log.warning("iteration %d: %s", iteration, balance.reason)
-        challenger = Ensemble(members, weights, self.champion.label_names, info={"iteration": iteration, "mode": self.mode})
+        lineage = {k: v for k, v in self.champion.info.items() if k != "version"}  # keeps the dataset it descends from
+        challenger = Ensemble(members, weights, self.champion.label_names, info={**lineage, "iteration": iteration, "mode": self.mode})
         metrics = self._evaluate(challenger, validation, val_probs)
         metrics["refinement_rate"] = refinement["refinement_rate"]
         metrics["data_quality_score"] = refinement["data_quality_score"]
@@ -215,5 +221,5 @@ class RetrainCycle:
         return promotion_gate(
             self.champion.predict_proba(golden.texts), challenger.predict_proba(golden.texts), golden.labels,
             self.champion.predict_proba(recent.texts), challenger.predict_proba(recent.texts), recent.labels,
-            GateConfig(g.min_delta, g.golden_tolerance, g.class_tolerance, g.min_holdout),
+            GateConfig(g.min_delta, g.golden_tolerance, g.class_tolerance, g.min_holdout, g.class_z),
         )

@@ -46,6 +46,10 @@ class Pool:
         return TrainData([t for t, m in zip(self.texts, mask) if m], chosen_labels,
                          None if weights is None else weights[mask], [d for d, m in zip(self.domains, mask) if m])
 
+    def subset(self, mask: np.ndarray) -> Pool:
+        return Pool([i for i, m in zip(self.ids, mask) if m], [t for t, m in zip(self.texts, mask) if m], self.labels[mask],
+                    [d for d, m in zip(self.domains, mask) if m])
+
     @classmethod
     def from_events(cls, events: Sequence[StoredEvent]) -> Pool:
         return cls([e.event.event_id for e in events], [e.event.text for e in events],
@@ -92,34 +96,40 @@ def balanced_sample(pool: Pool, n: int, num_classes: int, seed: int) -> Pool:
         chosen.extend(rng.choice(indices, size=min(per_class, len(indices)), replace=False).tolist())
     mask = np.zeros(len(pool), dtype=bool)
     mask[chosen] = True
-    return Pool([i for i, m in zip(pool.ids, mask) if m], [t for t, m in zip(pool.texts, mask) if m], pool.labels[mask],
-                [d for d, m in zip(pool.domains, mask) if m])
+    return pool.subset(mask)
 
 
-def _original_split(settings: Settings, info: dict[str, Any]) -> tuple[Pool, Pool] | None:
-    """(train, validation) of the dataset the champion lineage was bootstrapped on, if still available."""
+def original_split(settings: Settings, info: dict[str, Any]) -> tuple[Pool, Pool] | None:
+    """(train, validation) of the dataset the champion lineage was bootstrapped on, if still available.
+
+    Never downloads (the daemon and its workers stay offline): a missing cache means None.
+    """
     from sentiloop.training import load_split
 
     source = info.get("data", "vader_ground_truth")
     try:
-        split = load_split(settings, None if source == "vader_ground_truth" else source)
+        split = load_split(settings, None if source == "vader_ground_truth" else source, fetch=False)
     except (DataError, OSError) as exc:
         log.warning("original dataset %s unavailable (%s): replay and golden set come from the buffer only", source, exc)
         return None
     return Pool.from_records(split.train), Pool.from_records(split.validation)
 
 
-def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: dict[str, Any]) -> CyclePools:
+def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: dict[str, Any],
+                   recent_since: int | None = None) -> CyclePools:
+    """The pools of one run. The gate judges on holdout feedback after ``recent_since`` (the drift point)
+    or else after the last retrain; when that is under ``gate.min_holdout`` events, on the newest holdout."""
     since = store.mark_seq(RETRAIN_MARK)
     until = store.max_seq()
     new = Pool.from_events(list(store.iter_events(since_seq=since, until_seq=until, labelled_only=True, split="train")))
     gate = settings.retrain.gate
     holdout = list(store.iter_events(until_seq=until, labelled_only=True, split="holdout"))
-    fresh = [e for e in holdout if e.seq > since]
-    # The gate judges on feedback that arrived since the last retrain; too little → the newest holdout.
+    fresh = [e for e in holdout if e.seq > max(since, recent_since or 0)]
+    if recent_since is not None and len(fresh) < gate.min_holdout:
+        fresh = [e for e in holdout if e.seq > since]
     recent = Pool.from_events(fresh[-gate.recent_holdout:] if len(fresh) >= gate.min_holdout else holdout[-gate.recent_holdout:])
     older = Pool.from_events(list(store.iter_events(until_seq=since, labelled_only=True, split="train")))
-    original = _original_split(settings, champion_info)
+    original = original_split(settings, champion_info)
     if original is not None:
         replay_source, golden = Pool.concat(original[0], older), original[1]
     else:

@@ -3,7 +3,10 @@
 (a) the recent-feedback holdout (never trained on) must improve by at least ``min_delta``;
 (b) the golden set from the original distribution must not lose more than ``golden_tolerance``
     (the forgetting check); (c) no class may lose more than ``class_tolerance`` recall on the golden
-    set. Every failed rule is a recorded reason.
+    set, beyond sampling noise: a small class's recall moves by several points between two equally
+    good models, so a drop counts only when it also exceeds ``class_z`` paired standard errors
+    (McNemar-style, from the examples one model gets right and the other wrong).
+Every failed rule is a recorded reason.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sentiloop.evaluation import per_class_accuracy
-
 
 @dataclass(frozen=True)
 class GateConfig:
@@ -21,6 +22,7 @@ class GateConfig:
     golden_tolerance: float = 0.01
     class_tolerance: float = 0.05
     min_holdout: int = 50
+    class_z: float = 1.645
 
 
 @dataclass
@@ -32,6 +34,17 @@ class GateResult:
 
 def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probabilities.argmax(axis=1) == labels)) if len(labels) else float("nan")
+
+
+def paired_drop(before_right: np.ndarray, after_right: np.ndarray) -> tuple[float, float]:
+    """(accuracy drop, its standard error) for two models judged on the same examples."""
+    n = len(before_right)
+    if not n:
+        return 0.0, 0.0
+    lost = int(np.sum(before_right & ~after_right))
+    gained = int(np.sum(~before_right & after_right))
+    drop = (lost - gained) / n
+    return drop, float(np.sqrt(max(lost + gained - (lost - gained) ** 2 / n, 0.0))) / n
 
 
 def promotion_gate(
@@ -56,10 +69,12 @@ def promotion_gate(
     loss = metrics["champion_golden_accuracy"] - metrics["challenger_golden_accuracy"]
     if loss > config.golden_tolerance:
         reasons.append(f"golden-set accuracy dropped {loss:.4f} > tolerance {config.golden_tolerance} (forgetting)")
-    num_classes = champion_golden.shape[1]
-    before = per_class_accuracy(champion_golden, golden_labels, num_classes)
-    after = per_class_accuracy(challenger_golden, golden_labels, num_classes)
-    for c in range(num_classes):
-        if not np.isnan(before[c]) and before[c] - after[c] > config.class_tolerance:
-            reasons.append(f"class {c} recall on the golden set dropped {before[c] - after[c]:.4f} > {config.class_tolerance}")
+    before_right = champion_golden.argmax(axis=1) == golden_labels
+    after_right = challenger_golden.argmax(axis=1) == golden_labels
+    for c in range(champion_golden.shape[1]):
+        in_class = golden_labels == c
+        drop, noise = paired_drop(before_right[in_class], after_right[in_class])
+        if drop > config.class_tolerance and drop > config.class_z * noise:
+            reasons.append(f"class {c} recall on the golden set dropped {drop:.4f} > {config.class_tolerance} "
+                           f"({drop / noise if noise else float('inf'):.1f} standard errors, n={int(in_class.sum())})")
     return GateResult(promote=not reasons, reasons=reasons, metrics=metrics)

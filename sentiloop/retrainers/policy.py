@@ -3,7 +3,8 @@
 Rules, in order: a manual request always wins (but never runs two at once); during warm-up nothing
 automatic fires; during the cool-down after a retrain nothing automatic fires; a drift signal must
 persist for ``hysteresis`` consecutive checks; at most ``max_retrains`` automatic retrains per
-``window_s``. The caller resets detectors after a decision, so a flag never stays stuck.
+``window_s``. The caller resets the detectors once it acts on a drift signal, so a flag never stays
+stuck; a suppressed signal stays latched and acts when the cool-down or rate limit allows.
 """
 
 from __future__ import annotations

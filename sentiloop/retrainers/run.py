@@ -47,8 +47,13 @@ def handle_interrupted(settings: Settings) -> list[str]:
     return handled
 
 
-def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None = None, force: bool = False) -> dict[str, Any]:
-    """Run one retrain; returns a summary (also written to the run's state.json)."""
+def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None = None, force: bool = False,
+                recent_since: int | None = None) -> dict[str, Any]:
+    """Run one retrain; returns a summary (also written to the run's state.json).
+
+    ``recent_since`` (a buffer seq, e.g. where drift was detected) makes the gate judge on the holdout
+    events after it: the regime the retrain is for.
+    """
     mode = mode or settings.retrain.mode
     handle_interrupted(settings)
     models = ModelStore(settings.data_dir)
@@ -58,7 +63,7 @@ def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None
     store = SQLiteBufferStore(settings.db_path, settings.label_names, None, settings.buffer.holdout_share)
     started = time.monotonic()
     try:
-        pools = assemble_pools(settings, store, champion.info)
+        pools = assemble_pools(settings, store, champion.info, recent_since)
         if len(pools.new) < settings.retrain.min_new_events and not force:
             return {"status": "skipped", "trigger": trigger, "reason": reason,
                     "why": f"{len(pools.new)} new labelled events < retrain.min_new_events {settings.retrain.min_new_events}",
@@ -99,8 +104,7 @@ def _cycle_and_gate(settings: Settings, champion: Ensemble, champion_version: in
     gate = result.gate
     assert gate is not None
     challenger = result.challenger
-    challenger.info.update(parent=champion_version, data=champion.info.get("data", "vader_ground_truth"),
-                           run_id=checkpoints.run_id, stop_reason=result.stop_reason)
+    challenger.info.update(parent=champion_version, run_id=checkpoints.run_id, stop_reason=result.stop_reason)
     challenger.metrics = {"gate": gate.metrics, "iterations": [it.metrics for it in result.iterations]}
     version, path = models.next_path()
     challenger.info["version"] = version

@@ -8,6 +8,7 @@ and returns a challenger member:
 - lstm "transfer": a fresh he_normal LSTM (LR 1e-2 ×0.96/100 steps, dropout 0.3) warm-started from the
   champion's word vectors;
 - bilstm "partial": the champion's weights with the embedding frozen; LSTM + classifier retrained;
+  both warm starts train at most ``retrain.warm_start_epochs`` epochs (the ``full`` mode: the member's own);
 - bert "fine-tune": the champion, head re-initialised, encoder 1e-5 / head 1e-3, top 2 layers unfrozen
   from the 3rd epoch, weight decay 0.01, ≤ 5 epochs, early stopping on validation loss.
 ``full`` retrains the member from scratch on the same data (for comparison).
@@ -47,12 +48,13 @@ def retrain_member(name: str, champion: Member | None, train: TrainData, validat
         return member, member.fit(train, validation), "full"
     if name == "word_sentiment":
         return (*_incremental_dictionary(champion, train, validation, context), "incremental")
+    epochs = context.settings.retrain.warm_start_epochs
     if name == "lstm":
         member = build_member("lstm", context.settings, context.settings.models)
-        return member, member.transfer_retrain(train, validation, champion), "transfer"  # type: ignore[attr-defined]
+        return member, member.transfer_retrain(train, validation, champion, epochs=epochs), "transfer"  # type: ignore[attr-defined]
     if name == "bilstm":
         member = champion.clone()  # type: ignore[attr-defined]
-        return member, member.partial_retrain(train, validation), "partial"
+        return member, member.partial_retrain(train, validation, epochs=epochs), "partial"
     if name == "bert":
         member = copy.deepcopy(champion)
         # "top 2 layers from the 3rd epoch": epochs count from 0, so the 3rd epoch has index 2.
