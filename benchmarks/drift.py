@@ -139,6 +139,7 @@ class Calibration:
     ph_stable_max: float
     label_stable_max: float
     oov_stable_max: float
+    oov_baseline: float
     stable_error_rate: float
     replicas: int
     events: int
@@ -162,17 +163,27 @@ def oov_stable_max(champion: Any, texts: Sequence[str], window: int, replicas: i
 
 def calibrate_on_stable(champion: Any, stable: Sequence[Record], settings: Settings, replicas: int) -> Calibration:
     """The documented procedure: thresholds from the champion's own errors on stable data, before streaming."""
-    from sentiloop.monitoring.drift import calibrate
+    from sentiloop.models.tokenize import regex_tokenize
+    from sentiloop.monitoring.drift import OOVRateDrift, calibrate
+    from sentiloop.monitoring.drift_monitor import champion_vocabulary
+    from sentiloop.retrainers.data import original_split
 
     d = settings.retrain.drift
     labels = np.array([r.label for r in stable])
     errors = predictions(champion, stable) != labels
+    original = original_split(settings, champion.info)
+    if original is None:
+        raise SystemExit("the champion's data file is gone: cannot compute the daemon's drift baselines")
+    train, golden = original
     c = calibrate(errors, labels, len(settings.labels), window=d.label_window, margin=CALIBRATION_MARGIN,
-                  ph_delta=d.ph_delta, min_instances=d.min_instances, replicas=replicas, seed=0)
+                  ph_delta=d.ph_delta, min_instances=d.min_instances, replicas=replicas, seed=0,
+                  reference_labels=[*train.labels, *golden.labels])  # the daemon's label reference
     oov = oov_stable_max(champion, [r.text for r in stable], d.oov_window, replicas, seed=0)
-    # The daemon's OOV baseline is 0 here (no reference texts: see the report), so the margin is the threshold.
-    return Calibration(float(c.ph_threshold), float(c.label_threshold), float(min(1.0, oov * CALIBRATION_MARGIN)),
-                       float(c.ph_stable_max), float(c.label_stable_max), float(oov), float(errors.mean()), replicas, len(stable))
+    # The daemon's OOV baseline is the rate on the champion's golden set, so the margin is what is left up to the threshold.
+    baseline = OOVRateDrift.rate(regex_tokenize, champion_vocabulary(champion), golden.texts)
+    margin = min(1.0, max(0.01, oov * CALIBRATION_MARGIN - baseline))
+    return Calibration(float(c.ph_threshold), float(c.label_threshold), float(margin), float(c.ph_stable_max),
+                       float(c.label_stable_max), float(oov), float(baseline), float(errors.mean()), replicas, len(stable))
 
 
 def print_calibration(c: Calibration, settings: Settings, config_path: Path) -> None:
@@ -184,7 +195,7 @@ def print_calibration(c: Calibration, settings: Settings, config_path: Path) -> 
         f"min_instances={d.min_instances}, replicas={c.replicas}, margin={CALIBRATION_MARGIN}):\n"
         f"     Page-Hinkley statistic, max over {c.replicas} shuffled replicas   {c.ph_stable_max:8.3f} -> retrain.drift.ph_threshold    = {c.ph_threshold:.3f}\n"
         f"     label JS distance, max over windows of {d.label_window:<5}        {c.label_stable_max:8.3f} -> retrain.drift.label_threshold = {c.label_threshold:.3f}\n"
-        f"   the same for the OOV rate (windows of {d.oov_window}; the daemon's OOV baseline is 0 for this champion):\n"
+        f"   the same for the OOV rate (windows of {d.oov_window}; 1.2 x max minus the daemon's baseline, the golden set's {c.oov_baseline:.3f}):\n"
         f"     OOV rate, max over shuffled windows                      {c.oov_stable_max:8.3f} -> retrain.drift.oov_margin    = {c.oov_margin:.3f}\n"
         f"3. written into the daemon config {config_path} (ADWIN keeps adwin_delta={d.adwin_delta})"
     )
@@ -583,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_threads(base.models.threads)
         plan = make_plan(records, args, base.models.seed)
         print(f"bootstrap: {', '.join(args.members)} ({args.profile} profile) on {len(plan.champion_records):,} movie sentences "
-              "(the VADER cache is NOT copied into the daemon's data dir: see the report)")
+              "(the daemon reads its golden set and replay from that file, never from the VADER cache)")
         version, bootstrap_s = bootstrap_champion(base, plan.champion_records, args.profile, root / "champion-movies.jsonl")
         champion = load_version(data_dir, version, args.members)
         calibration = calibrate_on_stable(champion, plan.blocks[0].records, base, args.replicas)

@@ -212,6 +212,21 @@ def test_fine_tune_reinitialises_the_head(tiny_bert: Path) -> None:
     assert not torch.allclose(before, member.model.classifier.weight)
 
 
+def test_fresh_head_is_fitted_as_a_linear_probe_first(tiny_bert: Path) -> None:
+    member = make_member(tiny_bert, epochs=5)
+    data = make_data(96, seed=3)
+    member.fit(data)  # an encoder whose features carry the labels, as a champion's do
+
+    def accuracy() -> float:
+        return float(np.mean(member.predict_proba(data.texts).argmax(axis=1) == data.labels))
+
+    fitted = accuracy()
+    member._reinit_head()
+    assert accuracy() < fitted  # a random head throws the champion's skill away ...
+    member._probe_head(data)
+    assert accuracy() >= fitted  # ... the probe gets it back before any encoder weight moves
+
+
 def test_fine_tune_caps_epochs_at_five(tiny_bert: Path) -> None:
     with pytest.raises(ValueError, match="1..5"):
         make_member(tiny_bert).fine_tune(make_data(8), epochs=6)

@@ -157,3 +157,11 @@ def test_gate_class_rule_ignores_sampling_noise_but_not_a_real_loss() -> None:
     churn[30:37] = True  # loses 10, wins 7: -7.5 points, but only 0.7 standard errors
     kept = promotion_gate(outcome(champion_right), outcome(churn), labels, outcome(champion_right), outcome(champion_right), labels, relaxed)
     assert not any("class 0" in r for r in kept.reasons)
+
+
+def test_calibration_measures_label_distance_to_the_daemons_reference() -> None:
+    labels = np.arange(3000) % 3
+    errors = [False] * 3000
+    own = calibrate(errors, labels, 3)
+    skewed = calibrate(errors, labels, 3, reference_labels=[0] * 50 + [1] * 25 + [2] * 25)
+    assert skewed.label_stable_max > own.label_stable_max + 0.05  # the reference's own mix is part of what a window sees

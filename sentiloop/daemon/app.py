@@ -150,10 +150,12 @@ class Daemon:
                                             announce=Announcer(self.settings, bootstrap)).start()
 
     def _reference_data(self) -> tuple[list[str], list[int]]:
-        """The champion's own golden set (its original validation split): baseline label mix and OOV rate.
+        """Drift baselines from the champion's own dataset: (texts for the OOV rate, labels for the label mix).
 
-        The champion's lineage names its dataset, so a champion bootstrapped on a user's file is compared
-        with that file, not with the VADER data. Nothing is downloaded here.
+        OOV texts are its golden set (validation split: words it may not have seen, as in production);
+        the label reference is train + golden, the class mix it learnt, from enough labels that the
+        reference's own sampling noise does not look like drift. The lineage names the dataset, so a
+        champion bootstrapped on a user's file is compared with that file. Nothing is downloaded.
         """
         from sentiloop.models.ensemble import Ensemble
         from sentiloop.models.store import ModelStore
@@ -165,8 +167,8 @@ class Daemon:
         original = original_split(self.settings, Ensemble.read_info(models.champion_path()))
         if original is None:  # logged by original_split; the first window of the stream becomes the reference
             return [], []
-        golden = original[1]
-        return golden.texts, golden.labels.tolist()
+        train, golden = original
+        return golden.texts, [*train.labels.tolist(), *golden.labels.tolist()]
 
     def _retrain_request(self, body: dict[str, object]) -> tuple[int, dict[str, object]]:
         mode = body.get("mode")

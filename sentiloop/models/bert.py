@@ -4,8 +4,9 @@ Two ways to train share one loop (:meth:`BertMember._train`), which differ only 
 parameter groups and in which parameters may learn in each epoch:
 
 * ``fit`` — plain fine-tuning: every parameter at ``config.learning_rate``.
-* ``fine_tune`` — the seed's retraining recipe: head re-initialised, encoder at 1e-5 and head at
-  1e-3, only the head trainable at first, the top encoder layers unfrozen from a later epoch.
+* ``fine_tune`` — the seed's retraining recipe: head re-initialised (then fitted as a linear probe on
+  the frozen encoder), encoder at 1e-5 and head at 1e-3, only the head trainable at first, the top
+  encoder layers unfrozen from a later epoch.
 
 Both use AdamW (no decay on biases and LayerNorm), a linear warmup/decay schedule, dynamic padding,
 per-example weights, and early stopping on validation loss with the best weights restored.
@@ -50,6 +51,7 @@ OPTIMIZER_META = "optimizer.json"
 MEMBER_FILE = "member.json"
 GRAD_CLIP = 1.0  # the usual max-norm for BERT fine-tuning; keeps the fresh head's first steps sane
 MAX_EPOCHS = 5  # the seed: "at most 5 epochs, early stopping required"
+PROBE_EXAMPLES = 2000  # the linear probe's sample: plenty for a linear head, and one encoder pass
 GROUP_BATCHES = 16  # batches per length-sorted pool in training (see length_grouped_batches)
 _LAYER_PATHS = ("encoder.layer", "transformer.layer")  # BERT/RoBERTa/ELECTRA, DistilBERT
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -137,6 +139,11 @@ class BertMember:
     ) -> FitReport:
         """The seed's BERT retraining: new head, differential learning rates, progressive unfreezing.
 
+        The re-initialised head is first fitted as a linear probe on the frozen encoder (LP-FT, Kumar
+        et al. 2022): fine-tuning from a random head sends large, random gradients into the encoder
+        and distorts the features the champion learnt (forgetting), and a short step budget leaves
+        the head half-trained; from the probe, the fine-tune adapts instead of relearning.
+
         Epochs count from 0, as in the seed's ``for epoch in range(epochs): if epoch > 2:
         unfreeze_top_layers(model, num_layers=2)``: with the defaults, epochs 0-2 train the head
         only and epochs 3-4 also the top two encoder layers (and the pooler above them). The
@@ -149,6 +156,7 @@ class BertMember:
         configure_torch(self.threads, self.seed)
         if reinit_head:
             self._reinit_head()
+            self._probe_head(train)
         encoder = self.model.base_model
         head = [(name, p) for name, p in self.model.named_parameters() if not name.startswith(self.model.base_model_prefix + ".")]
         groups = _param_groups(encoder.named_parameters(), encoder_lr, self.config.weight_decay)
@@ -187,6 +195,43 @@ class BertMember:
                     torch.nn.init.xavier_uniform_(module.weight)
                     if module.bias is not None:
                         torch.nn.init.zeros_(module.bias)
+
+    def _probe_head(self, train: TrainData) -> None:
+        """Fit the head's output layer by L2-regularised logistic regression on frozen encoder features."""
+        self._check_labels(train)
+        output = [m for head in self._head_modules() for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        index = np.sort(np.random.default_rng(self.seed).choice(len(train), size=min(len(train), PROBE_EXAMPLES), replace=False))
+        encoded = self._encode([train.texts[i] for i in index])
+        features: list[torch.Tensor] = []
+        order: list[int] = []
+        hook = output.register_forward_hook(lambda module, inputs, result: features.append(inputs[0].detach().float()))
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for batch in length_sorted_batches([len(seq) for seq in encoded], self.config.batch_size):
+                    self.model(**self._collate([encoded[i] for i in batch]))
+                    order.extend(batch.tolist())
+        finally:
+            hook.remove()
+        rows = index[order]
+        x = torch.cat(features)
+        y = torch.as_tensor(np.asarray(train.labels)[rows], dtype=torch.long)
+        w = None if train.weights is None else torch.as_tensor(np.asarray(train.weights)[rows], dtype=torch.float32)
+        weight = torch.zeros_like(output.weight, requires_grad=True)
+        bias = torch.zeros(output.out_features, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = weighted_cross_entropy(x @ weight.T + bias, y, w) + 0.5 * weight.pow(2).sum() / len(x)  # sklearn's C=1
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            output.weight.copy_(weight)
+            if output.bias is not None:
+                output.bias.copy_(bias)
 
     def _train(
         self,

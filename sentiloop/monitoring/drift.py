@@ -180,19 +180,22 @@ def _page_hinkley_max(errors: np.ndarray, delta: float, min_instances: int) -> f
 
 def calibrate(stable_errors: Sequence[bool], stable_labels: Sequence[int], num_classes: int, *, window: int = 1000,
               margin: float = 1.2, ph_delta: float = 0.05, min_instances: int = 300, replicas: int = 20,
-              seed: int = 0) -> DriftCalibration:
+              seed: int = 0, reference_labels: Sequence[int] | None = None) -> DriftCalibration:
     """Thresholds from a stable stretch: the largest statistic over shuffled replicas of it, times ``margin``.
 
     A stable stream is exchangeable, so its permutations are equally likely stable streams; taking the
     maximum over ``replicas`` of them estimates how high the statistic goes without any drift.
+    ``reference_labels`` is the label mix the daemon compares windows with (the champion's train +
+    golden labels); without it, the stretch's own mix.
     """
     rng = np.random.default_rng(seed)
     errors = np.asarray(stable_errors, dtype=int)
     labels = np.asarray(stable_labels, dtype=int)
+    base = labels if reference_labels is None else np.asarray(reference_labels, dtype=int)
     ph_max = max(_page_hinkley_max(rng.permutation(errors), ph_delta, min_instances) for _ in range(replicas))
     js_max = 0.0
     if len(labels) >= 2 * window:
-        reference = np.bincount(labels, minlength=num_classes).astype(float)
+        reference = np.bincount(base, minlength=num_classes).astype(float)
         for _ in range(replicas):
             shuffled = rng.permutation(labels)
             for start in range(0, len(shuffled) - window + 1, window // 2):

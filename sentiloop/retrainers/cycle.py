@@ -86,6 +86,7 @@ class RetrainCycle:
         self.weights = np.ones(len(new))
         self.dropped = np.zeros(len(new), dtype=bool)
         self.flagged = np.zeros(len(new), dtype=bool)
+        self._scored: tuple[Ensemble, dict[str, np.ndarray]] | None = None  # the latest challenger's golden/recent scores
 
     # -- refinement ----------------------------------------------------------------------------
     def _refine(self, iteration: int, reference: Ensemble) -> dict[str, Any]:
@@ -179,10 +180,12 @@ class RetrainCycle:
     def _evaluate(self, challenger: Ensemble, validation: TrainData, val_probs: dict[str, np.ndarray]) -> dict[str, float]:
         """ensemble_accuracy (on the held-out fold), golden/recent accuracy and each member's accuracy."""
         metrics = {"ensemble_accuracy": _accuracy(Ensemble.combine(val_probs, challenger.weights), validation.labels)}
+        self._scored = (challenger, {})
         for split, pool in (("golden", self.pools.golden), ("recent", self.pools.recent)):
             if len(pool):
                 probs = challenger.member_probabilities(pool.texts)
-                metrics[f"ensemble_{split}_accuracy"] = _accuracy(Ensemble.combine(probs, challenger.weights), pool.labels)
+                self._scored[1][split] = combined = Ensemble.combine(probs, challenger.weights)
+                metrics[f"ensemble_{split}_accuracy"] = _accuracy(combined, pool.labels)
                 for name, p in probs.items():
                     metrics[f"{name}_{split}_accuracy"] = _accuracy(p, pool.labels)
         for name, p in val_probs.items():
@@ -218,8 +221,14 @@ class RetrainCycle:
     def gate(self, challenger: Ensemble) -> GateResult:
         golden, recent = self.pools.golden, self.pools.recent
         g = self.config.gate
+        # The last iteration already scored golden and recent with the challenger: no second inference pass.
+        scored = self._scored[1] if self._scored is not None and self._scored[0] is challenger else {}
+
+        def challenger_probs(split: str, pool: Pool) -> np.ndarray:
+            return scored[split] if split in scored else challenger.predict_proba(pool.texts)
+
         return promotion_gate(
-            self.champion.predict_proba(golden.texts), challenger.predict_proba(golden.texts), golden.labels,
-            self.champion.predict_proba(recent.texts), challenger.predict_proba(recent.texts), recent.labels,
+            self.champion.predict_proba(golden.texts), challenger_probs("golden", golden), golden.labels,
+            self.champion.predict_proba(recent.texts), challenger_probs("recent", recent), recent.labels,
             GateConfig(g.min_delta, g.golden_tolerance, g.class_tolerance, g.min_holdout, g.class_z),
         )

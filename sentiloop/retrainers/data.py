@@ -2,7 +2,7 @@
 
 - new: labelled training-split feedback stored since the last retrain (the refinement pool);
 - replay: a class-balanced sample of older data (the original training split, then older feedback),
-  ``replay_ratio`` × |new|, so the members do not forget;
+  ``replay_ratio`` × |new|, so the members do not forget (see ``replay_sample``);
 - recent: the newest labelled events of the holdout split (reserved by event_id hash, never trained on);
 - golden: a fixed set from the original distribution (the original validation split).
 """
@@ -86,14 +86,24 @@ def fold_of(event_id: str, folds: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"fold:{event_id}".encode(), digest_size=4).digest(), "big") % folds
 
 
-def balanced_sample(pool: Pool, n: int, num_classes: int, seed: int) -> Pool:
-    """Up to ``n`` examples with the classes as equal as the pool allows."""
+def replay_sample(pool: Pool, n: int, num_classes: int, seed: int) -> Pool:
+    """Up to ``n`` old examples, class-balanced so that nothing the champion knew is crowded out or skewed.
+
+    Each class gets its share of the old data, but at least half an equal share. Equal shares would
+    shift the class priors the champion learnt (rare extremes up, frequent classes down), which
+    costs the frequent classes several points of recall on the golden set: the gate then refuses a
+    challenger that is better overall. The floor keeps a rare class present in every replay.
+    """
+    counts = np.bincount(pool.labels, minlength=num_classes).astype(float)
+    if not counts.sum() or n <= 0:
+        return pool.subset(np.zeros(len(pool), dtype=bool))
+    shares = np.where(counts > 0, np.maximum(counts / counts.sum(), 0.5 / num_classes), 0.0)
+    shares /= shares.sum()
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
-    per_class = max(1, n // num_classes)
     for c in range(num_classes):
         indices = np.flatnonzero(pool.labels == c)
-        chosen.extend(rng.choice(indices, size=min(per_class, len(indices)), replace=False).tolist())
+        chosen.extend(rng.choice(indices, size=min(len(indices), int(round(shares[c] * n))), replace=False).tolist())
     mask = np.zeros(len(pool), dtype=bool)
     mask[chosen] = True
     return pool.subset(mask)
@@ -136,5 +146,5 @@ def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: 
         replay_source = older
         golden = Pool.from_events([e for e in holdout if e.seq <= since][: gate.recent_holdout])
     replay_size = int(round(settings.retrain.replay_ratio * len(new)))
-    replay = balanced_sample(replay_source, replay_size, len(settings.labels), settings.models.seed) if replay_size else Pool.concat()
+    replay = replay_sample(replay_source, replay_size, len(settings.labels), settings.models.seed)
     return CyclePools(new, replay, recent, golden, since, until)
