@@ -254,7 +254,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _configure_threads(settings)
     ensemble = _load_ensemble(settings, args.version)
     probabilities = ensemble.member_probabilities(args.texts)
-    probabilities["ensemble"] = ensemble.combine(probabilities, ensemble.weights)
+    probabilities["ensemble"] = ensemble.vote(probabilities)
     names = ensemble.label_names
     results = [
         {"text": text, **{model: {"label": names[int(p[i].argmax())], "probabilities": dict(zip(names, map(float, p[i])))}

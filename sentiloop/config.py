@@ -278,9 +278,9 @@ class GateSettings(_Strict):
 
     min_delta: float = Field(default=0.005, ge=0, lt=1, description="required accuracy gain on the recent holdout")
     golden_tolerance: float = Field(default=0.01, ge=0, lt=1, description="max accuracy loss on the golden set")
-    class_tolerance: float = Field(default=0.05, ge=0, lt=1, description="max recall loss of any class on the golden set")
+    class_tolerance: float = Field(default=0.05, ge=0, lt=1, description="max F1 loss of any class on the golden set")
     min_holdout: int = Field(default=50, ge=1)
-    class_z: float = Field(default=1.645, ge=0, description="a class's recall drop must also exceed this many paired standard errors")
+    class_z: float = Field(default=1.645, ge=0, description="a class's F1 drop must also exceed this many (bootstrap) standard errors")
     recent_holdout: int = Field(default=2000, ge=10, description="most recent holdout events used for the gate")
 
 

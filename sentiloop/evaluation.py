@@ -61,9 +61,3 @@ def classification_report(
             str(d): float(np.mean(predicted[domain_array == d] == labels[domain_array == d])) for d in sorted(set(domains))
         }
     return report
-
-
-def per_class_accuracy(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Recall per class (NaN where a class is absent): the gate's "no class gets worse" check."""
-    predicted = probabilities.argmax(axis=1)
-    return np.array([np.mean(predicted[labels == c] == c) if np.any(labels == c) else np.nan for c in range(num_classes)])

@@ -79,7 +79,7 @@ def evaluate(ensemble: Ensemble, data: TrainData) -> dict[str, Any]:
     """Per member and for the ensemble: accuracy, macro-F1, per-class F1, per-domain accuracy, ECE."""
     probabilities = ensemble.member_probabilities(data.texts)
     reports = {name: classification_report(p, data.labels, ensemble.label_names, data.domains) for name, p in probabilities.items()}
-    reports["ensemble"] = classification_report(Ensemble.combine(probabilities, ensemble.weights), data.labels,
+    reports["ensemble"] = classification_report(ensemble.vote(probabilities), data.labels,
                                                 ensemble.label_names, data.domains)
     return reports
 

@@ -50,11 +50,13 @@ def test_word_member_calibrated_round_trip_and_tamper(tmp_path: Path) -> None:
     probabilities = member.predict_proba(["superb wonderful", "awful terrible"])
     assert probabilities.shape == (2, 5) and np.allclose(probabilities.sum(axis=1), 1)
     assert probabilities[0].argmax() == 4 and probabilities[1].argmax() == 0
-    ensemble = Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, LABELS, metrics={"x": 1})
+    ensemble = Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, LABELS, metrics={"x": 1},
+                        class_bias=[0.5, 0, 0, 0, -0.5])
     ensemble.save(tmp_path / "v1")
     loaded = Ensemble.load(tmp_path / "v1")
     assert np.array_equal(loaded.predict_proba(TEXTS), ensemble.predict_proba(TEXTS))
-    assert loaded.metrics == {"x": 1}
+    assert not np.allclose(loaded.predict_proba(TEXTS), member.predict_proba(TEXTS))  # the bias is applied
+    assert loaded.metrics == {"x": 1} and loaded.class_bias == [0.5, 0, 0, 0, -0.5]
     with pytest.raises(CheckpointError, match="never overwritten"):
         ensemble.save(tmp_path / "v1")
     dictionary = tmp_path / "v1" / "members" / "word_sentiment" / "dictionary.json"

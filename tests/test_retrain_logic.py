@@ -10,7 +10,8 @@ from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_var
 from sentiloop.retrainers.gate import GateConfig, promotion_gate
 from sentiloop.retrainers.policy import DecisionPolicy
 from sentiloop.retrainers.refinement import refine_dataset
-from sentiloop.retrainers.weights import balance_check, optimise_weights
+from sentiloop.models.ensemble import apply_class_bias
+from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
 
 
 def error_stream(rate_before: float, rate_after: float, n: int, change_at: int, seed: int = 0) -> list[bool]:
@@ -138,25 +139,47 @@ def test_gate_refuses_worse_and_accepts_better() -> None:
 
 
 def test_gate_class_rule_ignores_sampling_noise_but_not_a_real_loss() -> None:
-    labels = np.array([0] * 40 + [1] * 400)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), [60, 400, 400])
     relaxed = GateConfig(min_delta=0, golden_tolerance=1)
+    champion = labels.copy()
+    champion[rng.choice(np.flatnonzero(labels == 0), 15, replace=False)] = 1  # class 0: recall .75, F1 .86
 
-    def outcome(right_on_class0: np.ndarray) -> np.ndarray:
-        predicted = labels.copy()
-        predicted[:40][~right_on_class0] = 1
-        return np.eye(2)[predicted]
+    def gate(challenger: np.ndarray) -> list[str]:
+        one_hot = np.eye(3)
+        return promotion_gate(one_hot[champion], one_hot[challenger], labels, one_hot[champion], one_hot[champion], labels,
+                              relaxed).reasons
 
-    champion_right = np.ones(40, dtype=bool)
-    champion_right[30:] = False  # the champion gets 30 of the 40 right
-    clean_loss = champion_right.copy()
-    clean_loss[:5] = False  # loses 5, wins none back: -12.5 points, 2.4 standard errors
-    refused = promotion_gate(outcome(champion_right), outcome(clean_loss), labels, outcome(champion_right), outcome(champion_right), labels, relaxed)
-    assert any("class 0" in r for r in refused.reasons)
-    churn = champion_right.copy()
-    churn[:10] = False
-    churn[30:37] = True  # loses 10, wins 7: -7.5 points, but only 0.7 standard errors
-    kept = promotion_gate(outcome(champion_right), outcome(churn), labels, outcome(champion_right), outcome(champion_right), labels, relaxed)
-    assert not any("class 0" in r for r in kept.reasons)
+    collapsed = champion.copy()
+    collapsed[labels == 0] = 1  # class 0 is never predicted again
+    assert any(r.startswith("class 0 F1") for r in gate(collapsed))
+    churn = champion.copy()
+    wrong = np.flatnonzero((labels == 0) & (champion == 0))[:6]
+    fixed = np.flatnonzero((labels == 0) & (champion != 0))[:3]
+    churn[wrong], churn[fixed] = 1, 0  # loses 6, wins 3 of 60: a few points, within the noise of 60 examples
+    assert not any(r.startswith("class 0") for r in gate(churn))
+
+
+def test_gate_class_rule_does_not_lock_in_a_champions_bias() -> None:
+    labels = np.repeat(np.arange(3), 300)
+    biased = np.where(np.arange(900) % 3 == 0, labels, 1)  # predicts class 1 for two thirds of everything
+    better = np.where(np.arange(900) % 3 == 2, (labels + 1) % 3, labels)  # right on two thirds, no favourite
+    one_hot = np.eye(3)
+    result = promotion_gate(one_hot[biased], one_hot[better], labels, one_hot[biased], one_hot[better], labels)
+    assert result.promote, result.reasons  # class 1 recall falls 1.0 -> 0.67, but its F1 rises
+
+
+def test_class_bias_recalibrates_a_drifted_class_mix() -> None:
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 2000)
+    logits = np.eye(3)[labels] * 1.5 + rng.normal(0, 1, (2000, 3))
+    logits[:, 1] += 1.2  # a retrained vote that over-predicts class 1
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    bias = fit_class_bias(probabilities, labels)
+    corrected = apply_class_bias(probabilities, bias)
+    assert bias[1] < min(bias[0], bias[2])
+    assert np.mean(corrected.argmax(axis=1) == labels) > np.mean(probabilities.argmax(axis=1) == labels) + 0.05
+    assert np.allclose(corrected.sum(axis=1), 1) and apply_class_bias(probabilities, None) is probabilities
 
 
 def test_calibration_measures_label_distance_to_the_daemons_reference() -> None:

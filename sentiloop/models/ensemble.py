@@ -1,7 +1,9 @@
 """The ensemble: a weighted soft vote over members' probabilities, and its checkpoint directory.
 
 Default weights are the seed's (BERT .30, BiLSTM .30, LSTM .25, word-sentiment .15); a disabled or
-missing member simply drops out and the remaining weights are renormalised.
+missing member simply drops out and the remaining weights are renormalised. A retrained ensemble may
+also carry a per-class log-prior correction (``class_bias``, fitted on held-out data) so that its
+class mix matches the data rather than whatever its freshly retrained members drifted to.
 An ensemble checkpoint is ``ensemble.json`` (weights, labels, metrics) + ``members/<name>/``.
 """
 
@@ -49,16 +51,28 @@ def normalise_weights(weights: Mapping[str, float], names: Sequence[str]) -> dic
     return {name: value / total for name, value in chosen.items()}
 
 
+def apply_class_bias(probabilities: np.ndarray, bias: Sequence[float] | None) -> np.ndarray:
+    """Rescale each class's probability by exp(bias) and renormalise (identity without a bias)."""
+    if bias is None:
+        return probabilities
+    scaled = probabilities * np.exp(np.asarray(bias, dtype=float))
+    return scaled / scaled.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+
+
 class Ensemble:
     """Members voting with weights; ``predict_proba`` is their weighted mean probability."""
 
     def __init__(self, members: Mapping[str, Member], weights: Mapping[str, float], label_names: Sequence[str],
-                 metrics: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> None:
+                 metrics: dict[str, Any] | None = None, info: dict[str, Any] | None = None,
+                 class_bias: Sequence[float] | None = None) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one member")
+        if class_bias is not None and len(class_bias) != len(label_names):
+            raise CheckpointError(f"class_bias has {len(class_bias)} values for {len(label_names)} labels")
         self.members = dict(members)
         self.label_names = list(label_names)
         self.weights = normalise_weights(weights, list(self.members))
+        self.class_bias = None if class_bias is None else [float(b) for b in class_bias]
         self.metrics = metrics or {}
         self.info = info or {}
 
@@ -75,8 +89,12 @@ class Ensemble:
         used = normalise_weights(weights, list(probabilities))
         return sum(used[name] * probabilities[name] for name in probabilities)  # type: ignore[return-value]
 
+    def vote(self, probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
+        """This ensemble's answer from its members' probabilities: weighted vote, then the class bias."""
+        return apply_class_bias(self.combine(probabilities, self.weights), self.class_bias)
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.combine(self.member_probabilities(texts), self.weights)
+        return self.vote(self.member_probabilities(texts))
 
     # -- checkpoint ----------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -101,6 +119,7 @@ class Ensemble:
             "labels": self.label_names,
             "members": {name: type(member).kind for name, member in self.members.items()},  # type: ignore[attr-defined]
             "weights": self.weights,
+            "class_bias": self.class_bias,
             "metrics": self.metrics,
             "info": self.info,
         }
@@ -128,7 +147,8 @@ class Ensemble:
             members[name] = member_class(kind).load(member_dir)
         if not members:
             raise CheckpointError(f"{directory} has none of the members {list(only or [])}")
-        return cls(members, document["weights"], document["labels"], document.get("metrics"), document.get("info"))
+        return cls(members, document["weights"], document["labels"], document.get("metrics"), document.get("info"),
+                   document.get("class_bias"))
 
 
 def ordered_members(enabled: Sequence[str]) -> list[str]:

@@ -6,7 +6,7 @@ Per iteration (up to ``max_iterations``):
      training — and confident disagreements are flagged/relabelled/down-weighted/dropped;
   2. retrain the members in the seed's order word-sentiment → LSTM → BiLSTM → BERT, each with its
      strategy (or ``full``), on refined new data + replay, each minus this iteration's held-out fold;
-  3. optimise ensemble weights on the two held-out folds; balance check; bias checks;
+  3. optimise ensemble weights and the class bias on the two held-out folds; balance check; bias checks;
   4. evaluate, checkpoint (atomic, sha256), log to MLflow; stop when the convergence rules say so.
 The last iteration's ensemble is the challenger; the promotion gate then compares it to the champion.
 """
@@ -31,7 +31,7 @@ from sentiloop.retrainers.data import CyclePools, Pool, fold_of
 from sentiloop.retrainers.gate import GateConfig, GateResult, promotion_gate
 from sentiloop.retrainers.refinement import refine_dataset
 from sentiloop.retrainers.strategies import Mode, StrategyContext, retrain_member
-from sentiloop.retrainers.weights import balance_check, optimise_weights
+from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,13 @@ class RetrainCycle:
                 optimizers[name] = tuple(value)
         val_probs = {name: m.predict_proba(validation.texts) for name, m in members.items()}
         weights = optimise_weights(val_probs, validation.labels, start=self.champion.weights) if len(members) > 1 else {n: 1.0 for n in members}
+        class_bias = fit_class_bias(Ensemble.combine(val_probs, weights), validation.labels)
         balance = balance_check(val_probs, weights, validation.labels)
         if balance.flagged:
             log.warning("iteration %d: %s", iteration, balance.reason)
         lineage = {k: v for k, v in self.champion.info.items() if k != "version"}  # keeps the dataset it descends from
-        challenger = Ensemble(members, weights, self.champion.label_names, info={**lineage, "iteration": iteration, "mode": self.mode})
+        challenger = Ensemble(members, weights, self.champion.label_names, info={**lineage, "iteration": iteration, "mode": self.mode},
+                              class_bias=class_bias)
         metrics = self._evaluate(challenger, validation, val_probs)
         metrics["refinement_rate"] = refinement["refinement_rate"]
         metrics["data_quality_score"] = refinement["data_quality_score"]
@@ -179,12 +181,12 @@ class RetrainCycle:
 
     def _evaluate(self, challenger: Ensemble, validation: TrainData, val_probs: dict[str, np.ndarray]) -> dict[str, float]:
         """ensemble_accuracy (on the held-out fold), golden/recent accuracy and each member's accuracy."""
-        metrics = {"ensemble_accuracy": _accuracy(Ensemble.combine(val_probs, challenger.weights), validation.labels)}
+        metrics = {"ensemble_accuracy": _accuracy(challenger.vote(val_probs), validation.labels)}
         self._scored = (challenger, {})
         for split, pool in (("golden", self.pools.golden), ("recent", self.pools.recent)):
             if len(pool):
                 probs = challenger.member_probabilities(pool.texts)
-                self._scored[1][split] = combined = Ensemble.combine(probs, challenger.weights)
+                self._scored[1][split] = combined = challenger.vote(probs)
                 metrics[f"ensemble_{split}_accuracy"] = _accuracy(combined, pool.labels)
                 for name, p in probs.items():
                     metrics[f"{name}_{split}_accuracy"] = _accuracy(p, pool.labels)

@@ -2,10 +2,12 @@
 
 (a) the recent-feedback holdout (never trained on) must improve by at least ``min_delta``;
 (b) the golden set from the original distribution must not lose more than ``golden_tolerance``
-    (the forgetting check); (c) no class may lose more than ``class_tolerance`` recall on the golden
-    set, beyond sampling noise: a small class's recall moves by several points between two equally
-    good models, so a drop counts only when it also exceeds ``class_z`` paired standard errors
-    (McNemar-style, from the examples one model gets right and the other wrong).
+    (the forgetting check); (c) no class may lose more than ``class_tolerance`` F1 on the golden set,
+    beyond sampling noise. F1, not recall: recall alone rewards over-predicting a class, so a
+    champion biased toward one class would veto every better-balanced challenger, while F1 drops
+    when a class collapses (recall) or gets swamped (precision). A small class's F1 moves by
+    several points between two equally good models, so a drop counts only when it also exceeds
+    ``class_z`` standard errors (paired bootstrap over the golden examples).
 Every failed rule is a recorded reason.
 """
 
@@ -36,15 +38,26 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probabilities.argmax(axis=1) == labels)) if len(labels) else float("nan")
 
 
-def paired_drop(before_right: np.ndarray, after_right: np.ndarray) -> tuple[float, float]:
-    """(accuracy drop, its standard error) for two models judged on the same examples."""
-    n = len(before_right)
-    if not n:
-        return 0.0, 0.0
-    lost = int(np.sum(before_right & ~after_right))
-    gained = int(np.sum(~before_right & after_right))
-    drop = (lost - gained) / n
-    return drop, float(np.sqrt(max(lost + gained - (lost - gained) ** 2 / n, 0.0))) / n
+BOOTSTRAP_RESAMPLES = 200
+
+
+def _f1(predicted: np.ndarray, labels: np.ndarray, c: int) -> np.ndarray:
+    """F1 of class ``c`` along the last axis (works on one sample or a stack of resamples)."""
+    p, y = predicted == c, labels == c
+    tp, fp, fn = (p & y).sum(-1), (p & ~y).sum(-1), (~p & y).sum(-1)
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
+def class_f1_drops(before: np.ndarray, after: np.ndarray, labels: np.ndarray, num_classes: int,
+                   seed: int = 0) -> list[tuple[float, float]]:
+    """Per class: (F1 drop from ``before`` to ``after`` predictions, its paired-bootstrap standard error)."""
+    index = np.random.default_rng(seed).integers(0, len(labels), (BOOTSTRAP_RESAMPLES, len(labels)))
+    drops = []
+    for c in range(num_classes):
+        resampled = _f1(before[index], labels[index], c) - _f1(after[index], labels[index], c)
+        drops.append((float(_f1(before, labels, c) - _f1(after, labels, c)), float(resampled.std())))
+    return drops
 
 
 def promotion_gate(
@@ -69,12 +82,10 @@ def promotion_gate(
     loss = metrics["champion_golden_accuracy"] - metrics["challenger_golden_accuracy"]
     if loss > config.golden_tolerance:
         reasons.append(f"golden-set accuracy dropped {loss:.4f} > tolerance {config.golden_tolerance} (forgetting)")
-    before_right = champion_golden.argmax(axis=1) == golden_labels
-    after_right = challenger_golden.argmax(axis=1) == golden_labels
-    for c in range(champion_golden.shape[1]):
-        in_class = golden_labels == c
-        drop, noise = paired_drop(before_right[in_class], after_right[in_class])
+    drops = class_f1_drops(champion_golden.argmax(axis=1), challenger_golden.argmax(axis=1), golden_labels,
+                           champion_golden.shape[1]) if len(golden_labels) else []
+    for c, (drop, noise) in enumerate(drops):
         if drop > config.class_tolerance and drop > config.class_z * noise:
-            reasons.append(f"class {c} recall on the golden set dropped {drop:.4f} > {config.class_tolerance} "
-                           f"({drop / noise if noise else float('inf'):.1f} standard errors, n={int(in_class.sum())})")
+            reasons.append(f"class {c} F1 on the golden set dropped {drop:.4f} > {config.class_tolerance} "
+                           f"({drop / noise if noise else float('inf'):.1f} standard errors, n={int(np.sum(golden_labels == c))})")
     return GateResult(promote=not reasons, reasons=reasons, metrics=metrics)
