@@ -59,6 +59,7 @@ def test_drift_retrain_waits_for_settle_events_then_judges_after_the_detection(t
     monitor.fire()
     c.tick()
     assert not launched and c.pending_drift is not None and c.pending_drift[0] == 500
+    assert c.metrics.retrain_pending._value.get() == 1
     assert monitor.resets == [["error_rate"]]  # acted on: no stuck flag
     append(store, 500, 60)
     monitor.fire()  # a second detection while settling joins the pending retrain
@@ -68,6 +69,7 @@ def test_drift_retrain_waits_for_settle_events_then_judges_after_the_detection(t
     c.tick()
     assert len(launched) == 1 and launched[0]["trigger"] == "drift" and launched[0]["recent_since"] == 500
     assert "100 labelled events collected" in launched[0]["reason"] and c.pending_drift is None
+    assert c.metrics.retrain_pending._value.get() == 0
 
 
 def test_settle_zero_launches_at_once(tmp_path: Path) -> None:

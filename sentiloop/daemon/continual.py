@@ -154,6 +154,7 @@ class RetrainController:
             # cool-down ends starts its retrain then, instead of a blind window of fresh statistics.
             log.info("retrain (%s: %s) suppressed by %s", decision.trigger, decision.reason, decision.suppressed)
         self._last_suppressed = decision.suppressed
+        self.metrics.retrain_pending.set(1 if self.pending_drift is not None else 0)
 
     # -- the worker ----------------------------------------------------------------------------
     def _effective_config(self) -> Path:

@@ -2,7 +2,7 @@
 
 - new: labelled training-split feedback stored since the last retrain (the refinement pool);
 - replay: a class-balanced sample of older data (the original training split, then older feedback),
-  ``replay_ratio`` × |new|, so the members do not forget (see ``replay_sample``);
+  ``replay_ratio`` × |new| but at least ``min_replay``, so the members do not forget (see ``replay_sample``);
 - recent: the newest labelled events of the holdout split (reserved by event_id hash, never trained on);
 - golden: a fixed set from the original distribution (the original validation split).
 """
@@ -145,6 +145,8 @@ def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: 
     else:
         replay_source = older
         golden = Pool.from_events([e for e in holdout if e.seq <= since][: gate.recent_holdout])
-    replay_size = int(round(settings.retrain.replay_ratio * len(new)))
+    # A few hundred new events must not become most of what a member sees: replay has a floor.
+    ratio = settings.retrain.replay_ratio
+    replay_size = max(int(round(ratio * len(new))), settings.retrain.min_replay) if ratio > 0 else 0
     replay = replay_sample(replay_source, replay_size, len(settings.labels), settings.models.seed)
     return CyclePools(new, replay, recent, golden, since, until)
