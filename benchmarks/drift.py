@@ -397,8 +397,16 @@ def read_retrains(data_dir: Path, pauses: Sequence[dict[str, Any]], blocks: Sequ
                     "version": summary.get("version"), "new_events": summary.get("pools", {}).get("new"),
                     "reasons": summary.get("gate_reasons") or ([summary["why"]] if "why" in summary else [])
                     or ([summary["error"]] if "error" in summary else []),
-                    "gate_metrics": summary.get("gate_metrics", {})})
+                    "gate_metrics": summary.get("gate_metrics", {}), "pools": summary.get("pools", {}),
+                    "last_iteration": _iteration_digest((summary.get("iterations") or [{}])[-1])})
     return out
+
+
+def _iteration_digest(iteration: dict[str, Any]) -> dict[str, Any]:
+    """What explains a gate verdict: weights, each member's golden/recent accuracy, time per member."""
+    metrics = iteration.get("metrics", {})
+    return {"weights": iteration.get("weights", {}), "durations": iteration.get("durations", {}),
+            "accuracy": {k: v for k, v in metrics.items() if k.endswith(("_golden_accuracy", "_recent_accuracy"))}}
 
 
 def analyse(plan: Plan, streamer: Streamer, detections: list[dict[str, Any]], accuracy_table: dict[int, dict[str, float]],
