@@ -38,14 +38,14 @@ def settings_for(tmp_path: Path, mlflow: bool = False) -> Settings:
     })
 
 
-def bootstrap(settings: Settings) -> None:
+def bootstrap(settings: Settings, dataset: str = "synthetic") -> None:
     texts, labels = sentences(OLD, 400, 1)
     data = TrainData(texts, np.array(labels), domains=["old"] * len(texts))
     member = WordSentimentMember(settings.polarities, min_count=1, seed_lexicon="none")
     member.fit(data, data)
     store = ModelStore(settings.data_dir)
     version, path = store.next_path()
-    Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, settings.label_names, info={"data": "synthetic"}).save(path)
+    Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, settings.label_names, info={"data": dataset}).save(path)
     store.set_champion(version, "bootstrap")
     # The golden set comes from the buffer when the original dataset is unknown: store old-domain events first.
     feed(settings, *sentences(OLD, 300, 2), prefix="old")
@@ -76,6 +76,21 @@ def test_better_challenger_is_promoted_and_recorded(tmp_path: Path) -> None:
     assert (run_dir / "dictionary_backups" / "word_sentiment_dict_iter_1.json").exists()
     again = run_retrain(settings, "volume", "nothing new")
     assert again["status"] == "skipped"  # the mark moved: no new events since
+
+
+def test_a_lineage_on_its_original_dataset_carries_its_best_golden_accuracy(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    original = tmp_path / "original.jsonl"
+    texts, labels = sentences(OLD, 500, 5)
+    original.write_text("".join(json.dumps({"text": t, "label": settings.label_names[y]}) + "\n" for t, y in zip(texts, labels)))
+    bootstrap(settings, dataset=str(original))
+    feed(settings, *sentences(NEW, 600, 3), prefix="new")
+    summary = run_retrain(settings, "manual", "test")
+    assert summary["pools"]["golden"] == 51  # the file's stratified validation split, not the buffer
+    info = Ensemble.read_info(ModelStore(tmp_path).path(summary["version"]))
+    g = summary["gate_metrics"]
+    assert info["data"] == str(original)  # the lineage keeps naming its dataset
+    assert info["golden_best"] == max(g["golden_reference"], g["challenger_golden_accuracy"])
 
 
 def test_challenger_from_shuffled_labels_is_refused(tmp_path: Path) -> None:

@@ -188,3 +188,19 @@ def test_calibration_measures_label_distance_to_the_daemons_reference() -> None:
     own = calibrate(errors, labels, 3)
     skewed = calibrate(errors, labels, 3, reference_labels=[0] * 50 + [1] * 25 + [2] * 25)
     assert skewed.label_stable_max > own.label_stable_max + 0.05  # the reference's own mix is part of what a window sees
+
+
+def test_gate_golden_floor_is_the_lineages_best_so_forgetting_cannot_accumulate() -> None:
+    labels = np.arange(1000) % 2
+    one_hot = np.eye(2)
+
+    def scoring(accuracy: float) -> np.ndarray:
+        predicted = labels.copy()
+        predicted[: int(round((1 - accuracy) * 1000))] ^= 1
+        return one_hot[predicted]
+
+    champion, challenger = scoring(0.795), scoring(0.79)  # -0.5 point against the champion: allowed ...
+    assert promotion_gate(champion, challenger, labels, champion, scoring(0.9), labels).promote
+    floored = promotion_gate(champion, challenger, labels, champion, scoring(0.9), labels, GateConfig(golden_reference=0.81))
+    assert not floored.promote and "lineage's best" in floored.reasons[0]  # ... but 2 points below an earlier champion
+    assert floored.metrics["golden_reference"] == 0.81

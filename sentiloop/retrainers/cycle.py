@@ -36,6 +36,7 @@ from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise
 log = logging.getLogger(__name__)
 
 MIN_VALIDATION = 20
+GOLDEN_BEST = "golden_best"  # info key: best golden-set accuracy along a champion's lineage
 
 
 @dataclass
@@ -232,5 +233,6 @@ class RetrainCycle:
         return promotion_gate(
             self.champion.predict_proba(golden.texts), challenger_probs("golden", golden), golden.labels,
             self.champion.predict_proba(recent.texts), challenger_probs("recent", recent), recent.labels,
-            GateConfig(g.min_delta, g.golden_tolerance, g.class_tolerance, g.min_holdout, g.class_z),
+            GateConfig(g.min_delta, g.golden_tolerance, g.class_tolerance, g.min_holdout, g.class_z,
+                       self.champion.info.get(GOLDEN_BEST) if self.pools.golden_fixed else None),
         )

@@ -75,6 +75,7 @@ class CyclePools:
     golden: Pool
     since_seq: int
     until_seq: int
+    golden_fixed: bool = False  # the original validation split: the same set for every retrain of a lineage
 
     def summary(self) -> dict[str, int]:
         return {"new": len(self.new), "replay": len(self.replay), "recent_holdout": len(self.recent), "golden": len(self.golden),
@@ -149,4 +150,4 @@ def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: 
     ratio = settings.retrain.replay_ratio
     replay_size = max(int(round(ratio * len(new))), settings.retrain.min_replay) if ratio > 0 else 0
     replay = replay_sample(replay_source, replay_size, len(settings.labels), settings.models.seed)
-    return CyclePools(new, replay, recent, golden, since, until)
+    return CyclePools(new, replay, recent, golden, since, until, golden_fixed=original is not None)

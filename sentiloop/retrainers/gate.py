@@ -2,7 +2,9 @@
 
 (a) the recent-feedback holdout (never trained on) must improve by at least ``min_delta``;
 (b) the golden set from the original distribution must not lose more than ``golden_tolerance``
-    (the forgetting check); (c) no class may lose more than ``class_tolerance`` F1 on the golden set,
+    (the forgetting check) against the champion, or against the best golden accuracy its lineage
+    reached (``golden_reference``), so forgetting cannot accumulate over promotions that each lose
+    a little; (c) no class may lose more than ``class_tolerance`` F1 on the golden set,
     beyond sampling noise. F1, not recall: recall alone rewards over-predicting a class, so a
     champion biased toward one class would veto every better-balanced challenger, while F1 drops
     when a class collapses (recall) or gets swamped (precision). A small class's F1 moves by
@@ -25,6 +27,7 @@ class GateConfig:
     class_tolerance: float = 0.05
     min_holdout: int = 50
     class_z: float = 1.645
+    golden_reference: float | None = None  # best golden accuracy of the champion's lineage, if the set is fixed
 
 
 @dataclass
@@ -79,9 +82,12 @@ def promotion_gate(
         gain = metrics["challenger_recent_accuracy"] - metrics["champion_recent_accuracy"]
         if gain < config.min_delta:
             reasons.append(f"recent-holdout accuracy gain {gain:+.4f} < min_delta {config.min_delta}")
-    loss = metrics["champion_golden_accuracy"] - metrics["challenger_golden_accuracy"]
+    reference = max(metrics["champion_golden_accuracy"], config.golden_reference or 0.0)
+    metrics["golden_reference"] = reference
+    loss = reference - metrics["challenger_golden_accuracy"]
     if loss > config.golden_tolerance:
-        reasons.append(f"golden-set accuracy dropped {loss:.4f} > tolerance {config.golden_tolerance} (forgetting)")
+        against = "the champion" if reference == metrics["champion_golden_accuracy"] else "the lineage's best"
+        reasons.append(f"golden-set accuracy {loss:.4f} below {against} > tolerance {config.golden_tolerance} (forgetting)")
     drops = class_f1_drops(champion_golden.argmax(axis=1), challenger_golden.argmax(axis=1), golden_labels,
                            champion_golden.shape[1]) if len(golden_labels) else []
     for c, (drop, noise) in enumerate(drops):

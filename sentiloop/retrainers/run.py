@@ -17,7 +17,7 @@ from sentiloop.config import Settings
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.store import ModelStore
 from sentiloop.retrainers.checkpoints import CheckpointManager, discard, interrupted_runs
-from sentiloop.retrainers.cycle import RetrainCycle
+from sentiloop.retrainers.cycle import GOLDEN_BEST, RetrainCycle
 from sentiloop.retrainers.data import RETRAIN_MARK, assemble_pools
 from sentiloop.retrainers.strategies import Mode
 
@@ -105,6 +105,8 @@ def _cycle_and_gate(settings: Settings, champion: Ensemble, champion_version: in
     assert gate is not None
     challenger = result.challenger
     challenger.info.update(parent=champion_version, run_id=checkpoints.run_id, stop_reason=result.stop_reason)
+    if pools.golden_fixed:  # carried down the lineage: the gate's floor against accumulated forgetting
+        challenger.info[GOLDEN_BEST] = max(gate.metrics["golden_reference"], gate.metrics["challenger_golden_accuracy"])
     challenger.metrics = {"gate": gate.metrics, "iterations": [it.metrics for it in result.iterations]}
     version, path = models.next_path()
     challenger.info["version"] = version
