@@ -559,8 +559,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmarks/drift.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", nargs="+", choices=MEMBERS, default=["word_sentiment", "lstm", "bilstm"],
                         help="ensemble members (default: %(default)s; add bert for the full ensemble: slower, BERT dominates every retrain)")
-    parser.add_argument("--profile", choices=("fast", "full"), default="fast",
-                        help="training budget of the bootstrap and of the daemon's retrains (default: %(default)s)")
+    parser.add_argument("--profile", choices=("fast", "full"), default="full",
+                        help="training budget of the bootstrap and of the daemon's retrains (default: %(default)s, about 9 minutes "
+                             "with the default members; fast: about 6, but its one-epoch members swing a lot between retrains)")
     parser.add_argument("--stable-events", type=int, default=5000, help="held-out movie sentences streamed first (default: %(default)s)")
     parser.add_argument("--domains", nargs="+", choices=[d for d in VADER_DOMAINS if d != "movies"], default=["tweets", "amazon", "nyt"],
                         help="domains streamed after the stable stretch, in order (default: %(default)s)")
