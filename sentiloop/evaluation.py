@@ -14,6 +14,11 @@ import numpy as np
 ECE_BINS = 15
 
 
+def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose most probable class is the label (NaN for no rows)."""
+    return float(np.mean(probabilities.argmax(axis=1) == labels)) if len(labels) else float("nan")
+
+
 def per_class_f1(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     f1 = np.zeros(num_classes)
     for c in range(num_classes):

@@ -110,11 +110,11 @@ def train_ensemble(settings: Settings, profile: Profile = "full", data_file: str
     if first:
         store.set_champion(version, f"bootstrap by `sentiloop train --profile {profile}`")
     if settings.mlflow.enabled:
-        _track_bootstrap(settings, version, path, ensemble, champion=first)
+        _track_bootstrap(settings, store, version, path, ensemble, champion=first)
     return version, ensemble, ensemble.metrics
 
 
-def _track_bootstrap(settings: Settings, version: int, path: Any, ensemble: Ensemble, champion: bool) -> None:
+def _track_bootstrap(settings: Settings, store: ModelStore, version: int, path: Any, ensemble: Ensemble, champion: bool) -> None:
     """Log the bootstrap run and register the ensemble (the first one gets the ``champion`` alias)."""
     from sentiloop.monitoring.tracking import Tracker
 
@@ -125,7 +125,7 @@ def _track_bootstrap(settings: Settings, version: int, path: Any, ensemble: Ense
         tracker.log_metrics({"ensemble_accuracy": test["ensemble"]["accuracy"],
                              **{f"{name}_accuracy": report["accuracy"] for name, report in test.items() if name != "ensemble"}})
         registered = tracker.register_ensemble(path, "champion" if champion else "challenger", f"sentiloop ensemble v{version:04d} (bootstrap)")
-    ModelStore(settings.data_dir).record_registration(version, registered)
+    store.record_registration(version, registered)
     log.info("registered %s version %d%s", settings.mlflow.registered_model, registered, " as champion" if champion else "")
 
 

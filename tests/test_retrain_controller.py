@@ -2,13 +2,14 @@
 data (``drift_settle_events``) and its gate then judges on the holdout after the detection; a signal
 suppressed by the cool-down stays latched instead of being thrown away."""
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
 from sentiloop.config import Settings
-from sentiloop.daemon.continual import RetrainController
+from sentiloop.daemon.continual import RetrainController, drift_reference
 from sentiloop.events import FeedbackEvent
 from sentiloop.monitoring.drift import Signal
 from sentiloop.monitoring.metrics import IngestMetrics
@@ -88,3 +89,13 @@ def test_suppressed_drift_stays_latched_and_acts_after_the_cooldown(tmp_path: Pa
     c.policy._last_retrain -= 7200  # the cool-down is over
     c.tick()
     assert launched and monitor.resets == [["error_rate"]]
+
+
+def test_drift_reference_comes_from_the_champions_own_dataset(tmp_path: Path) -> None:
+    settings = Settings.model_validate({"data_dir": str(tmp_path)})
+    data = tmp_path / "own.jsonl"
+    data.write_text("".join(json.dumps({"text": f"text number {i}", "label": settings.label_names[i % 5]}) + "\n" for i in range(200)))
+    texts, labels = drift_reference(settings, {"data": str(data)})
+    assert 0 < len(texts) < len(labels) < 200  # OOV texts: the golden split; label mix: train + golden
+    assert set(texts) <= {f"text number {i}" for i in range(200)}
+    assert drift_reference(settings, {"data": str(tmp_path / "gone.jsonl")}) == ([], [])  # no data: the stream's first window

@@ -87,7 +87,7 @@ def test_a_lineage_on_its_original_dataset_carries_its_best_golden_accuracy(tmp_
     feed(settings, *sentences(NEW, 600, 3), prefix="new")
     summary = run_retrain(settings, "manual", "test")
     assert summary["pools"]["golden"] == 51  # the file's stratified validation split, not the buffer
-    info = Ensemble.read_info(ModelStore(tmp_path).path(summary["version"]))
+    info = Ensemble.load(ModelStore(tmp_path).path(summary["version"])).info
     g = summary["gate_metrics"]
     assert info["data"] == str(original)  # the lineage keeps naming its dataset
     assert info["golden_best"] == max(g["golden_reference"], g["challenger_golden_accuracy"])

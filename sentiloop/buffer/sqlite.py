@@ -61,6 +61,10 @@ def _chunks(items: list[str], size: int = _CHUNK) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
+def _max_seq(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+
 def _row_to_stored(row: sqlite3.Row) -> StoredEvent:
     event = FeedbackEvent(
         event_id=row["event_id"],
@@ -235,14 +239,14 @@ class SQLiteBufferStore:
         """Remember ``seq`` (default: the newest event) under ``mark``."""
         with self._write() as conn:
             if seq is None:
-                seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+                seq = _max_seq(conn)
             conn.execute(
                 "INSERT INTO marks VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, set_ms = excluded.set_ms",
                 (mark, seq, _now_ms()),
             )
 
     def max_seq(self) -> int:
-        return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+        return _max_seq(self._conn)
 
     def apply_retention(self, now_ms: int | None = None) -> int:
         if self.retention_days is None:

@@ -7,6 +7,7 @@ SIGHUP re-reads the config file: a bad file is refused and the running config st
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -62,8 +63,6 @@ class Announcer:
         self._producer: Any = None
 
     def __call__(self, message: dict[str, Any]) -> None:
-        import json
-
         from kafka.errors import KafkaError
 
         from sentiloop.consumers.clients import make_producer
@@ -144,31 +143,9 @@ class Daemon:
         from sentiloop.monitoring.drift_monitor import DriftMonitor
 
         assert self.store is not None
-        texts, labels = self._reference_data()
-        self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics, texts, labels).start()
+        self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics).start()
         self.controller = RetrainController(self.settings, self.store, self.metrics, self.monitor,
                                             announce=Announcer(self.settings, bootstrap)).start()
-
-    def _reference_data(self) -> tuple[list[str], list[int]]:
-        """Drift baselines from the champion's own dataset: (texts for the OOV rate, labels for the label mix).
-
-        OOV texts are its golden set (validation split: words it may not have seen, as in production);
-        the label reference is train + golden, the class mix it learnt, from enough labels that the
-        reference's own sampling noise does not look like drift. The lineage names the dataset, so a
-        champion bootstrapped on a user's file is compared with that file. Nothing is downloaded.
-        """
-        from sentiloop.models.ensemble import Ensemble
-        from sentiloop.models.store import ModelStore
-        from sentiloop.retrainers.data import original_split
-
-        models = ModelStore(self.settings.data_dir)
-        if models.champion() is None:
-            return [], []
-        original = original_split(self.settings, Ensemble.read_info(models.champion_path()))
-        if original is None:  # logged by original_split; the first window of the stream becomes the reference
-            return [], []
-        train, golden = original
-        return golden.texts, [*train.labels.tolist(), *golden.labels.tolist()]
 
     def _retrain_request(self, body: dict[str, object]) -> tuple[int, dict[str, object]]:
         mode = body.get("mode")

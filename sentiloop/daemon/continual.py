@@ -29,11 +29,26 @@ from sentiloop.config import Settings
 from sentiloop.models.store import ModelStore
 from sentiloop.monitoring.drift_monitor import DriftMonitor
 from sentiloop.monitoring.metrics import IngestMetrics
-from sentiloop.retrainers.data import RETRAIN_MARK
+from sentiloop.retrainers.data import RETRAIN_MARK, original_split
 from sentiloop.retrainers.policy import Decision, DecisionPolicy
 
 log = logging.getLogger(__name__)
 CHECK_S = 2.0
+
+
+def drift_reference(settings: Settings, info: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """Drift baselines from the champion's own dataset: (texts for the OOV rate, labels for the label mix).
+
+    OOV texts are its golden set (validation split: words it may not have seen, as in production);
+    the label reference is train + golden, the class mix it learnt, from enough labels that the
+    reference's own sampling noise does not look like drift. The lineage names the dataset, so a
+    champion bootstrapped on a user's file is compared with that file. Nothing is downloaded.
+    """
+    original = original_split(settings, info)
+    if original is None:  # logged by original_split; the first window of the stream becomes the reference
+        return [], []
+    train, golden = original
+    return golden.texts, [*train.labels.tolist(), *golden.labels.tolist()]
 
 
 class Worker:
@@ -234,7 +249,7 @@ class RetrainController:
         from sentiloop.models.ensemble import Ensemble
 
         ensemble = Ensemble.load(self.models.path(version), only=self.settings.models.enabled)
-        self.monitor.swap(ensemble, version)
+        self.monitor.swap(ensemble, version, *drift_reference(self.settings, ensemble.info))
         previous, self.champion_version = self.champion_version, version
         self.metrics.champion_version.set(version)
         for member, weight in ensemble.weights.items():

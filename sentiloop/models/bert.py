@@ -106,15 +106,24 @@ class BertMember:
 
     def _logits(self, encoded: list[list[int]]) -> torch.Tensor:
         """Eval-mode logits for pre-tokenised texts, in their original order."""
+        logits = torch.empty((len(encoded), self.num_classes), dtype=torch.float32)
+
+        def keep(index: np.ndarray, output: Any) -> None:
+            logits[torch.as_tensor(index)] = output.logits.float()
+
+        self._eval_pass(encoded, keep)
+        return logits
+
+    def _eval_pass(self, encoded: list[list[int]], on_batch: Callable[[np.ndarray, Any], None]) -> None:
+        """One eval-mode, no-grad pass over length-sorted batches; ``on_batch(rows, model output)``."""
         was_training = self.model.training
         self.model.eval()
-        logits = torch.empty((len(encoded), self.num_classes), dtype=torch.float32)
-        with torch.inference_mode():
-            for index in length_sorted_batches([len(seq) for seq in encoded], self.config.batch_size):
-                batch = self._collate([encoded[i] for i in index])
-                logits[torch.as_tensor(index)] = self.model(**batch).logits.float()
-        self.model.train(was_training)
-        return logits
+        try:
+            with torch.inference_mode():
+                for index in length_sorted_batches([len(seq) for seq in encoded], self.config.batch_size):
+                    on_batch(index, self.model(**self._collate([encoded[i] for i in index])))
+        finally:
+            self.model.train(was_training)
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, train: TrainData, validation: TrainData | None = None) -> FitReport:
@@ -204,17 +213,13 @@ class BertMember:
         encoded = self._encode([train.texts[i] for i in index])
         features: list[torch.Tensor] = []
         order: list[int] = []
-        hook = output.register_forward_hook(lambda module, inputs, result: features.append(inputs[0].detach().float()))
-        self.model.eval()
+        hook = output.register_forward_hook(lambda module, inputs, result: features.append(inputs[0].float()))
         try:
-            with torch.no_grad():
-                for batch in length_sorted_batches([len(seq) for seq in encoded], self.config.batch_size):
-                    self.model(**self._collate([encoded[i] for i in batch]))
-                    order.extend(batch.tolist())
+            self._eval_pass(encoded, lambda rows, _: order.extend(rows.tolist()))
         finally:
             hook.remove()
         rows = index[order]
-        x = torch.cat(features)
+        x = torch.cat(features).clone()  # a normal tensor (inference-mode tensors cannot enter autograd)
         y = torch.as_tensor(np.asarray(train.labels)[rows], dtype=torch.long)
         w = None if train.weights is None else torch.as_tensor(np.asarray(train.weights)[rows], dtype=torch.float32)
         weight = torch.zeros_like(output.weight, requires_grad=True)

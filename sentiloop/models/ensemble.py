@@ -124,13 +124,6 @@ class Ensemble:
             "info": self.info,
         }
 
-    @staticmethod
-    def read_info(directory: Path) -> dict[str, Any]:
-        """The lineage block of a checkpoint (dataset, profile, version) without loading any member."""
-        document = read_json(directory / ENSEMBLE_FILE,
-                             f"{directory} is not an ensemble checkpoint (no {ENSEMBLE_FILE}); run `sentiloop train` first")
-        return dict(document.get("info") or {})
-
     @classmethod
     def load(cls, directory: Path, only: Sequence[str] | None = None) -> Ensemble:
         """Load (and sha256-verify) every member, or just ``only`` of them."""

@@ -16,6 +16,7 @@ from sentiloop.files import atomic_write_json, read_json
 
 _VERSION = re.compile(r"^v(\d{4,})$")
 CHAMPION = "champion.json"
+REGISTRY = "registry.json"  # local version → MLflow model-registry version
 
 
 class ModelStore:
@@ -62,13 +63,13 @@ class ModelStore:
 
     def record_registration(self, version: int, registered: int) -> None:
         """Remember which MLflow model-registry version a local version was registered as."""
-        file = self.root / "registry.json"
+        file = self.root / REGISTRY
         mapping = read_json(file) if file.exists() else {}
         mapping[str(version)] = registered
         atomic_write_json(file, mapping)
 
     def registered_version(self, version: int) -> int | None:
-        file = self.root / "registry.json"
+        file = self.root / REGISTRY
         if not file.exists():
             return None
         return read_json(file).get(str(version))  # type: ignore[no-any-return]

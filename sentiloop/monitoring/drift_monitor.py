@@ -38,13 +38,12 @@ def champion_vocabulary(ensemble: Any) -> set[str]:
 
 
 class DriftMonitor:
-    def __init__(self, config: DriftConfig, num_classes: int, metrics: Any, reference_texts: Sequence[str] = (),
-                 reference_labels: Sequence[int] = (), queue_size: int = 100_000) -> None:
+    def __init__(self, config: DriftConfig, num_classes: int, metrics: Any, queue_size: int = 100_000) -> None:
         self.config = config
         self.num_classes = num_classes
         self.metrics = metrics
-        self.reference_texts = list(reference_texts)
-        self.reference = np.bincount(np.asarray(reference_labels, dtype=int), minlength=num_classes).astype(float) if len(reference_labels) else None
+        self.reference_texts: list[str] = []
+        self.reference: np.ndarray | None = None
         self.queue: queue.Queue[FeedbackEvent] = queue.Queue(maxsize=queue_size)
         self.lock = threading.Lock()
         self.champion: Any | None = None
@@ -65,10 +64,18 @@ class DriftMonitor:
         baseline = OOVRateDrift.rate(regex_tokenize, vocabulary, self.reference_texts) if self.reference_texts else None
         self.oov = OOVRateDrift(regex_tokenize, vocabulary, baseline, c.oov_window, c.oov_margin) if vocabulary else None
 
-    def swap(self, champion: Any, version: int | None) -> None:
-        """Serve a new champion from now on; detectors start from a fresh baseline."""
+    def swap(self, champion: Any, version: int | None, reference_texts: Sequence[str] = (),
+             reference_labels: Sequence[int] = ()) -> None:
+        """Serve a new champion from now on; detectors start from a fresh baseline.
+
+        ``reference_texts`` give the OOV baseline, ``reference_labels`` the label mix to compare with;
+        without them the first full window of the stream is the reference.
+        """
+        reference = np.bincount(np.asarray(reference_labels, dtype=int), minlength=self.num_classes).astype(float)
         with self.lock:
             self.champion, self.champion_version = champion, version
+            self.reference_texts = list(reference_texts)
+            self.reference = reference if len(reference_labels) else None
             self._detectors_for(champion)
             self.latched.clear()
             self.correct.clear()

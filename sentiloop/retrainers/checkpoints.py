@@ -70,8 +70,10 @@ class CheckpointManager:
 
     def save_iteration(self, iteration: int, ensemble: Ensemble, cycle: dict[str, Any],
                        optimizer_states: dict[str, tuple[dict[str, Any], dict[str, Any]]] | None = None) -> Path:
-        """``optimizer_states``: member → (tensors by name, JSON-able rest), as members' ``optimizer_state()``."""
-        """Write iteration ``iteration`` atomically; prune to the newest ``keep``."""
+        """Write iteration ``iteration`` atomically; prune to the newest ``keep``.
+
+        ``optimizer_states``: member → (tensors by name, JSON-able rest), as members' ``optimizer_state()``.
+        """
         from safetensors.torch import save_file
 
         target = self.iteration_dir(iteration)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from sentiloop.config import Settings
+from sentiloop.evaluation import accuracy
 from sentiloop.models.base import TrainData
 from sentiloop.models.ensemble import Ensemble, ordered_members
 from sentiloop.monitoring.bias import detect_data_bias
@@ -61,10 +61,6 @@ class CycleResult:
 
 
 Listener = Callable[[IterationResult], None]
-
-
-def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(probabilities.argmax(axis=1) == labels)) if len(labels) else float("nan")
 
 
 class RetrainCycle:
@@ -182,17 +178,17 @@ class RetrainCycle:
 
     def _evaluate(self, challenger: Ensemble, validation: TrainData, val_probs: dict[str, np.ndarray]) -> dict[str, float]:
         """ensemble_accuracy (on the held-out fold), golden/recent accuracy and each member's accuracy."""
-        metrics = {"ensemble_accuracy": _accuracy(challenger.vote(val_probs), validation.labels)}
+        metrics = {"ensemble_accuracy": accuracy(challenger.vote(val_probs), validation.labels)}
         self._scored = (challenger, {})
         for split, pool in (("golden", self.pools.golden), ("recent", self.pools.recent)):
             if len(pool):
                 probs = challenger.member_probabilities(pool.texts)
                 self._scored[1][split] = combined = challenger.vote(probs)
-                metrics[f"ensemble_{split}_accuracy"] = _accuracy(combined, pool.labels)
+                metrics[f"ensemble_{split}_accuracy"] = accuracy(combined, pool.labels)
                 for name, p in probs.items():
-                    metrics[f"{name}_{split}_accuracy"] = _accuracy(p, pool.labels)
+                    metrics[f"{name}_{split}_accuracy"] = accuracy(p, pool.labels)
         for name, p in val_probs.items():
-            metrics[f"{name}_accuracy"] = _accuracy(p, validation.labels)
+            metrics[f"{name}_accuracy"] = accuracy(p, validation.labels)
         return metrics
 
     # -- the cycle -----------------------------------------------------------------------------

@@ -126,6 +126,15 @@ def original_split(settings: Settings, info: dict[str, Any]) -> tuple[Pool, Pool
     return Pool.from_records(split.train), Pool.from_records(split.validation)
 
 
+def _recent_holdout(holdout: list[StoredEvent], starts: Sequence[int], minimum: int, newest: int) -> list[StoredEvent]:
+    """The newest ``newest`` holdout events after the first start that leaves ``minimum``, else the newest overall."""
+    for start in starts:
+        window = [e for e in holdout if e.seq > start]
+        if len(window) >= minimum:
+            return window[-newest:]
+    return holdout[-newest:]
+
+
 def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: dict[str, Any],
                    recent_since: int | None = None) -> CyclePools:
     """The pools of one run. The gate judges on holdout feedback after ``recent_since`` (the drift point)
@@ -135,10 +144,8 @@ def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: 
     new = Pool.from_events(list(store.iter_events(since_seq=since, until_seq=until, labelled_only=True, split="train")))
     gate = settings.retrain.gate
     holdout = list(store.iter_events(until_seq=until, labelled_only=True, split="holdout"))
-    fresh = [e for e in holdout if e.seq > max(since, recent_since or 0)]
-    if recent_since is not None and len(fresh) < gate.min_holdout:
-        fresh = [e for e in holdout if e.seq > since]
-    recent = Pool.from_events(fresh[-gate.recent_holdout:] if len(fresh) >= gate.min_holdout else holdout[-gate.recent_holdout:])
+    starts = ([max(since, recent_since)] if recent_since is not None else []) + [since]
+    recent = Pool.from_events(_recent_holdout(holdout, starts, gate.min_holdout, gate.recent_holdout))
     older = Pool.from_events(list(store.iter_events(until_seq=since, labelled_only=True, split="train")))
     original = original_split(settings, champion_info)
     if original is not None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sentiloop.evaluation import accuracy
+
 
 @dataclass(frozen=True)
 class GateConfig:
@@ -35,10 +37,6 @@ class GateResult:
     promote: bool
     reasons: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(probabilities.argmax(axis=1) == labels)) if len(labels) else float("nan")
 
 
 BOOTSTRAP_RESAMPLES = 200
@@ -69,10 +67,10 @@ def promotion_gate(
     config: GateConfig = GateConfig(),
 ) -> GateResult:
     metrics = {
-        "champion_golden_accuracy": _accuracy(champion_golden, golden_labels),
-        "challenger_golden_accuracy": _accuracy(challenger_golden, golden_labels),
-        "champion_recent_accuracy": _accuracy(champion_recent, recent_labels),
-        "challenger_recent_accuracy": _accuracy(challenger_recent, recent_labels),
+        "champion_golden_accuracy": accuracy(champion_golden, golden_labels),
+        "challenger_golden_accuracy": accuracy(challenger_golden, golden_labels),
+        "champion_recent_accuracy": accuracy(champion_recent, recent_labels),
+        "challenger_recent_accuracy": accuracy(challenger_recent, recent_labels),
         "recent_holdout_size": float(len(recent_labels)),
     }
     reasons = []

@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
+from sentiloop.evaluation import accuracy
 from sentiloop.models.ensemble import Ensemble, normalise_weights
 
 BALANCE_RATIO_LIMIT = 3.0
@@ -76,12 +77,12 @@ class BalanceReport:
 
 def balance_check(member_probabilities: Mapping[str, np.ndarray], weights: Mapping[str, float], labels: np.ndarray) -> BalanceReport:
     """Seed ``maintain_ensemble_balance``: contribution of each member and the max/min ratio."""
-    def accuracy(probs: Mapping[str, np.ndarray]) -> float:
-        return float(np.mean(Ensemble.combine(probs, weights).argmax(axis=1) == labels))
+    def vote_accuracy(probs: Mapping[str, np.ndarray]) -> float:
+        return accuracy(Ensemble.combine(probs, weights), labels)
 
-    full = accuracy(member_probabilities)
+    full = vote_accuracy(member_probabilities)
     contributions = {
-        name: full - accuracy({n: p for n, p in member_probabilities.items() if n != name}) for name in member_probabilities
+        name: full - vote_accuracy({n: p for n, p in member_probabilities.items() if n != name}) for name in member_probabilities
     } if len(member_probabilities) > 1 else {name: full for name in member_probabilities}
     high, low = max(contributions.values()), min(contributions.values())
     ratio = high / low if low > 0 else float("inf")
