@@ -50,7 +50,9 @@ class LoopState:
     batches: int = 0
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):
+class _RebalanceListener(ConsumerRebalanceListener):
+    """Commit what leaves us; start what arrives at the group's committed offsets."""
+
     def __init__(self, loop: FeedbackConsumer) -> None:
         self.loop = loop
 
@@ -64,6 +66,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+        self.loop.to_resume.update(assigned)  # blocking calls are not allowed here: the poll thread does it
 
 
 BatchListener = Callable[[BatchResult], None]
@@ -91,6 +94,7 @@ class FeedbackConsumer:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._last_status = 0.0
+        self.to_resume: set[TopicPartition] = set()  # newly assigned: start at the committed offsets
 
     # -- lifecycle -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -106,7 +110,7 @@ class FeedbackConsumer:
             return
         self._consumer = make_consumer(self.kafka, self.bootstrap)
         self._producer = make_producer(self.kafka, self.bootstrap)
-        self._consumer.subscribe([self.kafka.topic], listener=_CommitOnRevoke(self))
+        self._consumer.subscribe([self.kafka.topic], listener=_RebalanceListener(self))
         log.info("consuming %s as group %s from %s", self.kafka.topic, self.kafka.group_id, ",".join(self.bootstrap))
         try:
             while not stop.is_set():
@@ -124,6 +128,9 @@ class FeedbackConsumer:
             time.sleep(0.5)
             batch = {}
         self.state.last_poll_monotonic = time.monotonic()
+        if self.to_resume:  # before processing: records fetched from a stale position are read again after the seek
+            moved = self.resume_from_committed(self.to_resume)
+            batch = {tp: records for tp, records in batch.items() if tp not in moved}
         handled = sum(len(records) for records in batch.values())
         if handled:
             self._process(batch)
@@ -209,6 +216,37 @@ class FeedbackConsumer:
             self._pending.pop(tp, None)
             self._consumer.seek(tp, records[0].offset)
         time.sleep(1.0)
+
+    def resume_from_committed(self, partitions: set[TopicPartition]) -> set[TopicPartition]:
+        """Start each partition at the group's committed offset, not at a position this client remembers.
+
+        After a reconnect kafka-python keeps its in-memory position for a partition it gets again; if
+        the broker came back without its log (the in-memory development broker, a cluster restored
+        from older state) that position silently skips the records below it. Committed offsets are
+        where the buffer is durable; a partition with none starts per ``auto_offset_reset``. In normal
+        operation this is a no-op (we commit on revoke), and re-reading is safe: duplicates are ignored.
+        Returns the partitions it moved.
+        """
+        assert self._consumer is not None
+        moved: set[TopicPartition] = set()
+        for tp in list(partitions):
+            try:
+                committed = self._consumer.committed(tp, timeout_ms=5000)
+            except KafkaError as exc:
+                log.warning("no committed offset for %s yet (%s); trying again after the next poll", tp, exc)
+                continue
+            self.to_resume.discard(tp)
+            if tp not in self._consumer.assignment():
+                continue
+            self._pending.pop(tp, None)
+            moved.add(tp)
+            if committed is not None:
+                self._consumer.seek(tp, committed)
+            elif self.kafka.auto_offset_reset == "earliest":
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek_to_end(tp)
+        return moved
 
     def commit_pending(self, only: set[TopicPartition] | None = None) -> bool:
         """Commit stored-but-uncommitted offsets; a failure keeps them for the next attempt."""
