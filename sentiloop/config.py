@@ -145,7 +145,14 @@ class BufferConfig(_Strict):
 
     retention_days: float | None = Field(default=None, gt=0, description="delete events older than this; null keeps all")
     max_text_chars: int = Field(default=5000, ge=1, le=1_000_000)
+    max_record_bytes: int = Field(default=1 << 20, ge=256, le=64 << 20,
+                                  description="a Kafka record value larger than this goes to the DLQ unparsed (record_too_large)")
     holdout_share: float = Field(default=0.1, ge=0, lt=1, description="share of labelled events reserved for evaluation")
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL", description="SQLite fsync policy: FULL survives power loss (one fsync per batch), NORMAL only a process crash")
+    lock_timeout_s: float = Field(default=10.0, gt=0, le=600, description="wait this long for a locked buffer before pausing ingestion")
+    retry_max_s: float = Field(default=30.0, ge=0.1, le=3600,
+                               description="longest wait between attempts to write a held batch while the buffer is unavailable")
 
 
 class BertConfig(_Strict):

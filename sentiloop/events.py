@@ -2,6 +2,12 @@
 
 Every failure raises :class:`InvalidEvent` whose ``reason`` is a short, bounded metric label
 (``not_utf8``, ``not_json``, ``missing_field`` ...) and whose ``detail`` names the field.
+
+Valid JSON is not always storable, so these are refused explicitly rather than left to fail later:
+integers beyond 64 bits (Python's int() would raise a plain ValueError past 4,300 digits),
+``NaN``/``Infinity`` (not JSON), lone UTF-16 surrogates (cannot be encoded as UTF-8), NUL characters
+(PostgreSQL text cannot hold them), and **duplicate keys** — parsers disagree about which value wins,
+so a record that says ``"label"`` twice is ambiguous and goes to the DLQ instead of being guessed at.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ MAX_EVENT_ID = 128
 MAX_DOMAIN = 64
 MAX_LANG = 16
 MAX_MODEL_VERSION = 128
+MAX_INT_DIGITS = 19  # fits SQLite's and PostgreSQL's 64-bit integers
 KNOWN_FIELDS = frozenset(
     {"event_id", "text", "label", "predicted_label", "model_version", "domain", "lang", "ts", "schema_version"}
 )
@@ -37,6 +44,12 @@ REASONS = (
     "bad_timestamp",
     "unknown_field",
     "unsupported_schema",
+    "duplicate_key",
+    "number_out_of_range",
+    "unstorable_text",
+    "record_too_large",
+    "unstorable",
+    "internal_error",
 )
 
 
@@ -84,6 +97,19 @@ def _label_index(value: Any, field: str, label_names: list[str]) -> int | None:
     raise InvalidEvent("wrong_type", f"{field} must be a label name or index, got {type(value).__name__}")
 
 
+def _storable(value: str, field: str) -> str:
+    """Refuse what a UTF-8 store cannot hold: lone surrogates (valid JSON escapes) and NUL."""
+    if "\x00" in value:
+        raise InvalidEvent("unstorable_text", f"{field} contains a NUL character (\\u0000) at index {value.index(chr(0))}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEvent(
+            "unstorable_text", f"{field} contains a lone surrogate (\\u{ord(value[exc.start]):04x}) at index {exc.start}: not encodable as UTF-8"
+        ) from None
+    return value
+
+
 def _optional_str(payload: dict[str, Any], field: str, max_len: int) -> str | None:
     value = payload.get(field)
     if value is None:
@@ -92,7 +118,37 @@ def _optional_str(payload: dict[str, Any], field: str, max_len: int) -> str | No
         raise InvalidEvent("wrong_type", f"{field} must be a string, got {type(value).__name__}")
     if len(value) > max_len:
         raise InvalidEvent("field_too_long", f"{field} has {len(value)} characters, the limit is {max_len}")
-    return value
+    return _storable(value, field)
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise InvalidEvent("number_out_of_range", f"an integer has {len(digits.lstrip('-'))} digits; at most {MAX_INT_DIGITS} are accepted")
+    return int(digits)
+
+
+def _no_constants(name: str) -> float:
+    raise InvalidEvent("not_json", f"{name} is not valid JSON (only finite numbers are)")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidEvent("duplicate_key", f"key {key[:40]!r} appears more than once; send each field once")
+        seen.add(key)
+    raise AssertionError("unreachable: a shorter dict means a repeated key")
+
+
+def _load_json(decoded: str) -> Any:
+    try:
+        return json.loads(decoded, parse_int=_bounded_int, parse_constant=_no_constants,
+                          object_pairs_hook=_object_without_duplicates)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidEvent("not_json", f"not valid JSON: {str(exc)[:120]}") from None
 
 
 def _timestamp_ms(value: Any, default_ms: int) -> int:
@@ -107,26 +163,29 @@ def _timestamp_ms(value: Any, default_ms: int) -> int:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidEvent("bad_timestamp", f"ts {value[:40]!r} is not ISO-8601") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return int(parsed.timestamp() * 1000)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            epoch_ms = int(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError):
+            raise InvalidEvent("bad_timestamp", f"ts {value[:40]!r} is not an ISO-8601 time") from None
+        if not 0 <= epoch_ms < 1e14:
+            raise InvalidEvent("bad_timestamp", f"ts {value[:40]!r} is before 1970 or implausibly far ahead")
+        return epoch_ms
     raise InvalidEvent("bad_timestamp", f"ts must be an ISO-8601 string or epoch milliseconds, got {type(value).__name__}")
 
 
-def parse_event(raw: bytes | None, label_names: list[str], record_ts_ms: int, max_text_chars: int = 5000) -> FeedbackEvent:
+def parse_event(raw: bytes | None, label_names: list[str], record_ts_ms: int, max_text_chars: int = 5000,
+                max_record_bytes: int = 1 << 20) -> FeedbackEvent:
     """Validate one record value; raises InvalidEvent with a reason and the offending field."""
     if raw is None:
         raise InvalidEvent("not_json", "record has no value (tombstone)")
+    if len(raw) > max_record_bytes:
+        raise InvalidEvent("record_too_large", f"the value has {len(raw)} bytes, the limit is {max_record_bytes} (buffer.max_record_bytes)")
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent("not_utf8", f"byte {exc.start} is not valid UTF-8") from None
-    try:
-        payload = json.loads(decoded)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidEvent("not_json", f"not valid JSON: {str(exc)[:120]}") from None
+    payload = _load_json(decoded)
     if not isinstance(payload, dict):
         raise InvalidEvent("not_object", f"the value must be a JSON object, got {type(payload).__name__}")
     unknown = sorted(set(payload) - KNOWN_FIELDS)
@@ -144,6 +203,7 @@ def parse_event(raw: bytes | None, label_names: list[str], record_ts_ms: int, ma
         raise InvalidEvent("wrong_type", f"event_id must be a string, got {type(event_id).__name__}")
     if not event_id or len(event_id) > MAX_EVENT_ID:
         raise InvalidEvent("field_too_long", f"event_id must have 1..{MAX_EVENT_ID} characters, has {len(event_id)}")
+    _storable(event_id, "event_id")
     text = payload["text"]
     if not isinstance(text, str):
         raise InvalidEvent("wrong_type", f"text must be a string, got {type(text).__name__}")
@@ -152,6 +212,7 @@ def parse_event(raw: bytes | None, label_names: list[str], record_ts_ms: int, ma
         raise InvalidEvent("empty_text", "text is empty after trimming whitespace")
     if len(text) > max_text_chars:
         raise InvalidEvent("text_too_long", f"text has {len(text)} characters, the limit is {max_text_chars}")
+    _storable(text, "text")
 
     return FeedbackEvent(
         event_id=event_id,

@@ -8,8 +8,10 @@ words about to change are re-read, so several processes sharing one file stay ex
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import IO, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from sentiloop.buffer.store import BatchResult, BufferStats, SourcedEvent, StoredEvent, holdout_split
+from sentiloop.errors import BufferFileError, StorageUnavailable
 from sentiloop.events import FeedbackEvent
 from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
 
@@ -79,16 +82,73 @@ def _row_to_stored(row: sqlite3.Row) -> StoredEvent:
     return StoredEvent(seq=row["seq"], event=event, split=row["split"], ingested_ms=row["ingested_ms"])
 
 
-def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+# SQLite result codes that mean "the storage cannot take writes now", by metric label. Anything
+# else (a constraint, a value SQLite cannot bind) is about one record, not about the store.
+_UNAVAILABLE_CODES = {
+    "SQLITE_FULL": "disk_full",
+    "SQLITE_READONLY": "read_only",
+    "SQLITE_PERM": "read_only",
+    "SQLITE_BUSY": "locked",
+    "SQLITE_LOCKED": "locked",
+    "SQLITE_PROTOCOL": "locked",
+    "SQLITE_IOERR": "io_error",
+    "SQLITE_CANTOPEN": "cant_open",
+    "SQLITE_CORRUPT": "corrupt",
+    "SQLITE_NOTADB": "corrupt",
+}
+_OS_KINDS = {errno.ENOSPC: "disk_full", errno.EDQUOT: "disk_full", errno.EROFS: "read_only", errno.EACCES: "read_only",
+             errno.EPERM: "read_only"}
+
+
+def storage_failure(exc: BaseException) -> StorageUnavailable | None:
+    """The StorageUnavailable that ``exc`` amounts to, or None when it is not a storage failure.
+
+    Generic ``OperationalError``/``DatabaseError`` count as storage failures even without a known code:
+    pausing and retrying is safe, while calling them a bad record would send good events to the DLQ.
+    """
+    if isinstance(exc, StorageUnavailable):
+        return exc
+    if isinstance(exc, OSError):
+        return StorageUnavailable(_OS_KINDS.get(exc.errno or 0, "io_error"), str(exc))
+    if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+        return None
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    base = "_".join(name.split("_")[:2])
+    return StorageUnavailable(_UNAVAILABLE_CODES.get(base, "sqlite_error"), f"{exc} ({name or 'no result code'})")
+
+
+def _not_a_buffer(path: Path, exc: sqlite3.DatabaseError) -> BufferFileError:
+    return BufferFileError(
+        f"{path} is not a usable sentiloop buffer (SQLite: {exc}). If data_dir points at the wrong place, fix "
+        f"data_dir; if this is a damaged buffer, move it aside (mv {path} {path}.damaged; also its -wal/-shm files) "
+        "and start again: sentiloop creates a new buffer, and `sqlite3 FILE .recover` may rescue the old events."
+    )
+
+
+def _connect(path: Path, readonly: bool = False, lock_timeout_s: float = 10.0) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=lock_timeout_s, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise storage_failure(exc) or exc from None
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(lock_timeout_s * 1000)}")
     return conn
 
 
+def _is_not_a_database(exc: sqlite3.Error) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT"))
+
+
 class SQLiteBufferStore:
-    """Buffer + dictionary state in one SQLite file; one transaction per poll batch."""
+    """Buffer + dictionary state in one SQLite file; one transaction per poll batch.
+
+    Failure contract (what the consumer builds on): a write that cannot reach the disk raises
+    :class:`StorageUnavailable` and leaves nothing half-done — the transaction is rolled back, the
+    connection is dropped (the next call reopens it, so a file made writable again is seen), and the
+    in-memory dictionary is re-read from the committed rows before it is used again. Any other
+    exception from ``append_batch`` comes from the records themselves and is re-raised unchanged.
+    """
 
     def __init__(
         self,
@@ -97,6 +157,8 @@ class SQLiteBufferStore:
         dictionary: WordSentimentModel | None = None,
         holdout_share: float = 0.1,
         retention_days: float | None = None,
+        synchronous: str = "FULL",
+        lock_timeout_s: float = 10.0,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -104,31 +166,93 @@ class SQLiteBufferStore:
         self.dictionary = dictionary
         self.holdout_share = holdout_share
         self.retention_days = retention_days
-        self._conn = _connect(path)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode across process crashes
-        self._conn.executescript(SCHEMA)
+        self.synchronous = synchronous
+        self.lock_timeout_s = lock_timeout_s
+        self._lock = threading.RLock()  # one connection, shared by the poll and controller threads
+        self._conn: sqlite3.Connection | None = None
+        self._dictionary_stale = False
+        self._connection()
         self._check_labels()
         if dictionary is not None:
             self.reload_dictionary()
 
-    # -- transactions --------------------------------------------------------------------------
+    # -- connection and transactions -----------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection, (re)opened on demand: after an outage the file may be writable again."""
+        if self._conn is not None:
+            return self._conn
+        conn = _connect(self.path, lock_timeout_s=self.lock_timeout_s)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is fsynced at every commit, so a batch whose offsets are committed in Kafka
+            # survives a power loss too (NORMAL survives only a process crash).
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if _is_not_a_database(exc):
+                raise _not_a_buffer(self.path, exc) from None
+            raise storage_failure(exc) or exc from None
+        self._conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._connection()
+            except sqlite3.DatabaseError as exc:
+                failure = storage_failure(exc)
+                if failure is None:
+                    raise
+                self._drop_connection()
+                raise failure from exc
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front, so concurrent writers serialise cleanly."""
-        self._conn.execute("BEGIN IMMEDIATE")
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                if self._dictionary_stale and self.dictionary is not None:
+                    self._load_dictionary(conn)  # a failed write left uncommitted updates in memory
+                yield conn
+                conn.execute("COMMIT")  # may fail too (disk full at commit): handled below like the rest
+            except BaseException as exc:
+                self._abort(conn)
+                failure = storage_failure(exc)
+                if failure is None:
+                    raise
+                self._drop_connection()
+                raise failure from exc
+
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        """Roll back, and bring the in-memory dictionary back to the committed rows (or mark it stale)."""
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            if self.dictionary is not None:
-                self.reload_dictionary()  # the in-memory cache may hold uncommitted updates
-            raise
-        self._conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # a connection that cannot roll back is dropped; SQLite discards the open transaction
+        if self.dictionary is not None:
+            self._dictionary_stale = True
+            try:
+                self._load_dictionary(conn)
+            except sqlite3.Error:
+                pass  # stays stale: re-read inside the next write transaction
 
     def _check_labels(self) -> None:
         """Refuse to reuse a buffer written with another label set: indices would change meaning."""
-        stored = self._conn.execute("SELECT value FROM meta WHERE key='labels'").fetchone()
+        with self._read() as conn:
+            stored = conn.execute("SELECT value FROM meta WHERE key='labels'").fetchone()
         if stored is None:
             with self._write() as conn:
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('labels', ?)", (json.dumps(self.label_names),))
@@ -149,10 +273,23 @@ class SQLiteBufferStore:
     # -- dictionary state ----------------------------------------------------------------------
     def reload_dictionary(self) -> None:
         """Replace the in-memory dictionary with the committed rows."""
+        with self._read() as conn:
+            self._load_dictionary(conn)
+
+    def committed_dictionary(self) -> WordSentimentModel:
+        """The dictionary as committed (what a snapshot may show); re-read first if a write failed."""
         assert self.dictionary is not None
-        words = {r[0]: WordEntry(r[1], r[2]) for r in self._conn.execute("SELECT word, score, updates FROM dict_words")}
-        pending = {r[0]: PendingWord(r[1], r[2]) for r in self._conn.execute("SELECT word, count, total FROM dict_pending")}
+        with self._lock:
+            if self._dictionary_stale:
+                self.reload_dictionary()
+            return self.dictionary
+
+    def _load_dictionary(self, conn: sqlite3.Connection) -> None:
+        assert self.dictionary is not None
+        words = {r[0]: WordEntry(r[1], r[2]) for r in conn.execute("SELECT word, score, updates FROM dict_words")}
+        pending = {r[0]: PendingWord(r[1], r[2]) for r in conn.execute("SELECT word, count, total FROM dict_pending")}
         self.dictionary.load_state(words, pending)
+        self._dictionary_stale = False
 
     def _refresh_words(self, conn: sqlite3.Connection, words: set[str]) -> None:
         """Re-read the committed rows of ``words`` (another process may have changed them)."""
@@ -246,7 +383,8 @@ class SQLiteBufferStore:
             )
 
     def max_seq(self) -> int:
-        return _max_seq(self._conn)
+        with self._read() as conn:
+            return _max_seq(conn)
 
     def apply_retention(self, now_ms: int | None = None) -> int:
         if self.retention_days is None:
@@ -258,7 +396,8 @@ class SQLiteBufferStore:
 
     # -- reads ---------------------------------------------------------------------------------
     def mark_seq(self, mark: str) -> int:
-        row = self._conn.execute("SELECT seq FROM marks WHERE name = ?", (mark,)).fetchone()
+        with self._read() as conn:
+            row = conn.execute("SELECT seq FROM marks WHERE name = ?", (mark,)).fetchone()
         return int(row[0]) if row else 0
 
     def count_since(self, mark: str, labelled_only: bool = True) -> int:
@@ -266,7 +405,8 @@ class SQLiteBufferStore:
 
     def count_after(self, seq: int, labelled_only: bool = True) -> int:
         query = "SELECT COUNT(*) FROM events WHERE seq > ?" + (" AND label IS NOT NULL" if labelled_only else "")
-        return int(self._conn.execute(query, (seq,)).fetchone()[0])
+        with self._read() as conn:
+            return int(conn.execute(query, (seq,)).fetchone()[0])
 
     def sample(
         self, n: int, *, label: int | None = None, domain: str | None = None, split: str | None = None, seed: int = 0
@@ -277,14 +417,15 @@ class SQLiteBufferStore:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        seqs = np.array([r[0] for r in self._conn.execute(f"SELECT seq FROM events{where}", params)], dtype=np.int64)
-        if len(seqs) > n:
-            seqs = np.sort(np.random.default_rng(seed).choice(seqs, size=n, replace=False))
-        chosen: list[StoredEvent] = []
-        for chunk in _chunks([str(s) for s in seqs]):
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN ({marks}) ORDER BY seq", chunk)
-            chosen.extend(_row_to_stored(row) for row in rows)
+        with self._read() as conn:
+            seqs = np.array([r[0] for r in conn.execute(f"SELECT seq FROM events{where}", params)], dtype=np.int64)
+            if len(seqs) > n:
+                seqs = np.sort(np.random.default_rng(seed).choice(seqs, size=n, replace=False))
+            chosen: list[StoredEvent] = []
+            for chunk in _chunks([str(s) for s in seqs]):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN ({marks}) ORDER BY seq", chunk)
+                chosen.extend(_row_to_stored(row) for row in rows)
         return chosen
 
     def iter_events(self, *, since_seq: int = 0, until_seq: int | None = None, labelled_only: bool = False,
@@ -299,7 +440,9 @@ class SQLiteBufferStore:
         if split is not None:
             query += " AND split = ?"
             params.append(split)
-        for row in self._conn.execute(query + " ORDER BY seq", params):
+        with self._read() as conn:  # materialised: the lock is not held while the caller iterates
+            rows = conn.execute(query + " ORDER BY seq", params).fetchall()
+        for row in rows:
             yield _row_to_stored(row)
 
     def export_jsonl(self, out: IO[str], *, labelled_only: bool = False) -> int:
@@ -310,10 +453,12 @@ class SQLiteBufferStore:
         return count
 
     def stats(self) -> BufferStats:
-        return read_stats(self._conn, self.label_names)
+        with self._read() as conn:
+            return read_stats(conn, self.label_names)
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            self._drop_connection()
 
 
 def read_stats(conn: sqlite3.Connection, label_names: Sequence[str]) -> BufferStats:
@@ -341,10 +486,21 @@ def read_stats(conn: sqlite3.Connection, label_names: Sequence[str]) -> BufferSt
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection for `sentiloop status`/`dictionary`, safe while the daemon writes."""
+    """A read-only connection for `sentiloop status`/`dictionary`, safe while the daemon writes.
+
+    A file that is not a SQLite database is refused here, with what to do, not at the first query.
+    """
     if not path.exists():
         raise FileNotFoundError(f"no buffer at {path}: has the daemon run with this data_dir?")
-    return _connect(path, readonly=True)
+    conn = _connect(path, readonly=True)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if _is_not_a_database(exc):
+            raise _not_a_buffer(path, exc) from None
+        raise storage_failure(exc) or exc from None
+    return conn
 
 
 def read_stored_labels(conn: sqlite3.Connection) -> list[str]:

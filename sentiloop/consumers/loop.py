@@ -1,11 +1,22 @@
 """The feedback poll loop: validate → DLQ the bad → one buffer transaction → commit offsets.
 
-Checkpoint order (what makes kill -9 safe), per poll batch:
-  1. parse every record; refused ones are sent to ``<topic>.dlq`` with a reason header;
-  2. valid events + dictionary updates + counters are written in ONE SQLite transaction;
-  3. the DLQ producer is flushed (a refused record is never lost);
-  4. offsets (last + 1 per partition) are committed to Kafka.
-A crash between 2 and 4 only causes redelivery, which the buffer counts as duplicates.
+Checkpoint order (what makes kill -9, a full disk and a poison record safe), per poll batch:
+  1. parse every record; any failure — an ``InvalidEvent`` or anything else the parser raises —
+     makes it a refused record with a reason (``internal_error`` for the unexpected);
+  2. refused records are published to ``<topic>.dlq`` and the producer is flushed: each must be
+     acknowledged (a refused record is never lost);
+  3. valid events + dictionary updates + refusal counters are written in ONE SQLite transaction.
+     If that transaction fails because of a record (a value SQLite cannot bind), the events are
+     stored one transaction each and those that still fail are refused as ``unstorable`` (→ step 2);
+  4. only now do the batch's offsets (last + 1 per partition) become committable; they are committed.
+
+If step 2 or 3 cannot be completed (the buffer is full, read-only or locked; the DLQ is away), the
+batch is **held** in memory with exactly what is not yet durable, every assigned partition is paused
+(the consumer keeps polling, so it stays in the group), readiness reports the outage, and the
+held batch is retried with capped exponential backoff until it succeeds; then fetching resumes.
+No offset past the last stored batch is ever committed: a crash at any point only causes
+redelivery, which the buffer counts as duplicates. A held batch whose partitions are revoked is
+dropped (the new owner reads it again from the committed offsets).
 The loop does no heavy work, so it keeps polling (and heartbeating) whatever else the daemon does.
 """
 
@@ -16,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -25,11 +36,12 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
-from sentiloop.buffer.store import BatchResult, SourcedEvent
+from sentiloop.buffer.store import BatchResult
 from sentiloop.config import Settings
+from sentiloop.consumers.batch import PendingBatch, Refused, prepare_batch
 from sentiloop.consumers.clients import ensure_topics, make_consumer, make_producer
-from sentiloop.errors import InvalidEvent
-from sentiloop.events import FeedbackEvent, parse_event
+from sentiloop.consumers.outage import Outage
+from sentiloop.errors import DLQUnavailable, StorageUnavailable
 from sentiloop.monitoring.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -48,6 +60,7 @@ class LoopState:
     connected: bool = False
     assigned: int = 0
     batches: int = 0
+    outage: dict[str, object] | None = None  # set while ingestion is paused by a failure
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
@@ -58,6 +71,7 @@ class _RebalanceListener(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         self.loop.commit_pending(only=set(revoked))
+        self.loop.drop_held(set(revoked))
         for tp in revoked:  # a stale lag value would keep alerting for a partition we no longer own
             try:
                 self.loop.metrics.consumer_lag.remove(str(tp.partition))
@@ -90,7 +104,9 @@ class FeedbackConsumer:
         self.metrics = metrics
         self.on_batch = on_batch
         self.state = LoopState()
-        self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._pending: dict[TopicPartition, OffsetAndMetadata] = {}  # stored, not yet committed
+        self._held: PendingBatch | None = None  # a batch that could not be made durable yet
+        self._outage: Outage | None = None
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._last_status = 0.0
@@ -114,33 +130,57 @@ class FeedbackConsumer:
         log.info("consuming %s as group %s from %s", self.kafka.topic, self.kafka.group_id, ",".join(self.bootstrap))
         try:
             while not stop.is_set():
-                self.poll_once()
+                try:
+                    self.poll_once()
+                except Exception:  # the loop outlives any one failure; a batch in flight is held or re-read
+                    log.exception("poll loop iteration failed; continuing in 1s")
+                    stop.wait(1.0)
         finally:
             self.close()
 
     def poll_once(self) -> int:
         """One poll → process → commit cycle; returns the number of records handled."""
-        assert self._consumer is not None
+        consumer = self._consumer
+        assert consumer is not None
+        if self._held is not None and self._outage is not None and self._outage.retry_due():
+            self._finish(self._held)
+        paused = self._outage is not None and (self._held is not None or not self._outage.retry_due())
+        if paused:
+            consumer.pause(*consumer.assignment())  # also partitions assigned during the outage
         try:
-            batch = self._consumer.poll(timeout_ms=self.kafka.poll_timeout_ms, max_records=self.kafka.max_poll_records)
+            batch = consumer.poll(timeout_ms=self.kafka.poll_timeout_ms, max_records=self.kafka.max_poll_records)
         except KafkaError as exc:
             log.warning("poll failed (%s); the client reconnects by itself", exc)
             time.sleep(0.5)
             batch = {}
         self.state.last_poll_monotonic = time.monotonic()
-        if self.to_resume:  # before processing: records fetched from a stale position are read again after the seek
-            moved = self.resume_from_committed(self.to_resume)
-            batch = {tp: records for tp, records in batch.items() if tp not in moved}
-        handled = sum(len(records) for records in batch.values())
+        handled = 0
+        try:
+            if self.to_resume:  # before processing: records fetched from a stale position are read again after the seek
+                moved = self.resume_from_committed(self.to_resume)
+                batch = {tp: records for tp, records in batch.items() if tp not in moved}
+            if paused:
+                self._push_back(batch)  # paused partitions return nothing; anything else is read again later
+                batch = {}
+            handled = sum(len(records) for records in batch.values())
+        except BaseException:
+            self._push_back(batch)
+            raise
         if handled:
-            self._process(batch)
+            names, buffer = self.settings.label_names, self.settings.buffer
+            self._finish(prepare_batch(batch, names, buffer.max_text_chars, buffer.max_record_bytes))
         elif self._pending:
             self.commit_pending()
+        elif self._outage is not None and self._held is None and not paused:
+            self._recovered()  # the held batch went back to Kafka (revoked) and nothing failed since
         self._refresh_status()
         return handled
 
     def close(self) -> None:
         """Commit what was stored, then leave the group so partitions move at once."""
+        if self._held is not None:
+            log.warning("stopping with a batch of %d records not yet stored (%s); it is read again at the next start",
+                        self._held.size, self._outage.detail if self._outage else "unknown")
         if self._producer is not None:
             self._producer.flush(timeout=10)
         if self._consumer is not None:
@@ -151,71 +191,144 @@ class FeedbackConsumer:
         self._consumer = self._producer = None
 
     # -- the batch path ------------------------------------------------------------------------
-    def _process(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
-        assert self._producer is not None
-        valid: list[SourcedEvent] = []
-        invalid: Counter[str] = Counter()
-        record_ts: list[int] = []
-        dlq_futures: list[FutureRecordMetadata | None] = []
-        names = self.settings.label_names
-        max_chars = self.settings.buffer.max_text_chars
-        for tp, records in batch.items():
-            for record in records:
-                record_ts.append(record.timestamp)
-                try:
-                    event: FeedbackEvent = parse_event(record.value, names, record.timestamp, max_chars)
-                except InvalidEvent as exc:
-                    invalid[exc.reason] += 1
-                    dlq_futures.append(self._send_to_dlq(record, exc))
-                    continue
-                valid.append(SourcedEvent(event, tp.topic, tp.partition, record.offset))
-            self._pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
-
-        if not self._dlq_delivered(dlq_futures):
-            self._rewind(batch)
+    def _finish(self, batch: PendingBatch) -> None:
+        """Make ``batch`` durable and commit it, or hold it and pause; never raises."""
+        try:
+            self._deliver_refused(batch)
+            self._store(batch)
+        except StorageUnavailable as exc:
+            self.metrics.buffer_write_errors.labels(kind=exc.kind).inc()
+            self._hold(batch, "buffer", exc.kind, exc.detail)
             return
-        result = self.store.append_batch(valid, invalid)  # one transaction: events + dictionary + counters
+        except DLQUnavailable as exc:
+            self._hold(batch, "dlq", "not_acknowledged", str(exc))
+            return
+        except Exception as exc:  # a bug: keep the batch, say so loudly, retry with backoff
+            log.exception("storing a batch failed unexpectedly")
+            self._hold(batch, "internal", "internal", f"{type(exc).__name__}: {exc}")
+            return
+        self._held = None
+        for tp, offset in batch.next_offsets.items():
+            self._pending[tp] = OffsetAndMetadata(offset, "", -1)
         committed = self.commit_pending()
-        self._observe(result, invalid, record_ts, committed)
+        if self._outage is not None:
+            self._recovered()
+        self._observe(batch.done, batch.counted, batch.record_ts, committed)
         if self.on_batch is not None:
-            self.on_batch(result)
+            try:
+                self.on_batch(batch.done)
+            except Exception:  # housekeeping (snapshots, drift offers) never stops ingestion
+                log.exception("after-batch hook failed")
 
-    def _send_to_dlq(self, record, error: InvalidEvent) -> FutureRecordMetadata | None:  # type: ignore[no-untyped-def]
+    def _store(self, batch: PendingBatch) -> None:
+        """Step 3: one transaction; on a record-level failure, isolate the record(s) that cause it."""
+        if not batch.valid and not batch.invalid:
+            return
+        try:
+            result = self.store.append_batch([v.event for v in batch.valid], batch.invalid)
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            log.warning("a batch of %d events failed to store (%s: %s); storing them one by one to find the cause",
+                        len(batch.valid), type(exc).__name__, exc)
+            self._store_one_by_one(batch)
+            self._deliver_refused(batch)  # the unstorable ones, before their offsets can be committed
+            result = self.store.append_batch([], batch.invalid)
+        batch.valid = []
+        batch.stored(result, with_counts=True)
+
+    def _store_one_by_one(self, batch: PendingBatch) -> None:
+        while batch.valid:
+            item = batch.valid[0]
+            try:
+                result = self.store.append_batch([item.event])
+            except StorageUnavailable:
+                raise
+            except Exception as exc:
+                log.warning("event %r from %s/%d/%d cannot be stored (%s: %s); sending it to the DLQ", item.event.event.event_id[:40],
+                            item.event.topic, item.event.partition, item.event.offset, type(exc).__name__, exc)
+                batch.refuse(item.record, "unstorable", f"{type(exc).__name__}: {exc}")
+            else:
+                batch.stored(result, with_counts=False)
+            batch.valid.pop(0)
+
+    def _deliver_refused(self, batch: PendingBatch) -> None:
+        """Step 2: every refused record acknowledged by the DLQ, or DLQUnavailable (the rest stays in the batch)."""
+        if not batch.refused:
+            return
         assert self._producer is not None
+        sent = [(refused, self._send_to_dlq(refused)) for refused in batch.refused]
+        try:
+            self._producer.flush(timeout=30)
+        except KafkaError as exc:
+            log.warning("DLQ flush failed: %s", exc)
+        batch.refused = [refused for refused, future in sent if future is None or not future.succeeded()]
+        if batch.refused:
+            self.metrics.dlq_errors.inc()
+            raise DLQUnavailable(f"{len(batch.refused)} refused record(s) not acknowledged by {self.kafka.dlq_topic}")
+
+    def _send_to_dlq(self, refused: Refused) -> FutureRecordMetadata | None:
+        assert self._producer is not None
+        record = refused.record
         headers = [
-            (REASON_HEADER, error.reason.encode()),
-            (DETAIL_HEADER, error.detail[:500].encode("utf-8", "replace")),
+            (REASON_HEADER, refused.reason.encode()),
+            (DETAIL_HEADER, refused.detail[:500].encode("utf-8", "replace")),
             (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}".encode()),
         ]
-        log.debug("refused %s/%d/%d: %s", record.topic, record.partition, record.offset, error)
+        log.debug("refused %s/%d/%d: %s: %s", record.topic, record.partition, record.offset, refused.reason, refused.detail)
         try:
             return self._producer.send(self.kafka.dlq_topic, value=record.value or b"", key=record.key, headers=headers)
         except KafkaError as exc:
             log.warning("cannot publish to DLQ %s: %s", self.kafka.dlq_topic, exc)
             return None
 
-    def _dlq_delivered(self, futures: list[FutureRecordMetadata | None]) -> bool:
-        """Wait until every refused record is acknowledged by the broker (it must never be lost)."""
-        if not futures:
-            return True
-        assert self._producer is not None
-        try:
-            self._producer.flush(timeout=30)
-        except KafkaError as exc:
-            log.warning("DLQ flush failed: %s", exc)
-        if all(f is not None and f.succeeded() for f in futures):
-            return True
-        self.metrics.dlq_errors.inc()
-        return False
+    # -- outages -------------------------------------------------------------------------------
+    def _hold(self, batch: PendingBatch, cause: str, kind: str, detail: str) -> None:
+        """Keep the batch, pause fetching, schedule a retry; log once per outage (and on a new cause)."""
+        self._held = batch
+        first = self._outage is None
+        if self._outage is None:
+            self._outage = Outage(cause, kind, detail, self.settings.buffer.retry_max_s)
+        elif (self._outage.cause, self._outage.kind) != (cause, kind):
+            log.warning("ingestion still paused, now because %s is unavailable (%s): %s", cause, kind, detail)
+        self._outage.failed_again(cause, kind, detail)
+        if first:
+            log.error("ingestion paused: %s unavailable (%s): %s. Holding %d records (nothing is committed past "
+                      "the last stored batch); retrying with backoff up to %.0fs", cause, kind, detail, batch.size,
+                      self.settings.buffer.retry_max_s)
+        if self._consumer is not None:
+            self._consumer.pause(*self._consumer.assignment())
+        self.metrics.ingest_paused.labels(cause=cause).set(1)
+        self.state.outage = self._outage.describe()
 
-    def _rewind(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
-        """Re-read this batch later: nothing of it is committed, so nothing is lost or skipped."""
+    def _recovered(self) -> None:
+        outage = self._outage
+        assert outage is not None
+        self._outage = None
+        self.state.outage = None
+        for cause in ("buffer", "dlq", "internal"):
+            self.metrics.ingest_paused.labels(cause=cause).set(0)
+        if self._consumer is not None:
+            self._consumer.resume(*self._consumer.paused())
+        log.warning("ingestion resumed: %s is available again after %.0fs and %d failed attempt(s)",
+                    outage.cause, time.monotonic() - outage.since, outage.attempts)
+
+    def drop_held(self, revoked: set[TopicPartition]) -> None:
+        """Partitions of a held batch leave us: forget it (the committed offsets are before it)."""
+        held = self._held
+        if held is None or not held.partitions & revoked:
+            return
+        log.warning("partitions %s revoked while a batch of %d records was held; it is read again from the "
+                    "committed offsets", sorted(tp.partition for tp in held.partitions & revoked), held.size)
+        self._held = None
+        self.to_resume.update(held.partitions - revoked)
+
+    def _push_back(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Records this loop will not process now are fetched again: seek to the first of each partition."""
         assert self._consumer is not None
-        log.warning("DLQ not acknowledged; re-reading the batch in 1s")
         for tp, records in batch.items():
-            self._pending.pop(tp, None)
-            self._consumer.seek(tp, records[0].offset)
-        time.sleep(1.0)
+            if records:
+                self._consumer.seek(tp, records[0].offset)
 
     def resume_from_committed(self, partitions: set[TopicPartition]) -> set[TopicPartition]:
         """Start each partition at the group's committed offset, not at a position this client remembers.
@@ -291,6 +404,7 @@ class FeedbackConsumer:
             return
         self._last_status = now
         consumer = self._consumer
+        self.state.outage = self._outage.describe() if self._outage else None
         connections = consumer.metrics().get("consumer-metrics", {}).get("connection-count", 0)
         self.state.connected = bool(connections)
         self.metrics.kafka_connected.set(1 if self.state.connected else 0)

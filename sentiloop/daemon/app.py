@@ -21,7 +21,7 @@ from sentiloop.buffer.store import BatchResult
 from sentiloop.config import Settings, load_settings
 from sentiloop.consumers.broker import EmbeddedBroker
 from sentiloop.consumers.loop import FeedbackConsumer
-from sentiloop.errors import ConfigError
+from sentiloop.errors import CheckpointError, ConfigError, StorageUnavailable
 from sentiloop.models.lexicon import load_seed_lexicon
 from sentiloop.models.snapshots import DictionarySnapshots
 from sentiloop.models.word_sentiment import WordSentimentModel
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 3600.0
 STALL_AFTER_S = 60.0
+SNAPSHOT_RETRY_S = 60.0
 
 
 def build_dictionary(settings: Settings) -> WordSentimentModel:
@@ -47,6 +48,8 @@ def open_store(settings: Settings, dictionary: WordSentimentModel | None) -> SQL
         dictionary,
         holdout_share=settings.buffer.holdout_share,
         retention_days=settings.buffer.retention_days,
+        synchronous=settings.buffer.synchronous,
+        lock_timeout_s=settings.buffer.lock_timeout_s,
     )
     if dictionary is not None and settings.dictionary.seed_lexicon != "none":
         added = store.seed_dictionary(load_seed_lexicon(settings.dictionary.seed_lexicon, settings.polarities), settings.dictionary.seed_lexicon)
@@ -93,6 +96,7 @@ class Daemon:
         self.metrics = IngestMetrics()
         self.snapshots = DictionarySnapshots(settings.data_dir / "dictionary", settings.dictionary.keep_snapshots)
         self._since_snapshot = 0
+        self._snapshot_retry_at = 0.0
         self._last_retention = 0.0
         self._buffer_count = 0
 
@@ -193,20 +197,35 @@ class Daemon:
         self.metrics.buffer_events.set(self._buffer_count)
         self._since_snapshot += result.dictionary_updates
         every = self.settings.dictionary.snapshot_every
-        if every and self._since_snapshot >= every:
-            self._snapshot("periodic")
         now = time.monotonic()
+        if every and self._since_snapshot >= every and now >= self._snapshot_retry_at:
+            self._snapshot("periodic")
         if self.settings.buffer.retention_days and now - self._last_retention > RETENTION_EVERY_S:
             assert self.store is not None
             self._last_retention = now
-            removed = self.store.apply_retention()
+            try:
+                removed = self.store.apply_retention()
+            except StorageUnavailable as exc:
+                log.warning("retention skipped, tried again in %.0f s: %s", RETENTION_EVERY_S, exc)
+                return
             if removed:
                 self._buffer_count -= removed
                 log.info("retention removed %d events older than %s days", removed, self.settings.buffer.retention_days)
 
     def _snapshot(self, reason: str) -> None:
+        """Write a dictionary snapshot; a failure is counted and retried later, never raised.
+
+        The buffer holds the dictionary's durable state, so a missing snapshot loses nothing: it is
+        an export for people and tools, and must never take the daemon down.
+        """
         assert self.store is not None and self.store.dictionary is not None
-        version, path = self.snapshots.write(self.store.dictionary, reason=reason)
+        try:
+            version, path = self.snapshots.write(self.store.committed_dictionary(), reason=reason)
+        except (OSError, StorageUnavailable, CheckpointError) as exc:
+            self.metrics.snapshot_errors.inc()
+            self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
+            log.warning("dictionary snapshot (%s) could not be written, retrying in %.0f s: %s", reason, SNAPSHOT_RETRY_S, exc)
+            return
         self._since_snapshot = 0
         log.info("dictionary snapshot v%d written to %s (%s)", version, path, reason)
 
@@ -249,11 +268,14 @@ class Daemon:
         return since < STALL_AFTER_S, {"last_poll_s_ago": round(since, 2), "batches": state.batches}
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready = connected to Kafka and the buffer open (an instance with no partition is idle, not broken)."""
+        """Ready = connected to Kafka, the buffer open and ingestion not paused by a failure
+        (an instance with no partition is idle, not broken)."""
         state = self.consumer.state if self.consumer else None
+        outage = state.outage if state else None
         detail: dict[str, object] = {
             "kafka_connected": bool(state and state.connected),
             "partitions_assigned": state.assigned if state else 0,
             "buffer_open": self.store is not None,
+            "ingestion": outage or {"paused": False},
         }
-        return bool(state and state.connected and self.store is not None), detail
+        return bool(state and state.connected and self.store is not None and outage is None), detail

@@ -26,6 +26,7 @@ import yaml
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
 from sentiloop.config import Settings
+from sentiloop.errors import StorageUnavailable
 from sentiloop.models.store import ModelStore
 from sentiloop.monitoring.drift_monitor import DriftMonitor
 from sentiloop.monitoring.metrics import IngestMetrics
@@ -122,11 +123,18 @@ class RetrainController:
 
     # -- the loop ------------------------------------------------------------------------------
     def _loop(self) -> None:
+        unavailable = ""
         while not self._stop.wait(CHECK_S):
             try:
                 self.tick()
+            except StorageUnavailable as exc:  # the consumer reports the outage; say it here once
+                if str(exc) != unavailable:
+                    log.warning("retrain decisions wait for the buffer: %s", exc)
+                unavailable = str(exc)
+                continue
             except Exception:  # the controller must outlive any single failure
                 log.exception("retrain controller tick failed")
+            unavailable = ""
 
     def tick(self) -> None:
         if self.worker is not None:
@@ -163,7 +171,11 @@ class RetrainController:
             self.pending_drift = None
             self.policy.record_retrain()
             self.monitor.reset(fired)
-            self.launch(decision.trigger, decision.reason, manual[1] if manual else None, recent_since)
+            try:
+                self.launch(decision.trigger, decision.reason, manual[1] if manual else None, recent_since)
+            except OSError as exc:  # e.g. the disk is full: counted and logged; the next trigger tries again
+                self.metrics.retrain_runs.labels(trigger=decision.trigger, status="failed").inc()
+                log.error("could not start the retrain worker (%s): %s", decision.reason, exc)
         elif decision.suppressed and decision.suppressed != self._last_suppressed:
             # The signal stays latched (the detector is not reset): a drift still there when the
             # cool-down ends starts its retrain then, instead of a blind window of fresh statistics.

@@ -42,6 +42,19 @@ class IngestMetrics:
         self.kafka_connected = Gauge(f"{PREFIX}_kafka_connected", "1 while the consumer has a broker connection", registry=r)
         self.dlq_errors = Counter(f"{PREFIX}_dlq_errors", "Failures to publish a refused record to the DLQ", registry=r)
         self.commit_errors = Counter(f"{PREFIX}_commit_errors", "Offset commits that failed (records will be redelivered)", registry=r)
+        self.ingest_paused = Gauge(
+            f"{PREFIX}_ingest_paused", "1 while ingestion is paused because a batch cannot be made durable, by cause", ["cause"], registry=r
+        )
+        for cause in ("buffer", "dlq", "internal"):
+            self.ingest_paused.labels(cause=cause)
+        self.buffer_write_errors = Counter(
+            f"{PREFIX}_buffer_write_errors", "Failed attempts to write a batch to the buffer, by kind", ["kind"], registry=r
+        )
+        for kind in ("disk_full", "read_only", "locked", "io_error", "cant_open", "corrupt", "sqlite_error"):
+            self.buffer_write_errors.labels(kind=kind)
+        self.snapshot_errors = Counter(
+            f"{PREFIX}_snapshot_errors", "Dictionary snapshots that could not be written (retried later)", registry=r
+        )
         self.config_reloads = Counter(
             f"{PREFIX}_config_reloads", "Configuration reloads, by result", ["result"], registry=r
         )
