@@ -10,7 +10,10 @@ set of synthetic schema-v1 feedback events, produced once to a 3-partition topic
   (b) daemon   sentiloop's own ``FeedbackConsumer.run`` (its topic setup, clients and rebalance
                listener) with a fresh SQLite buffer, the word-sentiment dictionary and the Prometheus
                metrics: validate, DLQ check, one transaction per poll batch, dictionary update,
-               offset commit. Target: rate(b) / rate(a) >= 0.5;
+               offset commit. Target: rate(b) / rate(a) >= 0.5. The buffer runs with the default
+               ``buffer.synchronous: FULL`` (one fsync of the WAL per batch, durable across a power loss);
+  (b') normal  the same path with ``synchronous: NORMAL`` (durable across a process crash only), on
+               the same records with its own group and buffer: the price of the fsync is b / b';
   (c) latency  the daemon path again (fresh topic, group and buffer) while a separate process
                produces events at a steady paced rate, each record stamped with its send time.
                Latency = offset-commit time - record timestamp, exact per event. Target: p99 < 100 ms.
@@ -53,7 +56,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sentiloop.buffer.store import BatchResult
-from sentiloop.config import DEFAULT_LABELS, KafkaConfig, MetricsConfig, Settings
+from sentiloop.config import DEFAULT_LABELS, BufferConfig, KafkaConfig, MetricsConfig, Settings
 from sentiloop.consumers.broker import EmbeddedBroker
 from sentiloop.consumers.clients import ensure_topics, make_consumer, make_producer
 from sentiloop.consumers.loop import FeedbackConsumer
@@ -184,12 +187,13 @@ def make_corpus(n: int, seed: int, prefix: str) -> Corpus:
 
 
 # -- configuration and producing -----------------------------------------------------------------
-def bench_settings(bootstrap: str, data_dir: Path, topic: str, group: str) -> Settings:
+def bench_settings(bootstrap: str, data_dir: Path, topic: str, group: str, synchronous: str = "FULL") -> Settings:
     """Daemon defaults, except: this broker, a private topic/group/buffer, and no HTTP endpoint."""
     return Settings(
         data_dir=data_dir,
         kafka=KafkaConfig(bootstrap_servers=[bootstrap], topic=topic, group_id=group, partitions=PARTITIONS),
         metrics=MetricsConfig(enabled=False),
+        buffer=BufferConfig(synchronous=synchronous),
     )
 
 
@@ -462,6 +466,7 @@ def machine_info() -> dict[str, Any]:
 
 def print_table(results: dict[str, Any]) -> None:
     a, b, c = results["ceiling"], results["daemon"], results["latency"]
+    normal = results["daemon_normal"]
     lat = c["latency_ms"]
     ratio_ok = "PASS" if results["ratio"] >= TARGET_RATIO else "FAIL"
     p99_ok = "PASS" if lat["p99"] < TARGET_P99_MS else "FAIL"
@@ -469,6 +474,8 @@ def print_table(results: dict[str, Any]) -> None:
         ("(a) bare kafka-python + json.loads", f"{a['rate']:>10,.0f} ev/s", f"{a['events']:,} ev in {a['seconds']:.2f}s (join {a['join_seconds']:.1f}s)"),
         ("(b) daemon path (FeedbackConsumer)", f"{b['rate']:>10,.0f} ev/s", f"{b['events']:,} ev in {b['seconds']:.2f}s (join {b['join_seconds']:.1f}s)"),
         ("    ratio b/a", f"{results['ratio']:>10.2f}", f"target >= {TARGET_RATIO}: {ratio_ok}"),
+        ("(b') daemon path, synchronous=NORMAL", f"{normal['rate']:>10,.0f} ev/s", f"{normal['events']:,} ev in {normal['seconds']:.2f}s"),
+        ("    ratio b/b' (price of FULL)", f"{results['full_vs_normal']:>10.2f}", "one WAL fsync per batch"),
         (f"(c) latency @ {c['producer']['rate']:,.0f} ev/s  p50", f"{lat['p50']:>10.1f} ms", f"{c['measured']:,} events, record ts -> offset commit"),
         ("                        p90", f"{lat['p90']:>10.1f} ms", ""),
         ("                        p99", f"{lat['p99']:>10.1f} ms", f"target < {TARGET_P99_MS:g} ms: {p99_ok}"),
@@ -539,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         produce_s = produce_bulk(throughput.kafka, corpus)
         ceiling = bench_ceiling(throughput.kafka, args.events, args.timeout)
         daemon = bench_daemon(throughput, args.events, args.timeout, profiler)
+        normal = bench_settings(broker.bootstrap, root / "daemon-normal", THROUGHPUT_TOPIC, "bench.daemon-normal", "NORMAL")
+        daemon_normal = bench_daemon(normal, args.events, args.timeout, None)
         paced = bench_latency(latency, make_corpus(args.latency_events, args.seed + 1, "lat"), args.rate, args.timeout)
 
     results: dict[str, Any] = {
@@ -552,6 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ceiling": {**asdict(ceiling), "rate": ceiling.rate},
         "daemon": {**asdict(daemon), "rate": daemon.rate},
         "ratio": daemon.rate / ceiling.rate,
+        "daemon_normal": {**asdict(daemon_normal), "rate": daemon_normal.rate},
+        "full_vs_normal": daemon.rate / daemon_normal.rate,
         "latency": paced,
         "targets": {"ratio_min": TARGET_RATIO, "p99_ms_max": TARGET_P99_MS},
         "total_seconds": time.perf_counter() - started,

@@ -152,7 +152,7 @@ class BufferConfig(_Strict):
         default="FULL", description="SQLite fsync policy: FULL survives power loss (one fsync per batch), NORMAL only a process crash")
     lock_timeout_s: float = Field(default=10.0, gt=0, le=600, description="wait this long for a locked buffer before pausing ingestion")
     retry_max_s: float = Field(default=30.0, ge=0.1, le=3600,
-                               description="longest wait between attempts to write a held batch while the buffer is unavailable")
+                               description="longest wait between attempts to write (a held batch, a dictionary snapshot) while storage fails")
 
 
 class BertConfig(_Strict):

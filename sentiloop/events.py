@@ -26,6 +26,7 @@ MAX_DOMAIN = 64
 MAX_LANG = 16
 MAX_MODEL_VERSION = 128
 MAX_INT_DIGITS = 19  # fits SQLite's and PostgreSQL's 64-bit integers
+MAX_NESTING = 32  # an event is a flat object; the limit makes deep input fail the same way on every thread
 KNOWN_FIELDS = frozenset(
     {"event_id", "text", "label", "predicted_label", "model_version", "domain", "lang", "ts", "schema_version"}
 )
@@ -48,6 +49,7 @@ REASONS = (
     "number_out_of_range",
     "unstorable_text",
     "record_too_large",
+    "nested_too_deep",
     "unstorable",
     "internal_error",
 )
@@ -143,7 +145,37 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     raise AssertionError("unreachable: a shorter dict means a repeated key")
 
 
+def _nested_too_deep(text: str, limit: int = MAX_NESTING) -> bool:
+    """True when arrays/objects nest deeper than ``limit``, brackets inside strings not counted.
+
+    Without it, deep input fails by RecursionError, whose threshold depends on how deep the calling
+    thread's stack already is: the same record could be refused on one thread and parsed on another.
+    """
+    if text.count("[") + text.count("{") <= limit:  # the usual case: no scan needed
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def _load_json(decoded: str) -> Any:
+    if _nested_too_deep(decoded):
+        raise InvalidEvent("nested_too_deep", f"arrays/objects nest deeper than {MAX_NESTING} levels; an event is a flat object")
     try:
         return json.loads(decoded, parse_int=_bounded_int, parse_constant=_no_constants,
                           object_pairs_hook=_object_without_duplicates)

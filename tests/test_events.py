@@ -51,10 +51,44 @@ def test_valid_event_with_names_and_indices() -> None:
         ({"event_id": "a", "text": "x", "ts": "yesterday"}, "bad_timestamp"),
         ({"event_id": "a", "text": "x", "surprise": 1}, "unknown_field"),
         ({"event_id": "a", "text": "x", "schema_version": 2}, "unsupported_schema"),
+        # valid JSON that cannot be stored, refused explicitly instead of failing later
+        (b'{"event_id":"p","text":"hi","label":' + b"9" * 5000 + b"}", "number_out_of_range"),
+        (b'{"event_id":"p","text":"hi","ts":-' + b"1" * 20 + b"}", "number_out_of_range"),
+        (b'{"event_id":"p","text":"bad \\ud800 text"}', "unstorable_text"),
+        (b'{"event_id":"\\udc00","text":"ok"}', "unstorable_text"),
+        (b'{"event_id":"p","text":"ok","domain":"\\ud83d"}', "unstorable_text"),
+        (b'{"event_id":"p","text":"nul \\u0000 here"}', "unstorable_text"),
+        (b'{"event_id":"p","text":"x","label":1,"label":2}', "duplicate_key"),
+        (b'{"event_id":"p","text":"x","ts":NaN}', "not_json"),
+        (b'{"event_id":"p","text":"x","ts":-Infinity}', "not_json"),
+        (b"[" * 5000 + b"]" * 5000, "nested_too_deep"),
+        (b"[" * 33 + b"]" * 33, "nested_too_deep"),
+        ({"event_id": "a", "text": "x", "ts": "0001-01-01T00:00:00+23:59"}, "bad_timestamp"),
+        ({"event_id": "a", "text": "x", "ts": "1969-12-31T23:59:59Z"}, "bad_timestamp"),
+        (b'{"event_id":"a","text":"x","ts":1e400}', "bad_timestamp"),
     ],
 )
 def test_invalid_records_have_a_reason(value: object, reason: str) -> None:
     assert reason_of(value) == reason
+
+
+def test_control_characters_other_than_nul_are_kept() -> None:
+    assert parse({"event_id": "a", "text": "tab\there\x07bell\x1fend"}).text == "tab\there\x07bell\x1fend"
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    assert parse({"event_id": "a", "text": "[" * 200 + '"{' * 50}).text.startswith("[[[")
+
+
+def test_duplicate_keys_are_refused_even_when_nested_or_equal() -> None:
+    assert reason_of(b'{"event_id":"p","text":"x","domain":"a","domain":"a"}') == "duplicate_key"
+    with pytest.raises(InvalidEvent, match="'domain' appears more than once"):
+        parse(b'{"event_id":"p","text":"x","domain":"a","domain":"b"}')
+
+
+def test_record_size_limit_is_checked_before_parsing() -> None:
+    assert reason_of({"event_id": "a", "text": "x" * 300}, max_record_bytes=256) == "record_too_large"
+    assert parse({"event_id": "a", "text": "x" * 200}, max_record_bytes=256).text == "x" * 200
 
 
 def test_detail_names_the_field() -> None:

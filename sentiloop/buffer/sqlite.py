@@ -187,7 +187,7 @@ class SQLiteBufferStore:
             # FULL: the WAL is fsynced at every commit, so a batch whose offsets are committed in Kafka
             # survives a power loss too (NORMAL survives only a process crash).
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.executescript(SCHEMA)
+            conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")  # one transaction: readers never see half a schema
         except sqlite3.DatabaseError as exc:
             conn.close()
             if _is_not_a_database(exc):

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 3600.0
 STALL_AFTER_S = 60.0
-SNAPSHOT_RETRY_S = 60.0
 
 
 def build_dictionary(settings: Settings) -> WordSentimentModel:
@@ -223,8 +222,9 @@ class Daemon:
             version, path = self.snapshots.write(self.store.committed_dictionary(), reason=reason)
         except (OSError, StorageUnavailable, CheckpointError) as exc:
             self.metrics.snapshot_errors.inc()
-            self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
-            log.warning("dictionary snapshot (%s) could not be written, retrying in %.0f s: %s", reason, SNAPSHOT_RETRY_S, exc)
+            retry_s = self.settings.buffer.retry_max_s
+            self._snapshot_retry_at = time.monotonic() + retry_s
+            log.warning("dictionary snapshot (%s) could not be written, retrying in %.0f s: %s", reason, retry_s, exc)
             return
         self._since_snapshot = 0
         log.info("dictionary snapshot v%d written to %s (%s)", version, path, reason)
