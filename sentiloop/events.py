@@ -173,12 +173,15 @@ def _nested_too_deep(text: str, limit: int = MAX_NESTING) -> bool:
     return False
 
 
+# Built once: json.loads(..., hooks) would build a new decoder per call, doubling the parse cost.
+_DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constants, object_pairs_hook=_object_without_duplicates)
+
+
 def _load_json(decoded: str) -> Any:
     if _nested_too_deep(decoded):
         raise InvalidEvent("nested_too_deep", f"arrays/objects nest deeper than {MAX_NESTING} levels; an event is a flat object")
     try:
-        return json.loads(decoded, parse_int=_bounded_int, parse_constant=_no_constants,
-                          object_pairs_hook=_object_without_duplicates)
+        return _DECODER.decode(decoded)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidEvent("not_json", f"not valid JSON: {str(exc)[:120]}") from None
 

@@ -154,21 +154,23 @@ class FeedbackConsumer:
             time.sleep(0.5)
             batch = {}
         self.state.last_poll_monotonic = time.monotonic()
-        handled = 0
-        try:
+        prepared: PendingBatch | None = None
+        try:  # until _finish owns the records, any failure sends them back to Kafka to be read again
             if self.to_resume:  # before processing: records fetched from a stale position are read again after the seek
                 moved = self.resume_from_committed(self.to_resume)
                 batch = {tp: records for tp, records in batch.items() if tp not in moved}
             if paused:
                 self._push_back(batch)  # paused partitions return nothing; anything else is read again later
                 batch = {}
-            handled = sum(len(records) for records in batch.values())
+            if batch:
+                buffer = self.settings.buffer
+                prepared = prepare_batch(batch, self.settings.label_names, buffer.max_text_chars, buffer.max_record_bytes)
         except BaseException:
             self._push_back(batch)
             raise
-        if handled:
-            names, buffer = self.settings.label_names, self.settings.buffer
-            self._finish(prepare_batch(batch, names, buffer.max_text_chars, buffer.max_record_bytes))
+        handled = prepared.size if prepared is not None else 0
+        if prepared is not None:
+            self._finish(prepared)
         elif self._pending:
             self.commit_pending()
         elif self._outage is not None and self._held is None and not paused:
