@@ -83,7 +83,7 @@ def feed_buffer(settings: Settings, records: Sequence[Record]) -> dict[str, int]
     from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
     from sentiloop.events import FeedbackEvent
 
-    store = SQLiteBufferStore(settings.db_path, settings.label_names, None, settings.buffer.holdout_share)
+    store = SQLiteBufferStore.for_settings(settings)
     try:
         now_ms = int(time.time() * 1000)
         for start in range(0, len(records), 500):

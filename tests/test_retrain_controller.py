@@ -40,7 +40,8 @@ def append(store: SQLiteBufferStore, start: int, count: int) -> None:
                         for i in range(start, start + count)])
 
 
-def controller(tmp_path: Path, **policy: Any) -> tuple[RetrainController, LatchedSignals, list[dict[str, Any]], SQLiteBufferStore]:
+def controller(tmp_path: Path, real_launch: bool = False,
+               **policy: Any) -> tuple[RetrainController, LatchedSignals, list[dict[str, Any]], SQLiteBufferStore]:
     settings = Settings.model_validate({"data_dir": str(tmp_path), "retrain": {
         "volume_threshold": 10**9, "policy": {"warmup_events": 0, "hysteresis": 1, "cooldown_s": 0, **policy}}})
     store = SQLiteBufferStore(tmp_path / "buffer.sqlite3", settings.label_names, None)
@@ -49,6 +50,8 @@ def controller(tmp_path: Path, **policy: Any) -> tuple[RetrainController, Latche
     c.models = SimpleNamespace(champion=lambda: 1)  # type: ignore[assignment]
     c.champion_version = 1
     launched: list[dict[str, Any]] = []
+    if real_launch:
+        return c, monitor, launched, store
     c.launch = lambda trigger, reason, mode=None, recent_since=None: launched.append(  # type: ignore[method-assign]
         {"trigger": trigger, "reason": reason, "recent_since": recent_since})
     return c, monitor, launched, store
@@ -99,3 +102,13 @@ def test_drift_reference_comes_from_the_champions_own_dataset(tmp_path: Path) ->
     assert 0 < len(texts) < len(labels) < 200  # OOV texts: the golden split; label mix: train + golden
     assert set(texts) <= {f"text number {i}" for i in range(200)}
     assert drift_reference(settings, {"data": str(tmp_path / "gone.jsonl")}) == ([], [])  # no data: the stream's first window
+
+
+def test_a_worker_that_cannot_be_started_is_counted_as_failed_and_the_controller_goes_on(tmp_path: Path) -> None:
+    c, monitor, _, _ = controller(tmp_path, real_launch=True, drift_settle_events=0)
+    (tmp_path / "retrain").write_text("a file where the worker's directory should be")  # mkdir fails: OSError
+    monitor.fire()
+    c.tick()  # the real launch(): must not raise
+    assert c.worker is None
+    assert c.metrics.retrain_runs.labels(trigger="drift", status="failed")._value.get() == 1
+    c.tick()  # and the next tick works as usual

@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from sentiloop.buffer.store import BatchResult, BufferStats, SourcedEvent, Store
 from sentiloop.errors import BufferFileError, StorageUnavailable
 from sentiloop.events import FeedbackEvent
 from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
+
+if TYPE_CHECKING:
+    from sentiloop.config import Settings
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -175,6 +178,13 @@ class SQLiteBufferStore:
         self._check_labels()
         if dictionary is not None:
             self.reload_dictionary()
+
+    @classmethod
+    def for_settings(cls, settings: Settings, dictionary: WordSentimentModel | None = None) -> SQLiteBufferStore:
+        """The buffer under ``data_dir`` opened with the ``buffer.*`` settings (daemon and retrain worker alike)."""
+        b = settings.buffer
+        return cls(settings.db_path, settings.label_names, dictionary, holdout_share=b.holdout_share,
+                   retention_days=b.retention_days, synchronous=b.synchronous, lock_timeout_s=b.lock_timeout_s)
 
     # -- connection and transactions -----------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:

@@ -41,15 +41,7 @@ def build_dictionary(settings: Settings) -> WordSentimentModel:
 
 def open_store(settings: Settings, dictionary: WordSentimentModel | None) -> SQLiteBufferStore:
     """The buffer under ``data_dir``, with the dictionary loaded (and seeded once, if configured)."""
-    store = SQLiteBufferStore(
-        settings.db_path,
-        settings.label_names,
-        dictionary,
-        holdout_share=settings.buffer.holdout_share,
-        retention_days=settings.buffer.retention_days,
-        synchronous=settings.buffer.synchronous,
-        lock_timeout_s=settings.buffer.lock_timeout_s,
-    )
+    store = SQLiteBufferStore.for_settings(settings, dictionary)
     if dictionary is not None and settings.dictionary.seed_lexicon != "none":
         added = store.seed_dictionary(load_seed_lexicon(settings.dictionary.seed_lexicon, settings.polarities), settings.dictionary.seed_lexicon)
         if added:

@@ -60,7 +60,7 @@ def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None
     champion_version = models.champion()
     champion_dir = models.champion_path()
     champion = Ensemble.load(champion_dir, only=settings.models.enabled)
-    store = SQLiteBufferStore(settings.db_path, settings.label_names, None, settings.buffer.holdout_share)
+    store = SQLiteBufferStore.for_settings(settings)
     started = time.monotonic()
     try:
         pools = assemble_pools(settings, store, champion.info, recent_since)
