@@ -9,10 +9,13 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from sentiloop import __version__
 from sentiloop.errors import SentiloopError
+
+if TYPE_CHECKING:
+    from sentiloop.config import Settings
 
 EPILOG = """\
 quick start (development, everything on this machine):
@@ -36,6 +39,21 @@ def _bootstrap(settings) -> list[str]:  # type: ignore[no-untyped-def]
     return [f"127.0.0.1:{settings.kafka.embedded_port}"] if servers == "embedded" else list(servers)
 
 
+def _daemon_call(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The running daemon's answer (2xx), None when no daemon runs; its refusal becomes an error message."""
+    from sentiloop.daemon.client import daemon_request
+
+    answer = daemon_request(settings, method, path, body)
+    if answer is None:
+        return None
+    status, payload = answer
+    if status >= 400:
+        why = payload.get("why") or payload.get("error") or payload.get("detail") or payload
+        hint = payload.get("hint")
+        raise SentiloopError(f"the daemon refused ({status}): {why}" + (f"; {hint}" if hint else ""))
+    return payload
+
+
 def _print_json(data: object) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
@@ -44,8 +62,11 @@ def _print_json(data: object) -> None:
 # -- subcommands ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logging.getLogger().setLevel(settings.log_level)
+    from sentiloop.config import secret_env
     from sentiloop.daemon import Daemon
+    from sentiloop.logs import configure_logging
+
+    configure_logging("DEBUG" if args.verbose else settings.log_level, settings.log_format, secret_env(settings).values())
 
     return Daemon(settings, Path(args.config) if args.config else None).run()
 
@@ -84,21 +105,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from sentiloop.buffer.sqlite import open_readonly, read_stats
+    stats = _daemon_call(settings, "GET", "/v1/status")  # the running daemon knows more than the file
+    if stats is None:
+        from sentiloop.buffer.sqlite import open_readonly, read_stats
 
-    try:
-        conn = open_readonly(settings.db_path)
-    except FileNotFoundError as exc:
-        raise SentiloopError(str(exc)) from None
-    try:
-        stats = asdict(read_stats(conn, settings.label_names))
-    finally:
-        conn.close()
-    stats["events_invalid_total"] = sum(stats["events_invalid"].values())
-    stats["data_dir"] = str(settings.data_dir)
+        try:
+            conn = open_readonly(settings.db_path)
+        except FileNotFoundError as exc:
+            raise SentiloopError(str(exc)) from None
+        try:
+            stats = asdict(read_stats(conn, settings.label_names))
+        finally:
+            conn.close()
+        stats["events_invalid_total"] = sum(stats["events_invalid"].values())
+        stats["data_dir"] = str(settings.data_dir)
     if args.json:
         _print_json(stats)
         return 0
+    if "buffer_error" in stats:
+        print(f"buffer          {settings.db_path}: {stats['buffer_error']}")
+        return 1
     print(f"buffer          {settings.db_path}")
     print(f"events stored   {stats['events_stored']} ({stats['events_labelled']} labelled)")
     print(f"events invalid  {stats['events_invalid_total']}" + "".join(f"\n  {k:<14}{v}" for k, v in sorted(stats["events_invalid"].items())))
@@ -110,7 +136,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("per domain")
     for name, count in sorted(stats["per_domain"].items()):
         print(f"  {name:<14}{count}")
+    if "ingestion" in stats:  # from the running daemon
+        _print_daemon_status(stats)
     return 0
+
+
+def _print_daemon_status(stats: dict[str, Any]) -> None:
+    ingestion = stats["ingestion"]
+    paused = ingestion.get("ingestion", {})
+    state = "paused (" + ", ".join(f"{k} {v}" for k, v in paused.items() if k != "paused") + ")" if paused.get("paused") else "running"
+    print(f"ingestion       {state}; kafka connected {ingestion.get('kafka_connected')}, "
+          f"{ingestion.get('partitions_assigned')} partition(s)")
+    champion = stats.get("champion")
+    print(f"champion        " + (f"v{champion['version']:04d} " + ", ".join(f"{m} {w:.2f}" for m, w in champion["weights"].items())
+                                 if champion else "none yet (sentiloop train --profile fast)"))
+    retraining = stats.get("retraining") or {}
+    running = retraining.get("running")
+    triggers = retraining.get("triggers", {})
+    volume = triggers.get("volume", {})
+    print(f"retraining      {'paused' if retraining.get('paused') else 'enabled' if retraining.get('enabled') else 'disabled'}; "
+          f"{volume.get('new_labelled_events')}/{volume.get('threshold')} new labelled events"
+          + (f"; running (pid {running['pid']}, {running['seconds']:.0f}s, {(running.get('progress') or {}).get('phase', 'starting')})"
+             if running else ""))
+    if retraining.get("pending_drift"):
+        print(f"pending drift   {retraining['pending_drift']['reason']}")
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
@@ -197,7 +246,7 @@ def _configure_threads(settings) -> None:  # type: ignore[no-untyped-def]
 def cmd_train(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.members:
-        settings.models.enabled = args.members
+        settings = settings.model_copy(update={"models": settings.models.model_copy(update={"enabled": args.members})})
     _configure_threads(settings)
     from sentiloop.training import train_ensemble
 
@@ -274,10 +323,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if not args.offline:
+        body = {"reason": args.reason, "force": args.force, **({"mode": args.mode} if args.mode else {})}
+        answer = _daemon_call(settings, "POST", "/v1/retrain", body)
+        if answer is not None:
+            if args.json:
+                _print_json(answer)
+            else:
+                print(f"the daemon started a retrain ({answer.get('policy')}); follow it with `sentiloop status`")
+            return 0
     _configure_threads(settings)
     from sentiloop.retrainers.run import run_retrain
 
-    summary = run_retrain(settings, args.trigger, args.reason, args.mode, force=args.force, recent_since=args.recent_since)
+    summary = run_retrain(settings, args.trigger, args.reason, args.mode, force=args.force, recent_since=args.recent_since,
+                          progress=Path(args.progress) if args.progress else None)
     if args.json:
         _print_json(summary)
         return 0
@@ -302,35 +361,62 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_champion(settings, version: int, reason: str) -> None:  # type: ignore[no-untyped-def]
-    from sentiloop.models.ensemble import Ensemble
-    from sentiloop.models.store import ModelStore
-
-    store = ModelStore(settings.data_dir)
-    Ensemble.load(store.path(version))  # refuse a missing or tampered version before pointing at it
-    store.set_champion(version, reason)
-    registered = store.registered_version(version)
-    if settings.mlflow.enabled and registered is not None:
-        from sentiloop.monitoring.tracking import Tracker
-
-        Tracker(settings).set_alias("champion", registered)
-    print(f"champion is now v{version:04d}" + (f" (registry version {registered})" if registered else ""))
+def _print_champion(result: dict[str, Any]) -> None:
+    registered = result.get("registry_version")
+    print(f"champion is now v{result['champion']:04d}" + (f" (registry version {registered})" if registered else ""))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _set_champion(settings, args.version, args.reason or "manual promotion")
+    reason = args.reason or "manual promotion"
+    answer = _daemon_call(settings, "POST", f"/v1/promote/{args.version}", {"reason": reason})
+    if answer is None:
+        from sentiloop.models.champion import set_champion
+
+        answer = set_champion(settings, args.version, reason)
+    _print_champion(answer)
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from sentiloop.models.store import ModelStore
+    reason = args.reason or "rollback"
+    answer = _daemon_call(settings, "POST", "/v1/rollback", {"reason": reason})
+    if answer is None:
+        from sentiloop.models.champion import rollback
 
-    previous = ModelStore(settings.data_dir).previous_champion()
-    if previous is None:
-        raise SentiloopError("there is no previous champion to roll back to")
-    _set_champion(settings, previous, args.reason or "rollback")
+        answer = rollback(settings, reason)
+    _print_champion(answer)
+    return 0
+
+
+def _require_daemon(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer = _daemon_call(settings, method, path, body)
+    if answer is None:
+        raise SentiloopError(f"no daemon is running on data_dir {settings.data_dir}; start one with `sentiloop run` "
+                             "(pause, resume and reload act on a running daemon)")
+    return answer
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    answer = _require_daemon(_settings(args), "POST", "/v1/pause", {"target": args.target})
+    print(f"ingestion paused: {answer['ingestion_paused']}; retraining paused: {answer['retraining_paused']}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    answer = _require_daemon(_settings(args), "POST", "/v1/resume", {"target": args.target})
+    print(f"ingestion paused: {answer['ingestion_paused']}; retraining paused: {answer['retraining_paused']}")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    answer = _require_daemon(_settings(args), "POST", "/v1/reload")
+    print(f"reload: {answer['result']}")
+    if answer.get("applied"):
+        print("  applied: " + ", ".join(answer["applied"]))
+    if answer.get("restart_needed"):
+        print("  need a restart (ignored until then): " + ", ".join(answer["restart_needed"]))
     return 0
 
 
@@ -417,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="run even with fewer than retrain.min_new_events new events")
     p.add_argument("--recent-since", type=_non_negative_int, metavar="SEQ",
                    help="judge the gate on holdout events stored after buffer seq SEQ (the daemon passes where drift was detected)")
+    p.add_argument("--offline", action="store_true", help="run here even when a daemon runs (default: ask the daemon)")
+    p.add_argument("--progress", metavar="FILE", help=argparse.SUPPRESS)  # the daemon's worker reports here
     p.add_argument("--json", action="store_true")
 
     p = _add(sub, "promote", cmd_promote, "make ensemble VERSION the champion (checks it loads and verifies first)")
@@ -424,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason")
     p = _add(sub, "rollback", cmd_rollback, "make the previous champion the champion again")
     p.add_argument("--reason")
+    for name, func, what in (("pause", cmd_pause, "pause"), ("resume", cmd_resume, "resume")):
+        p = _add(sub, name, func, f"{what} ingestion and/or retraining of the running daemon (through its admin API)")
+        p.add_argument("target", nargs="?", choices=["ingestion", "retraining", "all"], default="all")
+    _add(sub, "reload", cmd_reload, "make the running daemon re-read its config file; prints what changed and what needs a restart")
 
     data = sub.add_parser("data", help="datasets: fetch the VADER human-rated ground truth")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)

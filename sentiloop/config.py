@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from sentiloop.errors import ConfigError
 
@@ -22,7 +22,8 @@ _ENV_NOT_KEYS = {"SENTILOOP_CONFIG", "SENTILOOP_VADER_SDIST"}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Frozen: a reload builds a new Settings and swaps it whole, so no reader ever sees a half-updated one.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Label(_Strict):
@@ -61,7 +62,7 @@ class KafkaConfig(_Strict):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] | None = None
     sasl_plain_username: str | None = None
-    sasl_plain_password: str | None = None
+    sasl_plain_password: SecretStr | None = Field(default=None, description="secret: masked in `config show`, never written to disk")
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -109,7 +110,7 @@ class KafkaConfig(_Strict):
         optional = {
             "sasl_mechanism": self.sasl_mechanism,
             "sasl_plain_username": self.sasl_plain_username,
-            "sasl_plain_password": self.sasl_plain_password,
+            "sasl_plain_password": self.sasl_plain_password.get_secret_value() if self.sasl_plain_password else None,
             "ssl_cafile": str(self.ssl_cafile) if self.ssl_cafile else None,
             "ssl_certfile": str(self.ssl_certfile) if self.ssl_certfile else None,
             "ssl_keyfile": str(self.ssl_keyfile) if self.ssl_keyfile else None,
@@ -126,6 +127,26 @@ class MetricsConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
+
+
+class AdminConfig(_Strict):
+    """The admin API under /v1/ (bearer token). With ``port`` null it shares the metrics server."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="bind address of a separate admin server (port set)")
+    port: int | None = Field(default=None, ge=0, le=65535,
+                             description="null = /v1/* on metrics.port; a port = a separate server, so metrics can be exposed alone")
+    token: SecretStr | None = Field(default=None, description="secret bearer token; null = token_file, else one generated at start")
+    token_file: Path | None = Field(default=None, description="file holding the token (e.g. a mounted secret)")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20, description="larger request bodies are refused (413)")
+    max_predict_texts: int = Field(default=256, ge=1, le=10_000, description="texts per POST /v1/predict")
+
+
+class PauseConfig(_Strict):
+    """Pause switches, reloadable: ingestion keeps its group membership; retraining stops starting new runs."""
+
+    ingestion: bool = False
+    retraining: bool = False
 
 
 class DictionaryConfig(_Strict):
@@ -340,12 +361,15 @@ class Settings(_Strict):
     labels: list[Label] = Field(default_factory=lambda: [label.model_copy() for label in DEFAULT_LABELS])
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    pause: PauseConfig = Field(default_factory=PauseConfig)
     dictionary: DictionaryConfig = Field(default_factory=DictionaryConfig)
     buffer: BufferConfig = Field(default_factory=BufferConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one object per line (time, level, component, message)")
 
     @field_validator("labels")
     @classmethod
@@ -445,9 +469,28 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
+SECRET_KEYS = (("kafka", "sasl_plain_password"), ("admin", "token"))
+
+
+def secret_env(settings: Settings) -> dict[str, str]:
+    """The secrets as SENTILOOP_* variables: how a child process gets them without a file on disk."""
+    env: dict[str, str] = {}
+    for section, key in SECRET_KEYS:
+        value = getattr(getattr(settings, section), key)
+        if value is not None:
+            env[f"{ENV_PREFIX}{section.upper()}__{key.upper()}"] = value.get_secret_value()
+    return env
+
+
+def settings_without_secrets(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret left out (safe to write to a file)."""
+    data = settings.model_dump(mode="json")
+    for section, key in SECRET_KEYS:
+        data[section].pop(key, None)
+    return data
+
+
 def settings_to_yaml(settings: Settings) -> str:
     """The effective configuration as YAML (secrets masked), for `sentiloop config show`."""
-    data = settings.model_dump(mode="json")
-    if data["kafka"].get("sasl_plain_password"):
-        data["kafka"]["sasl_plain_password"] = "***"
+    data = settings.model_dump(mode="json")  # SecretStr dumps as '**********'
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -13,7 +13,11 @@ from sentiloop.errors import CheckpointError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename: readers never see half a file."""
+    """Write to a temp file in the same directory, fsync, then rename: readers never see half a file.
+
+    The file is created 0600 (mkstemp) and stays so: anything sentiloop writes may hold data or
+    settings that are nobody else's business.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

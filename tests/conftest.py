@@ -61,13 +61,14 @@ def topic() -> str:
 class DaemonProcess:
     """``sentiloop run`` as a real subprocess, with its own config file and data_dir."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
         self.log_path = log_path
+        self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> DaemonProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("SENTILOOP_CONFIG", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sentiloop", "run", "--config", str(self.config_path)],
@@ -104,7 +105,8 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     """Build daemons: ``daemon_factory(bootstrap, topic, data_dir=None, **overrides)``."""
     started: list[DaemonProcess] = []
 
-    def build(bootstrap: str, topic: str, data_dir: Path | None = None, name: str = "d", **overrides: object) -> DaemonProcess:
+    def build(bootstrap: str, topic: str, data_dir: Path | None = None, name: str = "d", env: dict[str, str] | None = None,
+              **overrides: object) -> DaemonProcess:
         config = {
             "data_dir": str(data_dir or tmp_path / "data"),
             "kafka": {"bootstrap_servers": [bootstrap], "topic": topic, "group_id": f"g-{topic}", "poll_timeout_ms": 200},
@@ -115,7 +117,7 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value  # type: ignore[dict-item]
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        daemon = DaemonProcess(path, tmp_path / f"{name}.log").start()
+        daemon = DaemonProcess(path, tmp_path / f"{name}.log", env).start()
         started.append(daemon)
         return daemon
 
@@ -188,3 +190,16 @@ def vader_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except DataError as exc:
         pytest.skip(f"VADER ground truth unavailable (run `sentiloop data fetch` once): {exc}")
     return data_dir
+
+
+def admin_token(data_dir: Path) -> str:
+    """The token a daemon generated for its data_dir (what the CLI reads)."""
+    return (data_dir / "admin.token").read_text(encoding="utf-8").strip()
+
+
+def admin_request(port: int, path: str, token: str | None, body: dict | None = None, method: str = "POST",
+                  timeout: float = 30) -> tuple[int, dict]:
+    """One admin API call on 127.0.0.1; (status, JSON body) for any HTTP answer."""
+    from sentiloop.daemon.client import call
+
+    return call(f"http://127.0.0.1:{port}", token, method, path, body, timeout=timeout)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from sentiloop.config import Settings
 from sentiloop.models.store import ModelStore
-from tests.conftest import buffer_stats, produce, wait_until
+from tests.conftest import admin_request, admin_token, buffer_stats, produce, wait_until
 from tests.test_integration_ingest import http_get, metrics_port, read_topic
 from tests.test_retrain_cycle import NEW, OLD, bootstrap, sentences
 
@@ -70,10 +69,9 @@ def test_killed_worker_leaves_champion_and_daemon_healthy_and_ingestion_flows(br
     wait_until(lambda: metric(port, "sentiloop_champion_version") == 1.0, what="the champion to load")
     produce(broker.bootstrap, topic, events(NEW, 400, 4, "a"))
     wait_until(lambda: buffer_stats(data)["events_stored"] >= 700, what="the first events")
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/retrain", data=b'{"reason": "test"}', method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 202
+    assert admin_request(port, "/v1/retrain", None, {"reason": "test"})[0] == 401  # no token: refused
+    status, answer = admin_request(port, "/v1/retrain", admin_token(data), {"reason": "test"})
+    assert status == 202 and answer["accepted"], answer
     wait_until(lambda: metric(port, "sentiloop_retrain_running") == 1.0, what="the worker to start")
     wait_until(lambda: bool(worker_pids()), timeout=10, what="the worker process")
     (pid,) = worker_pids()

@@ -25,7 +25,7 @@ from sentiloop.events import FeedbackEvent
 from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
 
 if TYPE_CHECKING:
-    from sentiloop.config import Settings
+    from sentiloop.config import DictionaryConfig, Settings
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -279,6 +279,14 @@ class SQLiteBufferStore:
                 "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
                 (name, amount),
             )
+
+    def apply(self, dictionary: DictionaryConfig, retention_days: float | None) -> None:
+        """A reloaded config: the update rule takes effect at the next batch, under the write lock."""
+        with self._lock:
+            self.retention_days = retention_days
+            if self.dictionary is not None:
+                model = self.dictionary
+                model.alpha, model.min_count, model.temperature = dictionary.alpha, dictionary.min_count, dictionary.temperature
 
     # -- dictionary state ----------------------------------------------------------------------
     def reload_dictionary(self) -> None:

@@ -110,6 +110,7 @@ class FeedbackConsumer:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._last_status = 0.0
+        self.operator_paused = settings.pause.ingestion  # POST /v1/pause or pause.ingestion in the config
         self.to_resume: set[TopicPartition] = set()  # newly assigned: start at the committed offsets
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -143,10 +144,14 @@ class FeedbackConsumer:
         consumer = self._consumer
         assert consumer is not None
         if self._held is not None and self._outage is not None and self._outage.retry_due():
-            self._finish(self._held)
-        paused = self._outage is not None and (self._held is not None or not self._outage.retry_due())
+            self._finish(self._held)  # partitions resume at the next poll_once unless something else pauses them
+        outage = self._outage is not None and (self._held is not None or not self._outage.retry_due())
+        paused = outage or self.operator_paused
+        self.metrics.ingest_paused.labels(cause="operator").set(1 if self.operator_paused else 0)
         if paused:
             consumer.pause(*consumer.assignment())  # also partitions assigned during the outage
+        elif consumer.paused():
+            consumer.resume(*consumer.paused())
         try:
             batch = consumer.poll(timeout_ms=self.kafka.poll_timeout_ms, max_records=self.kafka.max_poll_records)
         except KafkaError as exc:
@@ -173,7 +178,7 @@ class FeedbackConsumer:
             self._finish(prepared)
         elif self._pending:
             self.commit_pending()
-        elif self._outage is not None and self._held is None and not paused:
+        elif self._outage is not None and self._held is None and not outage:
             self._recovered()  # the held batch went back to Kafka (revoked) and nothing failed since
         self._refresh_status()
         return handled
@@ -310,10 +315,14 @@ class FeedbackConsumer:
         self.state.outage = None
         for cause in ("buffer", "dlq", "internal"):
             self.metrics.ingest_paused.labels(cause=cause).set(0)
-        if self._consumer is not None:
-            self._consumer.resume(*self._consumer.paused())
         log.warning("ingestion resumed: %s is available again after %.0fs and %d failed attempt(s)",
                     outage.cause, time.monotonic() - outage.since, outage.attempts)
+
+    def apply(self, settings: Settings) -> None:
+        """A reloaded config: per-batch limits take effect at the next batch; the pause switch if it changed."""
+        if settings.pause.ingestion != self.settings.pause.ingestion:
+            self.operator_paused = settings.pause.ingestion
+        self.settings = settings
 
     def drop_held(self, revoked: set[TopicPartition]) -> None:
         """Partitions of a held batch leave us: forget it (the committed offsets are before it)."""

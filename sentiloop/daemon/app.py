@@ -1,8 +1,10 @@
 """The composition root (cf. Quix Streams' ``Application``): build, wire, run and stop every part.
 
-Start order: embedded broker (if configured) → buffer + dictionary → metrics/health server →
-consumer loop. Stop order is the reverse, and a SIGTERM lets the current batch finish and commit.
-SIGHUP re-reads the config file: a bad file is refused and the running config stays.
+Start order: embedded broker (if configured) → buffer + dictionary → drift monitor, serving and
+retrain controller → HTTP servers (probes + metrics, admin API) → config watcher → consumer loop.
+Stop order is the reverse, and a SIGTERM lets the current batch finish and commit.
+A reload (SIGHUP, ``POST /v1/reload``, the config file changing on disk) builds a new frozen Settings,
+swaps it in whole and gives each component its section; a bad file is refused and the old stays.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from typing import Any
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
 from sentiloop.buffer.store import BatchResult
-from sentiloop.config import Settings, load_settings
+from sentiloop.config import Settings, load_settings, secret_env
 from sentiloop.consumers.broker import EmbeddedBroker
 from sentiloop.consumers.loop import FeedbackConsumer
 from sentiloop.errors import CheckpointError, ConfigError, StorageUnavailable
 from sentiloop.models.lexicon import load_seed_lexicon
 from sentiloop.models.snapshots import DictionarySnapshots
 from sentiloop.models.word_sentiment import WordSentimentModel
-from sentiloop.monitoring.http import HealthServer
+from sentiloop.daemon.serving import Serving
+from sentiloop.logs import configure_logging
 from sentiloop.monitoring.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -80,7 +83,11 @@ class Daemon:
         self.started = time.monotonic()
         self.broker: EmbeddedBroker | None = None
         self.store: SQLiteBufferStore | None = None
-        self.http: HealthServer | None = None
+        self.servers: list[Any] = []
+        self.admin_url: str | None = None
+        self.serving = Serving()
+        self.watcher: Any = None
+        self._reload_lock = threading.Lock()
         self.consumer: FeedbackConsumer | None = None
         self.monitor: Any = None
         self.controller: Any = None
@@ -105,20 +112,44 @@ class Daemon:
             self.metrics.dictionary_words.set(len(dictionary.words))
             self.consumer = FeedbackConsumer(settings, bootstrap, self.store, self.metrics, on_batch=self._after_batch)
             self._start_continual_learning(bootstrap)
-            if settings.metrics.enabled:
-                self.http = HealthServer(
-                    settings.metrics.host, settings.metrics.port, self.metrics.registry, self.liveness, self.readiness,
-                    post_routes={"/retrain": self._retrain_request},
-                ).start()
-            print(
-                f"sentiloop: consuming {settings.kafka.topic} from {','.join(bootstrap)}; buffer {settings.db_path}"
-                + (f"; metrics http://{self.http.host}:{self.http.port}/metrics" if self.http else ""),
-                flush=True,
-            )
+            self._start_servers()
+            if self.config_path is not None:
+                from sentiloop.daemon.reload import ConfigWatcher
+
+                self.watcher = ConfigWatcher(self.config_path, self.reload_config).start()
+            print(f"sentiloop: consuming {settings.kafka.topic} from {','.join(bootstrap)}; buffer {settings.db_path}", flush=True)
+            for server in self.servers:
+                print(f"sentiloop: {server.name} on {server.url}", flush=True)
             self.consumer.run(self.stop_event)
         finally:
             self._shutdown()
         return 0
+
+    def _start_servers(self) -> None:
+        """Probes + /metrics on metrics.port; /v1/* there too, or on its own server when admin.port is set."""
+        from sentiloop.daemon.api import build_app
+        from sentiloop.daemon.auth import daemon_token
+        from sentiloop.daemon.client import write_runtime
+        from sentiloop.daemon.operations import DaemonOperations
+        from sentiloop.daemon.server import HttpServer
+
+        settings, ops = self.settings, DaemonOperations(self)
+        m, a = settings.metrics, settings.admin
+        token = daemon_token(settings) if a.enabled else None
+        limits = {"max_body": a.max_body_bytes, "max_texts": a.max_predict_texts}
+        shared = a.enabled and a.port is None
+        if m.enabled:
+            name = "metrics, probes and admin API" if shared else "metrics and probes"
+            app = build_app(ops, self.metrics.registry, token if shared else None, **limits)
+            self.servers.append(HttpServer(app, m.host, m.port, name).start())
+            if shared:
+                self.admin_url = self.servers[-1].url
+        if a.enabled and not shared:
+            assert a.port is not None
+            self.servers.append(HttpServer(build_app(ops, self.metrics.registry, token, **limits), a.host, a.port, "admin API").start())
+            self.admin_url = self.servers[-1].url
+        metrics_url = self.servers[0].url if m.enabled and self.servers else None
+        write_runtime(settings, self.admin_url, metrics_url)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -140,17 +171,13 @@ class Daemon:
         assert self.store is not None
         self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics).start()
         self.controller = RetrainController(self.settings, self.store, self.metrics, self.monitor,
-                                            announce=Announcer(self.settings, bootstrap)).start()
-
-    def _retrain_request(self, body: dict[str, object]) -> tuple[int, dict[str, object]]:
-        mode = body.get("mode")
-        if mode not in (None, "strategic", "full"):
-            return 400, {"error": "mode must be 'strategic' or 'full'"}
-        reason = str(body.get("reason") or "manual request")[:500]
-        answer = self.controller.request(reason, mode)  # type: ignore[arg-type]
-        return (202 if answer["accepted"] else 409), answer
+                                            announce=Announcer(self.settings, bootstrap), serving=self.serving).start()
 
     def _shutdown(self) -> None:
+        from sentiloop.daemon.client import remove_runtime
+
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.controller is not None:
             self.controller.stop()
         if self.monitor is not None:
@@ -159,8 +186,9 @@ class Daemon:
             self._snapshot("shutdown")
         if self.store is not None:
             self.store.close()
-        if self.http is not None:
-            self.http.stop()
+        for server in reversed(self.servers):
+            server.stop()
+        remove_runtime(self.settings)
         if self.broker is not None:
             self.broker.stop()
         log.info("sentiloop stopped")
@@ -174,7 +202,10 @@ class Daemon:
             self.stop_event.set()
 
         def request_reload(_signum: int, _frame: FrameType | None) -> None:
-            self.reload_config()
+            if self.watcher is not None:
+                self.watcher.request()  # done on the watcher's thread, not in the poll loop's signal handler
+            else:
+                log.warning("SIGHUP ignored: the daemon was started without --config")
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -222,33 +253,48 @@ class Daemon:
         log.info("dictionary snapshot v%d written to %s (%s)", version, path, reason)
 
     # -- config reload -------------------------------------------------------------------------
-    def reload_config(self) -> bool:
-        """Re-read the config file; apply what can change live, refuse a bad file (old config stays)."""
+    def reload_config(self, why: str = "request") -> dict[str, Any]:
+        """Re-read the config file, swap in a new Settings, give each component its section.
+
+        Returns what happened: ``result`` applied / partial (some keys need a restart) / rejected.
+        """
+        from sentiloop.daemon.reload import plan_reload
+
         if self.config_path is None:
-            log.warning("SIGHUP ignored: the daemon was started without --config")
-            return False
-        try:
-            new = load_settings(self.config_path)
-        except ConfigError as exc:
-            self.metrics.config_reloads.labels(result="rejected").inc()
-            log.error("config reload refused, keeping the running config:\n%s", exc)
-            return False
-        needs_restart = [
-            key for key in ("data_dir", "labels", "kafka", "metrics") if getattr(new, key) != getattr(self.settings, key)
-        ]
-        if needs_restart:
-            log.warning("config reload: %s changed and only take effect after a restart", ", ".join(needs_restart))
-        self.settings.dictionary = new.dictionary
-        self.settings.buffer = new.buffer
-        self.settings.log_level = new.log_level
-        logging.getLogger().setLevel(new.log_level)
-        if self.store is not None and self.store.dictionary is not None:
-            d, model = new.dictionary, self.store.dictionary
-            model.alpha, model.min_count, model.temperature = d.alpha, d.min_count, d.temperature
-            self.store.retention_days = new.buffer.retention_days
-        self.metrics.config_reloads.labels(result="applied").inc()
-        log.info("config reloaded from %s", self.config_path)
-        return True
+            return {"result": "rejected", "error": "the daemon was started without --config: there is no file to reload"}
+        with self._reload_lock:
+            try:
+                new = load_settings(self.config_path)
+            except ConfigError as exc:
+                self.metrics.config_reloads.labels(result="rejected").inc()
+                log.error("config reload (%s) refused, keeping the running config:\n%s", why, exc)
+                return {"result": "rejected", "error": str(exc)}
+            plan = plan_reload(self.settings, new)
+            if not plan.applied and not plan.ignored:
+                return {"result": "unchanged"}
+            self._apply(plan.effective, plan.applied)
+            self.metrics.config_reloads.labels(result=plan.result).inc()
+            if plan.ignored:
+                log.warning("config reload (%s): %s changed but only take effect after a restart", why, ", ".join(plan.ignored))
+            log.info("config reloaded from %s (%s): %s", self.config_path, why, ", ".join(plan.applied) or "nothing live")
+            return {"result": plan.result, "applied": plan.applied, "restart_needed": plan.ignored}
+
+    def _apply(self, settings: Settings, changed: list[str]) -> None:
+        """Swap the settings and hand each component its section."""
+        self.settings = settings
+        configure_logging(settings.log_level, settings.log_format, secret_env(settings).values())
+        if self.store is not None:
+            self.store.apply(settings.dictionary, settings.buffer.retention_days)
+        if self.consumer is not None:
+            self.consumer.apply(settings)
+        if self.monitor is not None and any(k.startswith("retrain.drift.") for k in changed):
+            self.monitor.apply(settings.retrain.drift)
+        if self.controller is not None:
+            self.controller.apply(settings)
+            if any(k.startswith("models.enabled") for k in changed):
+                self.controller.refresh_champion(reason="models.enabled changed by reload", reload=True)
+        if any(k.startswith(("models.weights", "models.enabled")) for k in changed):
+            self.serving.override_vote(settings.models.enabled, settings.models.weights)
 
     # -- probes --------------------------------------------------------------------------------
     def liveness(self) -> tuple[bool, dict[str, object]]:
@@ -261,13 +307,14 @@ class Daemon:
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready = connected to Kafka, the buffer open and ingestion not paused by a failure
-        (an instance with no partition is idle, not broken)."""
+        (an instance with no partition is idle, not broken; one paused by an operator is ready)."""
         state = self.consumer.state if self.consumer else None
         outage = state.outage if state else None
+        operator = bool(self.consumer and self.consumer.operator_paused)
         detail: dict[str, object] = {
             "kafka_connected": bool(state and state.connected),
             "partitions_assigned": state.assigned if state else 0,
             "buffer_open": self.store is not None,
-            "ingestion": outage or {"paused": False},
+            "ingestion": outage or ({"paused": True, "cause": "operator"} if operator else {"paused": False}),
         }
         return bool(state and state.connected and self.store is not None and outage is None), detail

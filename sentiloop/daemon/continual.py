@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -25,12 +26,15 @@ from typing import Any
 import yaml
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
-from sentiloop.config import Settings
+from sentiloop.config import Settings, secret_env, settings_without_secrets
+from sentiloop.daemon.serving import Serving
 from sentiloop.errors import StorageUnavailable
+from sentiloop.files import atomic_write_bytes
 from sentiloop.models.store import ModelStore
 from sentiloop.monitoring.drift_monitor import DriftMonitor
 from sentiloop.monitoring.metrics import IngestMetrics
 from sentiloop.retrainers.data import RETRAIN_MARK, original_split
+from sentiloop.retrainers.progress import read_progress
 from sentiloop.retrainers.policy import Decision, DecisionPolicy
 
 log = logging.getLogger(__name__)
@@ -61,8 +65,10 @@ class Worker:
 
 class RetrainController:
     def __init__(self, settings: Settings, store: SQLiteBufferStore, metrics: IngestMetrics, monitor: DriftMonitor,
-                 announce: Any | None = None) -> None:
+                 announce: Any | None = None, serving: Serving | None = None) -> None:
         self.settings = settings
+        self.serving = serving
+        self.paused = settings.pause.retraining
         self.store = store
         self.metrics = metrics
         self.monitor = monitor
@@ -76,6 +82,7 @@ class RetrainController:
         self._manual: tuple[str, str | None] | None = None
         self._scheduled: str = ""
         self._lock = threading.Lock()
+        self._swap_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sentiloop-retrain", daemon=True)
         self._scheduler: Any | None = None
@@ -113,13 +120,64 @@ class RetrainController:
     def _on_schedule(self) -> None:
         self._scheduled = f"schedule {self.settings.retrain.schedule_cron}"
 
-    def request(self, reason: str, mode: str | None = None) -> dict[str, Any]:
-        """A manual retrain request (``POST /retrain``); answered at once, run by the controller thread."""
+    def request(self, reason: str, mode: str | None = None, force: bool = False) -> tuple[int, dict[str, Any]]:
+        """A manual retrain request (``POST /v1/retrain``): answered at once, run by the controller thread.
+
+        It obeys the policy's cool-down and rate limit and a retraining pause, unless ``force``; the
+        answer says which. Returns (HTTP status, body).
+        """
         with self._lock:
             if self.worker is not None:
-                return {"accepted": False, "why": f"a retrain is already running (pid {self.worker.process.pid})"}
-            self._manual = (reason, mode)
-        return {"accepted": True, "reason": reason}
+                return 409, {"accepted": False, "why": f"a retrain is already running (pid {self.worker.process.pid})"}
+            if self.champion_version is None:
+                return 409, {"accepted": False, "why": "no champion ensemble yet: run `sentiloop train` first"}
+            blocked = ("retraining is paused (POST /v1/resume)" if self.paused else "") or self.policy.blocked()
+            if blocked and not force:
+                return 429, {"accepted": False, "why": blocked, "hint": "send force: true to run it anyway"}
+            self._manual = (reason if not blocked else f"{reason} (forced past: {blocked})", mode)
+        return 202, {"accepted": True, "reason": reason, "forced": bool(blocked and force),
+                     "policy": f"overridden: {blocked}" if blocked else "allowed"}
+
+    def apply(self, settings: Settings) -> None:
+        """A reloaded config: policy limits, schedule, pause switch; the worker reads the rest at launch."""
+        p, old = settings.retrain.policy, self.settings.retrain
+        self.policy.retune(p.warmup_events, p.cooldown_s, p.hysteresis, p.max_retrains, p.window_s)
+        if settings.pause.retraining != self.settings.pause.retraining:
+            self.paused = settings.pause.retraining
+        self.settings = settings
+        if settings.retrain.schedule_cron != old.schedule_cron:
+            if self._scheduler is not None:
+                self._scheduler.shutdown(wait=False)
+                self._scheduler = None
+            if settings.retrain.schedule_cron:
+                self._start_scheduler(settings.retrain.schedule_cron)
+            log.info("retrain schedule is now %s", settings.retrain.schedule_cron or "off")
+
+    def status(self) -> dict[str, Any]:
+        """Triggers, the pending drift retrain, the running worker with its progress, recent outcomes."""
+        r = self.settings.retrain
+        worker = self.worker
+        running = None
+        if worker is not None:
+            running = {"pid": worker.process.pid, "trigger": worker.trigger, "seconds": round(time.monotonic() - worker.started, 1),
+                       "progress": read_progress(worker.output.with_suffix(".progress.json"))}
+        job = self._scheduler.get_job("scheduled-retrain") if self._scheduler is not None else None
+        return {
+            "enabled": r.enabled,
+            "paused": self.paused,
+            "triggers": {
+                "volume": {"new_labelled_events": self.store.count_since(RETRAIN_MARK), "threshold": r.volume_threshold},
+                "drift": [{"signal": s.name, "fired": s.fired, "statistic": s.statistic, "threshold": s.threshold, "reason": s.reason}
+                          for s in self.monitor.signals()],
+                "schedule": {"cron": r.schedule_cron, "next_run": job.next_run_time.isoformat() if job and job.next_run_time else None},
+                "policy_blocked": self.policy.blocked(),
+            },
+            "pending_drift": {"since_seq": self.pending_drift[0], "reason": self.pending_drift[1],
+                              "settle_events": r.policy.drift_settle_events} if self.pending_drift else None,
+            "running": running,
+            "recent_outcomes": [{k: o.get(k) for k in ("status", "trigger", "version", "gate_reasons", "seconds", "error")}
+                                for o in self.outcomes[-5:]],
+        }
 
     # -- the loop ------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -145,6 +203,10 @@ class RetrainController:
         if self.models.champion() != self.champion_version:
             self.refresh_champion()  # promote/rollback from the CLI
         if not self.settings.retrain.enabled or self.champion_version is None:
+            return
+        with self._lock:
+            manual_waiting = self._manual is not None
+        if self.paused and not manual_waiting:  # a forced manual request still runs
             return
         new = self.store.count_since(RETRAIN_MARK)
         self.policy.seen_events = self.monitor.scored
@@ -185,23 +247,28 @@ class RetrainController:
 
     # -- the worker ----------------------------------------------------------------------------
     def _effective_config(self) -> Path:
-        """The worker reads exactly the daemon's settings (file + environment), written out once."""
+        """The worker reads exactly the daemon's settings (file + environment), written out once.
+
+        Secrets are left out of the file (0600 all the same) and reach the worker by environment.
+        """
         path = self.settings.data_dir / "retrain" / "effective-config.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.settings.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        atomic_write_bytes(path, yaml.safe_dump(settings_without_secrets(self.settings), sort_keys=False).encode("utf-8"))
         return path
 
     def launch(self, trigger: str, reason: str, mode: str | None = None, recent_since: int | None = None) -> Worker:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output = self.settings.data_dir / "retrain" / f"worker-{stamp}.json"
         command = [sys.executable, "-m", "sentiloop", "retrain", "--config", str(self._effective_config()),
-                   "--trigger", trigger, "--reason", reason[:500], "--json"]
+                   "--trigger", trigger, "--reason", reason[:500], "--json", "--offline",
+                   "--progress", str(output.with_suffix(".progress.json"))]
         if mode:
             command += ["--mode", mode]
         if recent_since is not None:
             command += ["--recent-since", str(recent_since)]
         log_file = open(self.settings.data_dir / "retrain" / f"worker-{stamp}.log", "ab")
-        process = subprocess.Popen(command, stdout=open(output, "wb"), stderr=log_file, stdin=subprocess.DEVNULL)
+        env = {**os.environ, **secret_env(self.settings)}
+        process = subprocess.Popen(command, stdout=open(output, "wb"), stderr=log_file, stdin=subprocess.DEVNULL, env=env)
         self.worker = Worker(process, output, trigger, time.monotonic())
         self.metrics.retrain_running.set(1)
         log.info("retrain started (pid %d, trigger %s): %s", process.pid, trigger, reason)
@@ -252,16 +319,27 @@ class RetrainController:
                 self.metrics.bias_flagged.labels(check=check["name"]).inc()
 
     # -- hot swap ------------------------------------------------------------------------------
-    def refresh_champion(self, reason: str = "", summary: dict[str, Any] | None = None) -> None:
-        """Load the champion named by the store and swap it into the monitor (atomic for readers)."""
+    def refresh_champion(self, reason: str = "", summary: dict[str, Any] | None = None, reload: bool = False) -> None:
+        """Load the champion named by the store and swap it into the monitor and serving (atomic for readers).
+
+        ``reload``: load it again even if it is the one serving (the enabled members changed).
+        """
+        with self._swap_lock:  # the controller thread and an admin request may both ask
+            self._refresh_champion(reason, summary, reload)
+
+    def _refresh_champion(self, reason: str, summary: dict[str, Any] | None, reload: bool) -> None:
         version = self.models.champion()
         if version is None:
             log.info("no champion ensemble yet: drift monitoring and retrains start after `sentiloop train`")
+            return
+        if version == self.champion_version and not reload:
             return
         from sentiloop.models.ensemble import Ensemble
 
         ensemble = Ensemble.load(self.models.path(version), only=self.settings.models.enabled)
         self.monitor.swap(ensemble, version, *drift_reference(self.settings, ensemble.info))
+        if self.serving is not None:
+            self.serving.swap(ensemble, version)
         previous, self.champion_version = self.champion_version, version
         self.metrics.champion_version.set(version)
         for member, weight in ensemble.weights.items():

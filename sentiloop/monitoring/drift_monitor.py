@@ -64,6 +64,14 @@ class DriftMonitor:
         baseline = OOVRateDrift.rate(regex_tokenize, vocabulary, self.reference_texts) if self.reference_texts else None
         self.oov = OOVRateDrift(regex_tokenize, vocabulary, baseline, c.oov_window, c.oov_margin) if vocabulary else None
 
+    def apply(self, config: DriftConfig) -> None:
+        """New detector settings (config reload): detectors restart from the current baseline."""
+        with self.lock:
+            self.config = config
+            self._detectors_for(self.champion)
+            self.latched.clear()
+        log.info("drift detectors re-created with the reloaded settings")
+
     def swap(self, champion: Any, version: int | None, reference_texts: Sequence[str] = (),
              reference_labels: Sequence[int] = ()) -> None:
         """Serve a new champion from now on; detectors start from a fresh baseline.

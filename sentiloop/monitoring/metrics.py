@@ -45,7 +45,7 @@ class IngestMetrics:
         self.ingest_paused = Gauge(
             f"{PREFIX}_ingest_paused", "1 while ingestion is paused because a batch cannot be made durable, by cause", ["cause"], registry=r
         )
-        for cause in ("buffer", "dlq", "internal"):
+        for cause in ("buffer", "dlq", "internal", "operator"):
             self.ingest_paused.labels(cause=cause)
         self.buffer_write_errors = Counter(
             f"{PREFIX}_buffer_write_errors", "Failed attempts to write a batch to the buffer, by kind", ["kind"], registry=r

@@ -30,6 +30,7 @@ from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_var
 from sentiloop.retrainers.data import CyclePools, Pool, fold_of
 from sentiloop.retrainers.gate import GateConfig, GateResult, promotion_gate
 from sentiloop.retrainers.refinement import refine_dataset
+from sentiloop.retrainers.progress import ProgressFile
 from sentiloop.retrainers.strategies import Mode, StrategyContext, retrain_member
 from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
 
@@ -67,8 +68,10 @@ class RetrainCycle:
     """One retrain run over fixed pools; ``run()`` returns the challenger and the gate's verdict."""
 
     def __init__(self, settings: Settings, champion: Ensemble, pools: CyclePools, checkpoints: CheckpointManager,
-                 mode: Mode = "strategic", tracker: Any | None = None, on_iteration: Listener | None = None) -> None:
+                 mode: Mode = "strategic", tracker: Any | None = None, on_iteration: Listener | None = None,
+                 progress: ProgressFile | None = None) -> None:
         self.settings = settings
+        self.progress = progress
         self.config = settings.retrain
         self.champion = champion
         self.pools = pools
@@ -135,15 +138,23 @@ class RetrainCycle:
         context = StrategyContext(self.settings, iteration, self.checkpoints.run_dir / "dictionary_backups",
                                   bert_epochs=self.config.bert_epochs, bert_max_steps=self.config.bert_max_steps)
         members, durations, strategies, optimizers = {}, {}, {}, {}
+        if self.progress is not None:
+            self.progress.update(iteration=iteration, phase="training", members_done={})
         for name in ordered_members(list(self.champion.members)):
             started = time.monotonic()
             log.info("iteration %d: retraining %s (%s) on %d examples", iteration, name, self.mode, len(train))
+            if self.progress is not None:
+                self.progress.update(member=name)
             member, _report, strategy = retrain_member(name, self.champion.members[name], train, validation, self.mode, context)
             members[name], strategies[name] = member, strategy
             durations[name] = time.monotonic() - started
+            if self.progress is not None:
+                self.progress.member_done(name, durations[name])
             state = getattr(member, "optimizer_state", None)
             if callable(state) and (value := state()) is not None:
                 optimizers[name] = tuple(value)
+        if self.progress is not None:
+            self.progress.update(phase="evaluating")
         val_probs = {name: m.predict_proba(validation.texts) for name, m in members.items()}
         weights = optimise_weights(val_probs, validation.labels, start=self.champion.weights) if len(members) > 1 else {n: 1.0 for n in members}
         class_bias = fit_class_bias(Ensemble.combine(val_probs, weights), validation.labels)

@@ -1,6 +1,7 @@
 """The DecisionPolicy: turn signals ("what changed") into a retrain decision ("act now, or not").
 
-Rules, in order: a manual request always wins (but never runs two at once); during warm-up nothing
+Rules, in order: a manual request wins (it obeys the cool-down and rate limit unless forced, and
+never runs two at once); during warm-up nothing
 automatic fires; during the cool-down after a retrain nothing automatic fires; a drift signal must
 persist for ``hysteresis`` consecutive checks; at most ``max_retrains`` automatic retrains per
 ``window_s``. The caller resets the detectors once it acts on a drift signal, so a flag never stays
@@ -51,10 +52,8 @@ class DecisionPolicy:
         for name in list(self._streak):
             if name not in {s.name for s in fired}:
                 self._streak[name] = 0  # hysteresis: the streak must be consecutive
-        if manual_reason:
+        if manual_reason:  # the request was checked against blocked() when it was made (unless forced)
             return Decision(True, "manual", manual_reason)
-        while self._history and now - self._history[0] > self.window_s:
-            self._history.popleft()
         candidates: list[tuple[str, str]] = []
         persistent = [s for s in fired if self._streak.get(s.name, 0) >= self.hysteresis]
         if persistent:
@@ -68,11 +67,27 @@ class DecisionPolicy:
         trigger, reason = candidates[0]
         if self.seen_events < self.warmup_events:
             return Decision(False, trigger, reason, f"warm-up: {self.seen_events}/{self.warmup_events} events seen")
+        blocked = self.blocked(now)
+        return Decision(False, trigger, reason, blocked) if blocked else Decision(True, trigger, reason)
+
+    def blocked(self, now: float | None = None) -> str:
+        """Why the cool-down or the rate limit forbids a retrain now ("" when neither does).
+
+        Automatic triggers and manual requests without ``force`` both obey it.
+        """
+        now = time.time() if now is None else now
+        while self._history and now - self._history[0] > self.window_s:
+            self._history.popleft()
         if self._last_retrain is not None and now - self._last_retrain < self.cooldown_s:
-            return Decision(False, trigger, reason, f"cool-down: {now - self._last_retrain:.0f}s since the last retrain < {self.cooldown_s:.0f}s")
+            return f"cool-down: {now - self._last_retrain:.0f}s since the last retrain < {self.cooldown_s:.0f}s"
         if len(self._history) >= self.max_retrains:
-            return Decision(False, trigger, reason, f"rate limit: {len(self._history)} retrains in the last {self.window_s:.0f}s")
-        return Decision(True, trigger, reason)
+            return f"rate limit: {len(self._history)} retrains in the last {self.window_s:.0f}s"
+        return ""
+
+    def retune(self, warmup_events: int, cooldown_s: float, hysteresis: int, max_retrains: int, window_s: float) -> None:
+        """New limits from a config reload; the history (cool-down, rate limit) is kept."""
+        self.warmup_events, self.cooldown_s, self.hysteresis = warmup_events, cooldown_s, hysteresis
+        self.max_retrains, self.window_s = max_retrains, window_s
 
     def record_retrain(self, now: float | None = None) -> None:
         """Call when a retrain starts: starts the cool-down, counts toward the rate limit, clears streaks."""

@@ -18,6 +18,7 @@ from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.store import ModelStore
 from sentiloop.retrainers.checkpoints import CheckpointManager, discard, interrupted_runs
 from sentiloop.retrainers.cycle import GOLDEN_BEST, RetrainCycle
+from sentiloop.retrainers.progress import ProgressFile
 from sentiloop.retrainers.data import RETRAIN_MARK, assemble_pools
 from sentiloop.retrainers.strategies import Mode
 
@@ -48,11 +49,12 @@ def handle_interrupted(settings: Settings) -> list[str]:
 
 
 def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None = None, force: bool = False,
-                recent_since: int | None = None) -> dict[str, Any]:
+                recent_since: int | None = None, progress: Path | None = None) -> dict[str, Any]:
     """Run one retrain; returns a summary (also written to the run's state.json).
 
     ``recent_since`` (a buffer seq, e.g. where drift was detected) makes the gate judge on the holdout
-    events after it: the regime the retrain is for.
+    events after it: the regime the retrain is for. ``progress`` is a JSON file kept up to date with the
+    iteration, the member being retrained and the phase (the daemon shows it in /v1/status).
     """
     mode = mode or settings.retrain.mode
     handle_interrupted(settings)
@@ -71,13 +73,14 @@ def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None
         checkpoints = CheckpointManager.start(retrain_root(settings), trigger, reason, settings.retrain.keep_checkpoints,
                                               {**seed_params(settings, mode), "champion": champion_version, **pools.summary()})
         tracker = _tracker(settings)
+        reporter = ProgressFile(progress, settings.retrain.max_iterations) if progress is not None else None
         try:
             if tracker is not None:
                 with tracker.run(f"retraining_{time.strftime('%Y%m%d_%H%M')}", seed_params(settings, mode),
                                  tags={"trigger": trigger, "reason": reason[:250], "run_id": checkpoints.run_id}):
-                    summary = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode, tracker, models)
+                    summary = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode, tracker, models, reporter)
             else:
-                summary = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode, None, models)
+                summary = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode, None, models, reporter)
         except BaseException as exc:
             checkpoints.finish("failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -98,9 +101,12 @@ def _tracker(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _cycle_and_gate(settings: Settings, champion: Ensemble, champion_version: int | None, pools, checkpoints: CheckpointManager,  # type: ignore[no-untyped-def]
-                    mode: Mode, tracker, models: ModelStore) -> dict[str, Any]:
-    cycle = RetrainCycle(settings, champion, pools, checkpoints, mode, tracker)
+                    mode: Mode, tracker, models: ModelStore, progress: ProgressFile | None = None) -> dict[str, Any]:
+    cycle = RetrainCycle(settings, champion, pools, checkpoints, mode, tracker, progress=progress)
     result = cycle.run()
+    if progress is not None:
+        progress.update(phase="gate decided", promote=bool(result.gate and result.gate.promote),
+                        gate_reasons=result.gate.reasons if result.gate else [])
     gate = result.gate
     assert gate is not None
     challenger = result.challenger
