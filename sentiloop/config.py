@@ -59,6 +59,8 @@ class KafkaConfig(_Strict):
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    stalled_after_s: float = Field(default=60.0, gt=0, le=86_400,
+                                   description="a partition with records waiting whose position does not move this long is reported stalled")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] | None = None
     sasl_plain_username: str | None = None

@@ -113,7 +113,7 @@ def _bad_records() -> st.SearchStrategy[tuple[bytes, str]]:
         st.text(min_size=1, max_size=40).filter(lambda t: not _is_json(t)).map(lambda t: (t.encode(), "not_json")),
         st.lists(st.integers(-10**6, 10**6), max_size=3).map(lambda v: (json.dumps(v).encode(), "not_object")),
         eid.map(lambda i: (json.dumps({"event_id": i}).encode(), "missing_field")),
-        st.tuples(eid, st.integers()).map(lambda t: (json.dumps({"event_id": t[0], "text": t[1]}).encode(), "wrong_type")),
+        st.tuples(eid, st.integers(-10**9, 10**9)).map(lambda t: (json.dumps({"event_id": t[0], "text": t[1]}).encode(), "wrong_type")),
         st.tuples(eid, st.text(alphabet=" \t\n", max_size=5)).map(lambda t: (json.dumps({"event_id": t[0], "text": t[1]}).encode(), "empty_text")),
         st.tuples(eid, st.text(alphabet="xyz", min_size=1, max_size=10).filter(lambda s: s not in LABELS)).map(
             lambda t: (json.dumps({"event_id": t[0], "text": "ok", "label": t[1]}).encode(), "unknown_label")),

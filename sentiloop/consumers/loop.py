@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -61,6 +61,9 @@ class LoopState:
     assigned: int = 0
     batches: int = 0
     outage: dict[str, object] | None = None  # set while ingestion is paused by a failure
+    stalled: dict[int, dict[str, object]] = field(default_factory=dict)  # partition → why it does not move
+    last_poll_error: str | None = None
+    last_poll_error_at: float = 0.0
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
@@ -73,10 +76,13 @@ class _RebalanceListener(ConsumerRebalanceListener):
         self.loop.commit_pending(only=set(revoked))
         self.loop.drop_held(set(revoked))
         for tp in revoked:  # a stale lag value would keep alerting for a partition we no longer own
-            try:
-                self.loop.metrics.consumer_lag.remove(str(tp.partition))
-            except KeyError:
-                pass
+            self.loop.state.stalled.pop(tp.partition, None)
+            self.loop.progress_by_partition.pop(tp, None)
+            for gauge in (self.loop.metrics.consumer_lag, self.loop.metrics.partition_stalled):
+                try:
+                    gauge.remove(str(tp.partition))
+                except KeyError:
+                    pass
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
@@ -110,6 +116,7 @@ class FeedbackConsumer:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._last_status = 0.0
+        self.progress_by_partition: dict[TopicPartition, tuple[int, float, float]] = {}  # position, moved at, waiting since
         self.operator_paused = settings.pause.ingestion  # POST /v1/pause or pause.ingestion in the config
         self.to_resume: set[TopicPartition] = set()  # newly assigned: start at the committed offsets
 
@@ -154,7 +161,10 @@ class FeedbackConsumer:
             consumer.resume(*consumer.paused())
         try:
             batch = consumer.poll(timeout_ms=self.kafka.poll_timeout_ms, max_records=self.kafka.max_poll_records)
-        except KafkaError as exc:
+        except KafkaError as exc:  # e.g. a batch that cannot be decoded: counted; the stall detector names the partition
+            self.metrics.poll_errors.labels(error=type(exc).__name__).inc()
+            self.state.last_poll_error = f"{type(exc).__name__}: {exc}"[:300]
+            self.state.last_poll_error_at = time.monotonic()
             log.warning("poll failed (%s); the client reconnects by itself", exc)
             time.sleep(0.5)
             batch = {}
@@ -394,6 +404,33 @@ class FeedbackConsumer:
         return True
 
     # -- observability -------------------------------------------------------------------------
+    def _check_stalled(self, tp: TopicPartition, position: int, lag: int | None, now: float, paused: bool) -> None:
+        """A partition with records waiting whose position has not moved for ``kafka.stalled_after_s`` (and
+        that nobody paused) is stuck — typically on a batch the client cannot decode. Say so, per partition.
+        With the lag unknown (a fetch that could not be parsed leaves no high watermark), polls failing
+        since the position last moved count as records waiting."""
+        last = self.progress_by_partition.get(tp)
+        if last is None:
+            moved_at, since = 0.0, now  # not seen moving yet
+        elif position != last[0]:
+            moved_at, since = now, now
+        else:
+            moved_at, since = last[1], last[2]
+        waiting = lag > 0 if lag is not None else self.state.last_poll_error_at > moved_at
+        if not waiting or paused:
+            since = now
+        self.progress_by_partition[tp] = (position, moved_at, since)
+        stuck = now - since >= self.kafka.stalled_after_s
+        self.metrics.partition_stalled.labels(partition=str(tp.partition)).set(1 if stuck else 0)
+        if stuck and tp.partition not in self.state.stalled:
+            log.error("partition %d does not move: %s records waiting at offset %d for %.0fs (last poll error: %s)",
+                      tp.partition, "some" if lag is None else lag, position, now - since, self.state.last_poll_error or "none")
+        if stuck:
+            self.state.stalled[tp.partition] = {"offset": position, "lag": lag, "stalled_s": round(now - since),
+                                                "last_poll_error": self.state.last_poll_error}
+        else:
+            self.state.stalled.pop(tp.partition, None)
+
     def _observe(self, result: BatchResult, invalid: Counter[str], record_ts: list[int], committed: bool) -> None:
         m = self.metrics
         m.events_consumed.inc(len(record_ts))
@@ -423,13 +460,15 @@ class FeedbackConsumer:
         self.state.assigned = len(assignment)
         for tp in assignment:
             highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
             try:
                 position = consumer.position(tp, timeout_ms=100)
             except KafkaError:
                 continue
-            if position is not None:
-                self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, highwater - position))
+            if position is None:
+                continue
+            lag = max(0, highwater - position) if highwater is not None else None  # unknown until a fetch parsed
+            if lag is not None:
+                self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(lag)
+            self._check_stalled(tp, position, lag, now, paused=tp in consumer.paused())
         if self.store.dictionary is not None:
             self.metrics.dictionary_words.set(len(self.store.dictionary.words))

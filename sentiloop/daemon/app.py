@@ -37,6 +37,14 @@ RETENTION_EVERY_S = 3600.0
 STALL_AFTER_S = 60.0
 
 
+def missing_codecs() -> list[str]:
+    """Compression codecs kafka-python cannot decode in this environment (it needs extra libraries)."""
+    from kafka import codec
+
+    checks = {"snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd, "gzip": codec.has_gzip}
+    return [name for name, available in checks.items() if not available()]
+
+
 def build_dictionary(settings: Settings) -> WordSentimentModel:
     d = settings.dictionary
     return WordSentimentModel(settings.polarities, d.alpha, d.min_count, d.tokenizer, d.temperature)
@@ -88,6 +96,7 @@ class Daemon:
         self.serving = Serving()
         self.watcher: Any = None
         self._reload_lock = threading.Lock()
+        self._missing_codecs: list[str] = []
         self.consumer: FeedbackConsumer | None = None
         self.monitor: Any = None
         self.controller: Any = None
@@ -104,6 +113,11 @@ class Daemon:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._install_signal_handlers()
         try:
+            self._missing_codecs = missing_codecs()
+            if self._missing_codecs:
+                log.error("Kafka compression codecs %s cannot be decoded here (install python-snappy, lz4, zstandard): "
+                          "a batch compressed with them would stop its partition", ", ".join(self._missing_codecs))
+            self.metrics.seconds_since_poll.set_function(self.seconds_since_poll)
             bootstrap = self._start_broker()
             dictionary = build_dictionary(settings)
             self.store = open_store(settings, dictionary)
@@ -316,5 +330,27 @@ class Daemon:
             "partitions_assigned": state.assigned if state else 0,
             "buffer_open": self.store is not None,
             "ingestion": outage or ({"paused": True, "cause": "operator"} if operator else {"paused": False}),
+            "stalled_partitions": dict(state.stalled) if state else {},
         }
-        return bool(state and state.connected and self.store is not None and outage is None), detail
+        stuck = self._poll_loop_stuck()
+        if stuck:
+            detail["poll_loop"] = stuck
+        if self._missing_codecs:
+            detail["missing_codecs"] = self._missing_codecs
+        ready = bool(state and state.connected and self.store is not None and outage is None and not state.stalled and not stuck)
+        return ready, detail
+
+    def _poll_loop_stuck(self) -> dict[str, object] | None:
+        """The poll loop has not turned for kafka.stalled_after_s: the client is stuck (e.g. spinning on a
+        batch it cannot decode), seen from outside the loop since the loop itself cannot report it."""
+        state = self.consumer.state if self.consumer else None
+        if state is None or not state.last_poll_monotonic:
+            return None
+        since = time.monotonic() - state.last_poll_monotonic
+        if since < self.settings.kafka.stalled_after_s:
+            return None
+        return {"stuck": True, "last_poll_s_ago": round(since, 1), "last_poll_error": state.last_poll_error}
+
+    def seconds_since_poll(self) -> float:
+        state = self.consumer.state if self.consumer else None
+        return time.monotonic() - state.last_poll_monotonic if state and state.last_poll_monotonic else 0.0

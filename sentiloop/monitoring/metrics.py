@@ -52,6 +52,13 @@ class IngestMetrics:
         )
         for kind in ("disk_full", "read_only", "locked", "io_error", "cant_open", "corrupt", "sqlite_error"):
             self.buffer_write_errors.labels(kind=kind)
+        self.poll_errors = Counter(f"{PREFIX}_poll_errors", "Kafka polls that failed, by error (e.g. UnsupportedCodecError)", ["error"], registry=r)
+        self.partition_stalled = Gauge(
+            f"{PREFIX}_partition_stalled", "1 while a partition has records waiting but its position does not move", ["partition"], registry=r
+        )
+        self.seconds_since_poll = Gauge(
+            f"{PREFIX}_seconds_since_poll", "Seconds since the poll loop last turned (a stuck client keeps growing it)", registry=r
+        )
         self.snapshot_errors = Counter(
             f"{PREFIX}_snapshot_errors", "Dictionary snapshots that could not be written (retried later)", registry=r
         )
