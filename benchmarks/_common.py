@@ -8,23 +8,23 @@ records, and the same table/JSON output as ``benchmarks/ingest.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import platform
 import sys
-import time
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sentiloop.config import Settings
 from sentiloop.datasets import Record, load_vader_ground_truth, vader_cache_dir
+from sentiloop.scenario import bootstrap_champion, by_domain, feedback_event, shuffled, write_labelled_jsonl
+from sentiloop.scenario import profile_overrides as scenario_profile_overrides
+
+__all__ = ["bootstrap_champion", "by_domain", "feedback_event", "shuffled", "write_labelled_jsonl"]  # re-exported for the scripts
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -51,34 +51,6 @@ def vader_records(datasets: Path) -> list[Record]:
     return load_vader_ground_truth(root, fetch=False)
 
 
-def by_domain(records: Iterable[Record]) -> dict[str, list[Record]]:
-    grouped: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
-        grouped[record.domain].append(record)
-    return dict(grouped)
-
-
-def shuffled(records: Iterable[Record], salt: str) -> list[Record]:
-    """A deterministic shuffle (sha256 of salt + id): the same on every machine and Python version."""
-    return sorted(records, key=lambda r: hashlib.sha256(f"{salt}\x00{r.id}".encode()).digest())
-
-
-def write_labelled_jsonl(path: Path, records: Sequence[Record], label_names: Sequence[str]) -> Path:
-    """A labelled file `sentiloop train --data` accepts; the champion's lineage remembers its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for r in records:
-            out.write(json.dumps({"id": r.id, "text": r.text, "label": label_names[r.label], "domain": r.domain},
-                                 ensure_ascii=False) + "\n")
-    return path
-
-
-def feedback_event(record: Record, label_names: Sequence[str], prefix: str = "") -> dict[str, Any]:
-    """A schema-v1 feedback event for a labelled sentence (event_id = record id, so ids never collide)."""
-    return {"event_id": f"{prefix}{record.id}", "text": record.text, "label": label_names[record.label],
-            "domain": record.domain}
-
-
 # -- settings, bootstrap, evaluation -------------------------------------------------------------
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
@@ -94,32 +66,8 @@ def bench_config(data_dir: Path, members: Sequence[str], overrides: Mapping[str,
 
 
 def profile_overrides(data_dir: Path, members: Sequence[str], profile: str) -> dict[str, Any]:
-    """Config overrides that make retrains train with a profile's budget, as ``train --profile`` does.
-
-    Retrains read ``models.*`` (epochs, BERT steps) from the settings, not from the profile, so the
-    profile's overrides are written there. The BERT fine-tune's step cap is ``retrain.bert_max_steps``:
-    it gets the profile's cap too, so the strategic and the full retrain have the same BERT budget.
-    """
-    from sentiloop.training import profile_config
-
-    base = Settings.model_validate(bench_config(data_dir, members))
-    models = profile_config(base.models, profile).model_dump(mode="json")  # type: ignore[arg-type]
-    retrain = {"bert_max_steps": models["bert"]["max_steps"]} if models["bert"]["max_steps"] is not None else {}
-    return {"models": models, "retrain": retrain}
-
-
-def bootstrap_champion(settings: Settings, records: Sequence[Record], profile: str, data_file: Path) -> tuple[int, float]:
-    """Train the first champion with ``train_ensemble`` on ``records`` only (written as a labelled file).
-
-    Retrains then take replay and the golden set from that same file (the champion's ``info.data``).
-    Returns (version, seconds).
-    """
-    from sentiloop.training import train_ensemble
-
-    write_labelled_jsonl(data_file, records, settings.label_names)
-    started = time.perf_counter()
-    version, _, _ = train_ensemble(settings, profile, str(data_file))  # type: ignore[arg-type]
-    return version, time.perf_counter() - started
+    """The profile's training budget for retrains of these members (see sentiloop.scenario)."""
+    return scenario_profile_overrides(bench_config(data_dir, members)["models"], profile)
 
 
 def load_version(data_dir: Path, version: int, members: Sequence[str] | None = None) -> Any:

@@ -148,7 +148,7 @@ def _print_daemon_status(stats: dict[str, Any]) -> None:
     print(f"ingestion       {state}; kafka connected {ingestion.get('kafka_connected')}, "
           f"{ingestion.get('partitions_assigned')} partition(s)")
     champion = stats.get("champion")
-    print(f"champion        " + (f"v{champion['version']:04d} " + ", ".join(f"{m} {w:.2f}" for m, w in champion["weights"].items())
+    print("champion        " + (f"v{champion['version']:04d} " + ", ".join(f"{m} {w:.2f}" for m, w in champion["weights"].items())
                                  if champion else "none yet (sentiloop train --profile fast)"))
     retraining = stats.get("retraining") or {}
     running = retraining.get("running")
