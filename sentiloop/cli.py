@@ -420,6 +420,17 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from sentiloop.demo import run_demo
+
+    interactive = sys.stdout.isatty() and not args.non_interactive
+    return run_demo(Path(args.data_dir) if args.data_dir else settings.data_dir / "demo", settings.data_dir,
+                    members=args.members, rate=args.rate, stable=args.stable_events, shift=args.shift_events,
+                    held_out=args.held_out, interactive=interactive,
+                    keep_running=interactive if args.keep_running is None else args.keep_running, metrics_port=args.port)
+
+
 # -- parser --------------------------------------------------------------------------------------
 def _non_negative_int(text: str) -> int:
     """argparse type: a clear message instead of a traceback for "-3" or "abc"."""
@@ -515,6 +526,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, what in (("pause", cmd_pause, "pause"), ("resume", cmd_resume, "resume")):
         p = _add(sub, name, func, f"{what} ingestion and/or retraining of the running daemon (through its admin API)")
         p.add_argument("target", nargs="?", choices=["ingestion", "retraining", "all"], default="all")
+    p = _add(sub, "demo", cmd_demo, "the whole loop in minutes: embedded broker + daemon, a movies → tweets feedback stream, drift, retrain, gate",
+             "Start the embedded broker and the daemon, train a fast champion on movie snippets if none exists, stream "
+             "labelled movie snippets and then tweets through Kafka, and show live what the daemon does (events/s, "
+             "dictionary, drift statistics, the drift trigger, retrain progress per member, the gate's decision). Ends with "
+             "accuracy per domain before/after, a PNG plot, and how to look at the metrics, the admin API and MLflow.")
+    p.add_argument("--data-dir", metavar="DIR", help="the demo's own data_dir (default: <data_dir>/demo; the VADER cache comes from data_dir)")
+    p.add_argument("--members", nargs="+", default=["word_sentiment", "lstm", "bilstm"],
+                   choices=["word_sentiment", "lstm", "bilstm", "bert"], help="ensemble members (default keeps the demo to minutes)")
+    p.add_argument("--rate", type=float, default=150.0, help="feedback events per second (default 150)")
+    p.add_argument("--stable-events", type=_non_negative_int, default=1500, help="movie snippets streamed first (default 1500)")
+    p.add_argument("--shift-events", type=_non_negative_int, default=2500, help="tweets streamed after them (default 2500)")
+    p.add_argument("--held-out", type=_non_negative_int, default=300, help="sentences per domain kept back for the before/after table")
+    p.add_argument("--port", type=int, default=9108, help="metrics + admin API port (default 9108; 0 = any free port)")
+    p.add_argument("--non-interactive", action="store_true", help="plain log lines instead of a live bar (CI, logs)")
+    p.add_argument("--keep-running", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the daemon running after the report until Ctrl-C (default: yes in a terminal)")
     _add(sub, "reload", cmd_reload, "make the running daemon re-read its config file; prints what changed and what needs a restart")
 
     data = sub.add_parser("data", help="datasets: fetch the VADER human-rated ground truth")

@@ -80,6 +80,11 @@ class Announcer:
         except KafkaError as exc:
             log.error("could not announce the new champion on %s: %s", self.settings.kafka.models_topic, exc)
 
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
 
 class Daemon:
     """A running sentiloop: ``run()`` blocks until SIGTERM/SIGINT (or ``stop()``)."""
@@ -100,6 +105,7 @@ class Daemon:
         self.consumer: FeedbackConsumer | None = None
         self.monitor: Any = None
         self.controller: Any = None
+        self.announcer: Announcer | None = None
         self.metrics = IngestMetrics()
         self.snapshots = DictionarySnapshots(settings.data_dir / "dictionary", settings.dictionary.keep_snapshots)
         self._since_snapshot = 0
@@ -184,8 +190,9 @@ class Daemon:
 
         assert self.store is not None
         self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics).start()
+        self.announcer = Announcer(self.settings, bootstrap)
         self.controller = RetrainController(self.settings, self.store, self.metrics, self.monitor,
-                                            announce=Announcer(self.settings, bootstrap), serving=self.serving).start()
+                                            announce=self.announcer, serving=self.serving).start()
 
     def _shutdown(self) -> None:
         from sentiloop.daemon.client import remove_runtime
@@ -194,6 +201,8 @@ class Daemon:
             self.watcher.stop()
         if self.controller is not None:
             self.controller.stop()
+        if self.announcer is not None:
+            self.announcer.close()  # before the broker goes, or its client logs connection errors
         if self.monitor is not None:
             self.monitor.stop()
         if self.store is not None and self.store.dictionary is not None and self._since_snapshot:
