@@ -177,6 +177,13 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_reference(_args: argparse.Namespace) -> int:
+    from sentiloop.config_reference import reference_markdown
+
+    print(reference_markdown())
+    return 0
+
+
 def _dictionary(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     settings = _settings(args)
     from sentiloop.buffer.sqlite import open_readonly
@@ -482,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser("validate", help="check a YAML config file; errors name the key and the reason")
     p.add_argument("file")
     p.set_defaults(func=cmd_config_validate)
+    p = config_sub.add_parser("reference", help="every key with its type, default and meaning (Markdown, as in the README)")
+    p.set_defaults(func=cmd_config_reference)
     p = config_sub.add_parser("show", help="print the effective configuration (file + environment + defaults)")
     p.add_argument("--config", metavar="FILE")
     p.set_defaults(func=cmd_config_show)

@@ -45,14 +45,16 @@ DEFAULT_LABELS = [
 class KafkaConfig(_Strict):
     """Where feedback comes from; security fields are passed through to kafka-python unchanged."""
 
-    bootstrap_servers: Literal["embedded"] | list[str] = "embedded"
-    topic: str = Field(default="sentiloop.feedback", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
-    group_id: str = Field(default="sentiloop", min_length=1, max_length=200)
+    bootstrap_servers: Literal["embedded"] | list[str] = Field(
+        default="embedded", description="'embedded' (start the bundled development broker) or host:port list (comma-separated in env)")
+    topic: str = Field(default="sentiloop.feedback", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$",
+                       description="feedback topic; the DLQ is <topic>.dlq, champion announcements <topic>.models")
+    group_id: str = Field(default="sentiloop", min_length=1, max_length=200, description="consumer group (replicas share it)")
     client_id: str = "sentiloop"
     partitions: int = Field(default=3, ge=1, le=1000, description="partitions when sentiloop creates the topic")
-    embedded_port: int = Field(default=9092, ge=1, le=65535)
-    poll_timeout_ms: int = Field(default=500, ge=10, le=60_000)
-    max_poll_records: int = Field(default=500, ge=1, le=100_000)
+    embedded_port: int = Field(default=9092, ge=1, le=65535, description="port of the embedded broker (bootstrap_servers: embedded)")
+    poll_timeout_ms: int = Field(default=500, ge=10, le=60_000, description="longest wait of one poll")
+    max_poll_records: int = Field(default=500, ge=1, le=100_000, description="records per poll batch = per buffer transaction")
     fetch_max_wait_ms: int = Field(
         default=100, ge=0, le=60_000, description="longest the broker may hold a fetch; kafka-python's 500 ms default adds latency"
     )
@@ -127,8 +129,8 @@ class MetricsConfig(_Strict):
     """The Prometheus /metrics, /healthz and /readyz endpoint; port 0 picks a free port."""
 
     enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=9108, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="bind address; 0.0.0.0 to expose metrics and probes")
+    port: int = Field(default=9108, ge=0, le=65535, description="/metrics, /healthz, /readyz (and /v1/* unless admin.port is set)")
 
 
 class AdminConfig(_Strict):
@@ -359,8 +361,9 @@ class RetrainConfig(_Strict):
 class Settings(_Strict):
     """Root of the configuration tree."""
 
-    data_dir: Path = Path("sentiloop-data")
-    labels: list[Label] = Field(default_factory=lambda: [label.model_copy() for label in DEFAULT_LABELS])
+    data_dir: Path = Field(default=Path("sentiloop-data"), description="buffer, snapshots, models, MLflow store, admin token")
+    labels: list[Label] = Field(default_factory=lambda: [label.model_copy() for label in DEFAULT_LABELS],
+                                description="the label set: {name, polarity} each; 3-class and other sets work")
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
@@ -370,7 +373,7 @@ class Settings(_Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="reloadable")
     log_format: Literal["text", "json"] = Field(default="text", description="json: one object per line (time, level, component, message)")
 
     @field_validator("labels")

@@ -227,7 +227,6 @@ class Demo:
             else:
                 reasons = "; ".join(outcome.get("gate_reasons") or [str(outcome.get("error") or outcome.get("why") or "")])
                 self.say(f"GATE: kept the champion ({outcome.get('status')}): {reasons}" + (f" ({detail})" if detail else ""))
-            self._last_phase = ""
         line = (f"{self._metric('sentiloop_events_stored_total'):.0f} stored | dictionary {m('sentiloop_dictionary_words'):.0f} words | "
                 f"drift PH {stats['page_hinkley']:.1f}/{drift.ph_threshold:g} label {stats['label_shift']:.3f}/{drift.label_threshold:g} "
                 f"OOV {stats['oov_rate']:.3f} | stream acc {accuracy:.3f} | champion v{m('sentiloop_champion_version'):.0f}")

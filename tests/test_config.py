@@ -84,3 +84,15 @@ def test_security_settings_pass_through(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "kafka:\n  security_protocol: SASL_PLAINTEXT\n"), environ={})
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(write(tmp_path, "kafka:\n  ssl_cafile: /nonexistent/ca.pem\n"), environ={})
+
+
+def test_readme_configuration_reference_is_current() -> None:
+    """The README's key table is generated from the config models; regenerate it when a key changes:
+    replace the section between the markers with the output of `sentiloop config reference`."""
+    from pathlib import Path
+
+    from sentiloop.config_reference import END, START, readme_section
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    current = readme[readme.index(START):readme.index(END) + len(END)]
+    assert current == readme_section(), "README configuration reference is stale: run `sentiloop config reference`"

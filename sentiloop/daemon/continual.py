@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -39,6 +40,7 @@ from sentiloop.retrainers.policy import Decision, DecisionPolicy
 
 log = logging.getLogger(__name__)
 CHECK_S = 2.0
+WORKER_NICENESS = 10
 
 
 def drift_reference(settings: Settings, info: dict[str, Any]) -> tuple[list[str], list[int]]:
@@ -259,7 +261,9 @@ class RetrainController:
     def launch(self, trigger: str, reason: str, mode: str | None = None, recent_since: int | None = None) -> Worker:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output = self.settings.data_dir / "retrain" / f"worker-{stamp}.json"
-        command = [sys.executable, "-m", "sentiloop", "retrain", "--config", str(self._effective_config()),
+        # niced: on a small machine the worker's training must not starve ingestion and serving
+        nice = ["nice", "-n", str(WORKER_NICENESS)] if shutil.which("nice") else []
+        command = [*nice, sys.executable, "-m", "sentiloop", "retrain", "--config", str(self._effective_config()),
                    "--trigger", trigger, "--reason", reason[:500], "--json", "--offline",
                    "--progress", str(output.with_suffix(".progress.json"))]
         if mode:

@@ -91,7 +91,9 @@ class DriftMonitor:
 
     # -- feeding -------------------------------------------------------------------------------
     def offer(self, events: Sequence[FeedbackEvent]) -> None:
-        """Called on the poll thread: enqueue labelled events, never block."""
+        """Called on the poll thread: enqueue labelled events, never block (nothing with retrain.drift.enabled off)."""
+        if not self.config.enabled:
+            return
         for event in events:
             if event.label is None:
                 continue
