@@ -65,7 +65,7 @@ class IngestMetrics:
         self.config_reloads = Counter(
             f"{PREFIX}_config_reloads", "Configuration reloads, by result", ["result"], registry=r
         )
-        for result in ("applied", "rejected"):
+        for result in ("applied", "partial", "rejected"):
             self.config_reloads.labels(result=result)
         # Continual learning.
         self.drift_detected = Counter(f"{PREFIX}_drift_detected", "Drift signals that fired, by signal", ["signal"], registry=r)
