@@ -53,6 +53,8 @@ class IngestMetrics:
         for kind in ("disk_full", "read_only", "locked", "io_error", "cant_open", "corrupt", "sqlite_error"):
             self.buffer_write_errors.labels(kind=kind)
         self.poll_errors = Counter(f"{PREFIX}_poll_errors", "Kafka polls that failed, by error (e.g. UnsupportedCodecError)", ["error"], registry=r)
+        for error in ("UnsupportedCodecError", "CorruptRecordError", "KafkaConnectionError", "KafkaTimeoutError"):
+            self.poll_errors.labels(error=error)  # the usual ones exist from the start (dashboards, rate())
         self.partition_stalled = Gauge(
             f"{PREFIX}_partition_stalled", "1 while a partition has records waiting but its position does not move", ["partition"], registry=r
         )
