@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -108,17 +107,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     stats = _daemon_call(settings, "GET", "/v1/status")  # the running daemon knows more than the file
     if stats is None:
         from sentiloop.buffer.sqlite import open_readonly, read_stats
+        from sentiloop.buffer.store import status_document
 
         try:
             conn = open_readonly(settings.db_path)
         except FileNotFoundError as exc:
             raise SentiloopError(str(exc)) from None
         try:
-            stats = asdict(read_stats(conn, settings.label_names))
+            stats = status_document(read_stats(conn, settings.label_names), str(settings.data_dir))
         finally:
             conn.close()
-        stats["events_invalid_total"] = sum(stats["events_invalid"].values())
-        stats["data_dir"] = str(settings.data_dir)
     if args.json:
         _print_json(stats)
         return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import IO, Iterator, Mapping, Protocol, Sequence
 
 from sentiloop.events import FeedbackEvent
@@ -51,6 +51,13 @@ class BufferStats:
     dictionary_words: int
     dictionary_pending: int
     dictionary_updates: int
+
+
+def status_document(stats: BufferStats, data_dir: str) -> dict[str, object]:
+    """The JSON of `sentiloop status --json` (offline) and the counts part of GET /v1/status."""
+    document: dict[str, object] = asdict(stats)
+    document.update(events_invalid_total=sum(stats.events_invalid.values()), data_dir=data_dir)
+    return document
 
 
 def holdout_split(event_id: str, holdout_share: float) -> str:

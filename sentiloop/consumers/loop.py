@@ -161,7 +161,7 @@ class FeedbackConsumer:
             consumer.resume(*consumer.paused())
         try:
             batch = consumer.poll(timeout_ms=self.kafka.poll_timeout_ms, max_records=self.kafka.max_poll_records)
-        except KafkaError as exc:  # e.g. a batch that cannot be decoded: counted; the stall detector names the partition
+        except KafkaError as exc:  # counted and kept for the probes (a client stuck inside poll() is seen from outside)
             self.metrics.poll_errors.labels(error=type(exc).__name__).inc()
             self.state.last_poll_error = f"{type(exc).__name__}: {exc}"[:300]
             self.state.last_poll_error_at = time.monotonic()

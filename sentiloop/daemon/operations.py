@@ -6,15 +6,15 @@ the HTTP server's worker threads, and every state change goes through the compon
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from sentiloop.buffer.store import status_document
+from sentiloop.daemon.api import Answer
 from sentiloop.errors import SentiloopError, StorageUnavailable
 
 if TYPE_CHECKING:
     from sentiloop.daemon.app import Daemon
 
-Answer = tuple[int, dict[str, Any]]
 TARGETS = ("ingestion", "retraining")
 
 
@@ -34,8 +34,7 @@ class DaemonOperations:
         status: dict[str, Any] = {"data_dir": str(d.settings.data_dir)}
         try:
             assert d.store is not None
-            stats = asdict(d.store.stats())
-            status.update(stats, events_invalid_total=sum(stats["events_invalid"].values()))
+            status.update(status_document(d.store.stats(), str(d.settings.data_dir)))
         except StorageUnavailable as exc:
             status["buffer_error"] = str(exc)
         _ready, readiness = d.readiness()
