@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -54,13 +55,14 @@ TINY_COUNTS = {"tweets": 3, "movies": 3, "amazon": 2, "nyt": 2}
 
 
 def _targz(files: dict[str, bytes]) -> bytes:
+    """A reproducible .tar.gz: gzip's header mtime is pinned, so two builds have the same sha256."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return gzip.compress(buffer.getvalue(), mtime=0)
 
 
 def _tiny_inner(files: dict[str, bytes] = TINY_FILES) -> bytes:
