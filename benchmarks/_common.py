@@ -20,16 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from sentiloop.config import deep_merge
 from sentiloop.datasets import Record, load_vader_ground_truth, vader_cache_dir
+from sentiloop.models.registry import MEMBER_NAMES, in_training_order
+from sentiloop.runtime import prepare_environment, use_torch_threads
 from sentiloop.scenario import bootstrap_champion, by_domain, feedback_event, shuffled, write_labelled_jsonl
 from sentiloop.scenario import profile_overrides as scenario_profile_overrides
 
-__all__ = ["bootstrap_champion", "by_domain", "feedback_event", "shuffled", "write_labelled_jsonl"]  # re-exported for the scripts
+__all__ = ["bootstrap_champion", "by_domain", "deep_merge", "feedback_event", "shuffled", "write_labelled_jsonl"]  # re-exported for the scripts
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_DATASETS = REPO / "sentiloop-data" / "datasets"  # where `sentiloop data fetch` caches it
-MEMBERS = ("word_sentiment", "lstm", "bilstm", "bert")
+MEMBERS = tuple(in_training_order(MEMBER_NAMES))
 OMP_NOTE = (
     "note: OMP_WAIT_POLICY=PASSIVE is set by default (inherited by the daemon and retrain workers): with torch's "
     "default active wait, 2 threads on 2 oversubscribed cores ran LSTM inference over 100x slower on this machine; set OMP_WAIT_POLICY "
@@ -52,13 +55,6 @@ def vader_records(datasets: Path) -> list[Record]:
 
 
 # -- settings, bootstrap, evaluation -------------------------------------------------------------
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) else value
-    return merged
-
-
 def bench_config(data_dir: Path, members: Sequence[str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Library defaults, except: these members, no MLflow (its 3–9 s per run is not what we measure)."""
     base = {"data_dir": str(data_dir), "models": {"enabled": list(members)}, "mlflow": {"enabled": False}}
@@ -89,9 +85,9 @@ def accuracy(ensemble: Any, records: Sequence[Record]) -> float:
 
 
 def configure_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+    """A benchmark is a process entry: the environment defaults and torch's threads are set here."""
+    prepare_environment()
+    use_torch_threads(threads)
 
 
 # -- output --------------------------------------------------------------------------------------

@@ -145,13 +145,20 @@ class Calibration:
     events: int
 
 
-def oov_stable_max(champion: Any, texts: Sequence[str], window: int, replicas: int, seed: int) -> float:
-    """Largest windowed OOV rate over shuffled replicas of the stable stretch (what calibrate() does for the others)."""
-    from sentiloop.models.tokenize import regex_tokenize
+def champion_tokenizer_and_vocabulary(champion: Any) -> tuple[Callable[[str], list[str]], set[str]]:
+    """What the daemon's OOV detector uses (the champion's own tokenizer); the benchmark needs a vocabulary."""
     from sentiloop.monitoring.drift_monitor import champion_vocabulary
 
-    vocabulary = champion_vocabulary(champion)
-    counts = np.array([(sum(t not in vocabulary for t in tokens), len(tokens)) for tokens in map(regex_tokenize, texts)], dtype=float)
+    known = champion_vocabulary(champion)
+    if known is None:
+        raise SystemExit("the champion has no member with a vocabulary: the OOV signal cannot be calibrated")
+    return known
+
+
+def oov_stable_max(champion: Any, texts: Sequence[str], window: int, replicas: int, seed: int) -> float:
+    """Largest windowed OOV rate over shuffled replicas of the stable stretch (what calibrate() does for the others)."""
+    tokenize, vocabulary = champion_tokenizer_and_vocabulary(champion)
+    counts = np.array([(sum(t not in vocabulary for t in tokens), len(tokens)) for tokens in map(tokenize, texts)], dtype=float)
     rng, peak = np.random.default_rng(seed), 0.0
     for _ in range(replicas):
         shuffled_counts = counts[rng.permutation(len(counts))]
@@ -163,9 +170,7 @@ def oov_stable_max(champion: Any, texts: Sequence[str], window: int, replicas: i
 
 def calibrate_on_stable(champion: Any, stable: Sequence[Record], settings: Settings, replicas: int) -> Calibration:
     """The documented procedure: thresholds from the champion's own errors on stable data, before streaming."""
-    from sentiloop.models.tokenize import regex_tokenize
     from sentiloop.monitoring.drift import OOVRateDrift, calibrate
-    from sentiloop.monitoring.drift_monitor import champion_vocabulary
     from sentiloop.retrainers.data import original_split
 
     d = settings.retrain.drift
@@ -180,7 +185,7 @@ def calibrate_on_stable(champion: Any, stable: Sequence[Record], settings: Setti
                   reference_labels=[*train.labels, *golden.labels])  # the daemon's label reference
     oov = oov_stable_max(champion, [r.text for r in stable], d.oov_window, replicas, seed=0)
     # The daemon's OOV baseline is the rate on the champion's golden set, so the margin is what is left up to the threshold.
-    baseline = OOVRateDrift.rate(regex_tokenize, champion_vocabulary(champion), golden.texts)
+    baseline = OOVRateDrift.rate(*champion_tokenizer_and_vocabulary(champion), golden.texts)
     margin = min(1.0, max(0.01, oov * CALIBRATION_MARGIN - baseline))
     return Calibration(float(c.ph_threshold), float(c.label_threshold), float(margin), float(c.ph_stable_max),
                        float(c.label_stable_max), float(oov), float(baseline), float(errors.mean()), replicas, len(stable))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from sentiloop import __version__
 from sentiloop.errors import SentiloopError
+from sentiloop.models.registry import MEMBER_NAMES
+from sentiloop.runtime import prepare_environment
 
 if TYPE_CHECKING:
     from sentiloop.config import Settings
@@ -66,7 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sentiloop.logs import configure_logging
 
     configure_logging("DEBUG" if args.verbose else settings.log_level, settings.log_format, secret_env(settings).values())
-
+    if set(settings.models.enabled) - {"word_sentiment"}:  # a neural member will serve: torch's threads, once
+        _configure_threads(settings)
     return Daemon(settings, Path(args.config) if args.config else None).run()
 
 
@@ -242,10 +244,10 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_threads(settings) -> None:  # type: ignore[no-untyped-def]
-    import torch
+def _configure_threads(settings: Settings) -> None:
+    from sentiloop.runtime import use_torch_threads
 
-    torch.set_num_threads(settings.models.threads)
+    use_torch_threads(settings.models.threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -427,6 +429,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _configure_threads(settings)
     from sentiloop.demo import run_demo
 
     interactive = sys.stdout.isatty() and not args.non_interactive
@@ -498,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
              "evaluate on the test split and save data_dir/models/vNNNN; the first version becomes champion.")
     p.add_argument("--profile", choices=["fast", "full"], default="full", help="fast: ≤ 3 min demo/CI; full: the quality run (≤ 25 min on 2 cores)")
     p.add_argument("--data", metavar="FILE", help="your own labelled JSONL/CSV (text, label[, domain]) instead of the VADER ground truth")
-    p.add_argument("--members", nargs="+", choices=["word_sentiment", "lstm", "bilstm", "bert"], help="train only these members")
+    p.add_argument("--members", nargs="+", choices=MEMBER_NAMES, help="train only these members")
 
     p = _add(sub, "eval", cmd_eval, "accuracy, macro-F1, per-class F1, per-domain accuracy and calibration (ECE) on the test split")
     p.add_argument("--json", action="store_true")
@@ -540,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
              "accuracy per domain before/after, a PNG plot, and how to look at the metrics, the admin API and MLflow.")
     p.add_argument("--data-dir", metavar="DIR", help="the demo's own data_dir (default: <data_dir>/demo; the VADER cache comes from data_dir)")
     p.add_argument("--members", nargs="+", default=["word_sentiment", "lstm", "bilstm"],
-                   choices=["word_sentiment", "lstm", "bilstm", "bert"], help="ensemble members (default keeps the demo to minutes)")
+                   choices=MEMBER_NAMES, help="ensemble members (default keeps the demo to minutes)")
     p.add_argument("--rate", type=float, default=150.0, help="feedback events per second (default 150)")
     p.add_argument("--stable-events", type=_non_negative_int, default=1500, help="movie snippets streamed first (default 1500)")
     p.add_argument("--shift-events", type=_non_negative_int, default=2500, help="tweets streamed after them (default 2500)")
@@ -568,8 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Set before torch loads: OpenMP's default busy-waiting made training 7-20x slower on 2 shared cores.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    prepare_environment()  # before torch or mlflow loads
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from sentiloop.errors import ConfigError
+from sentiloop.models.registry import MEMBER_NAMES, MemberName, default_weights
 
 ENV_PREFIX = "SENTILOOP_"
 # Environment variables with this prefix that are not config keys.
@@ -233,12 +235,8 @@ class BiLSTMConfig(RecurrentConfig):
 class ModelsConfig(_Strict):
     """The ensemble: which members vote and with what weight (renormalised over enabled members)."""
 
-    enabled: list[Literal["bert", "bilstm", "lstm", "word_sentiment"]] = Field(
-        default_factory=lambda: ["bert", "bilstm", "lstm", "word_sentiment"]
-    )
-    weights: dict[Literal["bert", "bilstm", "lstm", "word_sentiment"], float] = Field(
-        default_factory=lambda: {"bert": 0.30, "bilstm": 0.30, "lstm": 0.25, "word_sentiment": 0.15}
-    )
+    enabled: list[MemberName] = Field(default_factory=lambda: list(MEMBER_NAMES))
+    weights: dict[MemberName, float] = Field(default_factory=default_weights)
     word_sentiment_lexicon: Literal["none", "vader"] = Field(
         default="vader", description="seed lexicon of the ensemble's word-sentiment member (VADER adds its rule-based scores)"
     )
@@ -432,13 +430,11 @@ def env_overrides(environ: dict[str, str] | os._Environ[str] | None = None) -> d
     return tree
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, section by section (a nested mapping merges, a value replaces)."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) else value
     return merged
 
 
@@ -469,7 +465,7 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
     if overrides:
         source += " + SENTILOOP_* environment"
     try:
-        return Settings.model_validate(_deep_merge(data, overrides))
+        return Settings.model_validate(deep_merge(data, overrides))
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
 

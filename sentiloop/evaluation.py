@@ -19,15 +19,16 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probabilities.argmax(axis=1) == labels)) if len(labels) else float("nan")
 
 
+def class_f1(predicted: np.ndarray, labels: np.ndarray, c: int) -> np.ndarray:
+    """F1 of class ``c`` along the last axis (one sample, or a stack of bootstrap resamples); 0 if undefined."""
+    p, y = predicted == c, labels == c
+    tp, fp, fn = (p & y).sum(-1), (p & ~y).sum(-1), (~p & y).sum(-1)
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
 def per_class_f1(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    f1 = np.zeros(num_classes)
-    for c in range(num_classes):
-        tp = np.sum((predicted == c) & (labels == c))
-        fp = np.sum((predicted == c) & (labels != c))
-        fn = np.sum((predicted != c) & (labels == c))
-        denominator = 2 * tp + fp + fn
-        f1[c] = 2 * tp / denominator if denominator else 0.0
-    return f1
+    return np.array([class_f1(predicted, labels, c) for c in range(num_classes)], dtype=float)
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

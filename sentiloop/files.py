@@ -1,11 +1,17 @@
-"""Small file helpers shared by snapshots and checkpoints: atomic writes and content hashes."""
+"""Small file helpers shared by snapshots and checkpoints: atomic writes (files and directories) and hashes."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,82 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_directory(target: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty temp directory beside ``target``; when the block succeeds it becomes ``target``.
+
+    A crash at any point leaves the old ``target`` or the new one, never none: a new directory is one
+    rename; replacing one is an atomic exchange (Linux ``renameat2(RENAME_EXCHANGE)``). Where the
+    kernel or filesystem has no exchange, the old directory is first renamed aside to ``.<name>.old``
+    and :func:`restore_directory` (run by every checkpoint read) puts it back if the process died
+    between the two renames. A failed block removes the temp directory and leaves ``target`` as it was.
+    ``replace=False`` refuses an existing ``target`` (checkpoints that are never overwritten).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    restore_directory(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if not target.exists():
+            tmp.rename(target)
+        elif not replace:
+            raise CheckpointError(f"{target} already exists; it is never overwritten")
+        elif _exchange(tmp, target):
+            shutil.rmtree(tmp)  # now holds the old contents
+        else:
+            aside = _aside(target)
+            shutil.rmtree(aside, ignore_errors=True)
+            target.rename(aside)
+            tmp.rename(target)
+            shutil.rmtree(aside)
+        _fsync_directory(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def restore_directory(target: Path) -> None:
+    """Undo a replacement interrupted between its two renames (see :func:`atomic_directory`)."""
+    aside = _aside(target)
+    if aside.is_dir():
+        if target.exists():
+            shutil.rmtree(aside, ignore_errors=True)  # the new one made it: the old is garbage
+        else:
+            aside.rename(target)
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths; False where the platform or filesystem cannot."""
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name else None
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename inside ``directory`` survive a power loss."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -16,7 +16,8 @@ from sentiloop.config import ModelsConfig, Settings
 from sentiloop.datasets import Record, Split, load_labelled_file, load_vader_ground_truth, split_dataset
 from sentiloop.evaluation import classification_report
 from sentiloop.models.base import Member, TrainData
-from sentiloop.models.ensemble import Ensemble, ordered_members
+from sentiloop.models.ensemble import Ensemble
+from sentiloop.models.registry import build_member, in_training_order
 from sentiloop.models.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -55,26 +56,6 @@ def as_train_data(records: Sequence[Record]) -> TrainData:
     return TrainData([r.text for r in records], np.array([r.label for r in records], dtype=np.int64), domains=[r.domain for r in records])
 
 
-def build_member(name: str, settings: Settings, models: ModelsConfig) -> Member:
-    """A fresh, untrained member (heavy modules imported only for the members asked for)."""
-    num_classes = len(settings.labels)
-    if name == "word_sentiment":
-        from sentiloop.models.word_member import WordSentimentMember
-
-        d = settings.dictionary
-        return WordSentimentMember(settings.polarities, d.alpha, d.min_count, d.tokenizer, models.word_sentiment_lexicon)
-    if name in ("lstm", "bilstm"):
-        from sentiloop.models.recurrent import BiLSTMMember, LSTMMember
-
-        cls = LSTMMember if name == "lstm" else BiLSTMMember
-        return cls(num_classes, getattr(models, name), seed=models.seed, threads=models.threads)
-    if name == "bert":
-        from sentiloop.models.bert import BertMember
-
-        return BertMember(num_classes, models.bert, seed=models.seed, threads=models.threads)
-    raise ValueError(f"unknown member {name!r}")
-
-
 def evaluate(ensemble: Ensemble, data: TrainData) -> dict[str, Any]:
     """Per member and for the ensemble: accuracy, macro-F1, per-class F1, per-domain accuracy, ECE."""
     probabilities = ensemble.member_probabilities(data.texts)
@@ -91,7 +72,7 @@ def train_ensemble(settings: Settings, profile: Profile = "full", data_file: str
     train, validation, test = (as_train_data(part) for part in (split.train, split.validation, split.test))
     members: dict[str, Member] = {}
     timings: dict[str, float] = {}
-    for name in ordered_members(models.enabled):
+    for name in in_training_order(models.enabled):
         started = time.monotonic()
         log.info("training %s on %d examples (%s profile)", name, len(train), profile)
         member = build_member(name, settings, models)

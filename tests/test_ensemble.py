@@ -6,7 +6,8 @@ import pytest
 from sentiloop.errors import CheckpointError
 from sentiloop.evaluation import classification_report, expected_calibration_error, per_class_f1
 from sentiloop.models.base import TrainData
-from sentiloop.models.ensemble import Ensemble, normalise_weights, ordered_members
+from sentiloop.models.ensemble import Ensemble, normalise_weights
+from sentiloop.models.registry import in_training_order
 from sentiloop.models.store import ModelStore
 from sentiloop.models.word_member import WordSentimentMember
 
@@ -41,7 +42,7 @@ def test_soft_vote_is_the_weighted_mean() -> None:
 
 
 def test_seed_training_order() -> None:
-    assert ordered_members(["bert", "word_sentiment", "lstm", "bilstm"]) == ["word_sentiment", "lstm", "bilstm", "bert"]
+    assert in_training_order(["bert", "word_sentiment", "lstm", "bilstm"]) == ["word_sentiment", "lstm", "bilstm", "bert"]
 
 
 def test_word_member_calibrated_round_trip_and_tamper(tmp_path: Path) -> None:

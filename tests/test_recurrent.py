@@ -31,7 +31,7 @@ def tiny(**overrides: Any) -> RecurrentConfig:
 
 def make(cls: type[RecurrentMember], num_classes: int = 3, **overrides: Any) -> RecurrentMember:
     """A tiny untrained member on one thread (faster than two for models this small)."""
-    return cls(num_classes, tiny(**overrides), threads=1)
+    return cls(num_classes, tiny(**overrides))
 
 
 def sentiment_data(n: int, seed: int = 0) -> TrainData:

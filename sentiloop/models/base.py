@@ -2,17 +2,24 @@
 
 Every member predicts class probabilities for texts, learns from (texts, labels), and saves to / loads
 from a directory through :mod:`sentiloop.models.checkpoint` (safetensors + JSON + sha256 manifest).
+What only some members can do is an optional capability protocol, checked with ``isinstance``:
+``WarmStartable`` (a cheaper retrain from the champion), ``HasVocabulary`` (the words it knows and the
+tokenizer that splits them, for the OOV drift signal) and ``HasOptimizerState`` (kept in checkpoints).
+Which members exist is :mod:`sentiloop.models.registry`'s job.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-MEMBER_NAMES = ("bert", "bilstm", "lstm", "word_sentiment")
+if TYPE_CHECKING:
+    from sentiloop.config import ModelsConfig, RetrainConfig, Settings
+    from sentiloop.models.torch_common import OptimizerState
 
 
 @dataclass(frozen=True)
@@ -62,3 +69,47 @@ class Member(Protocol):
     @classmethod
     def load(cls, directory: Path) -> Member:
         """Read a member written by ``save``; refuses tampered or truncated files."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, models: ModelsConfig) -> Member:
+        """A fresh, untrained member configured from its own section of ``models`` (or ``settings``)."""
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """What a warm-start retrain is given: the retrain settings, and where it may keep backups."""
+
+    retrain: RetrainConfig
+    iteration: int
+    backup_dir: Path
+
+
+@runtime_checkable
+class WarmStartable(Protocol):
+    """A member that retrains from itself (the champion) more cheaply than from scratch."""
+
+    def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[Member, FitReport]:
+        """A new challenger member and its fit report; ``self`` is left untouched (it keeps serving)."""
+
+
+@runtime_checkable
+class HasVocabulary(Protocol):
+    """A member that knows a set of words, split by its own tokenizer."""
+
+    @property
+    def tokenizer_name(self) -> str:
+        """The name of the tokenizer that built the vocabulary (``regex``, ``kiwi``)."""
+
+    def known_words(self) -> Collection[str]:
+        """Every word the member has a representation for."""
+
+    def tokenize(self, text: str) -> list[str]:
+        """``text`` split exactly the way the member splits it."""
+
+
+@runtime_checkable
+class HasOptimizerState(Protocol):
+    """A member whose optimizer state (moments, step counts) is worth keeping with a checkpoint."""
+
+    def optimizer_state(self) -> OptimizerState | None:
+        """(tensors by parameter name, JSON meta), or None before the member has trained."""

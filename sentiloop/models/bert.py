@@ -16,6 +16,7 @@ rebuilds the model from that config without any network access and never unpickl
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -29,15 +30,16 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-from sentiloop.config import BertConfig
+from sentiloop.config import BertConfig, ModelsConfig, Settings
 from sentiloop.errors import CheckpointError
-from sentiloop.models.base import FitReport, TrainData
-from sentiloop.models.checkpoint import read_json, verify_member_dir, write_json, write_member_dir
+from sentiloop.models.base import FitReport, TrainData, WarmStart
+from sentiloop.files import read_json
+from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
 from sentiloop.models.pretrained import resolve_pretrained
 from sentiloop.models.torch_common import (
     EarlyStopping,
     OptimizerState,
-    configure_torch,
+    seeded,
     length_sorted_batches,
     named_optimizer_state,
     weighted_cross_entropy,
@@ -65,18 +67,21 @@ class BertMember:
 
     kind: ClassVar[str] = "bert"
 
-    def __init__(self, num_classes: int, config: BertConfig, seed: int = 13, threads: int = 2) -> None:
+    def __init__(self, num_classes: int, config: BertConfig, seed: int = 13) -> None:
         source, local_only = resolve_pretrained(config.model)
-        configure_torch(threads, seed)  # the new head's initial weights depend on the seed
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_classes, local_files_only=local_only)
+        with seeded(seed):  # the new head's initial weights depend on the seed
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_classes, local_files_only=local_only)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-        self._attach(num_classes, config, seed, threads, model, tokenizer)
+        self._attach(num_classes, config, seed, model, tokenizer)
 
-    def _attach(self, num_classes: int, config: BertConfig, seed: int, threads: int, model: torch.nn.Module, tokenizer: Any) -> None:
+    @classmethod
+    def from_settings(cls, settings: Settings, models: ModelsConfig) -> BertMember:
+        return cls(len(settings.labels), models.bert, seed=models.seed)
+
+    def _attach(self, num_classes: int, config: BertConfig, seed: int, model: torch.nn.Module, tokenizer: Any) -> None:
         self.num_classes = num_classes
         self.config = config
         self.seed = seed
-        self.threads = threads
         self.model = model
         self.tokenizer = tokenizer
         self._optimizer_state: OptimizerState | None = None
@@ -86,7 +91,6 @@ class BertMember:
         """(n, num_classes) softmax probabilities; batches are length-sorted, rows keep input order."""
         if len(texts) == 0:
             return np.zeros((0, self.num_classes), dtype=np.float32)
-        torch.set_num_threads(self.threads)
         return torch.softmax(self._logits(self._encode(texts)), dim=-1).numpy()
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -128,10 +132,17 @@ class BertMember:
     # -- training -----------------------------------------------------------------------------
     def fit(self, train: TrainData, validation: TrainData | None = None) -> FitReport:
         """Fine-tune every parameter at ``config.learning_rate`` for ≤ ``config.epochs`` epochs."""
-        configure_torch(self.threads, self.seed)
         self.model.requires_grad_(True)
         groups = _param_groups(self.model.named_parameters(), self.config.learning_rate, self.config.weight_decay)
-        return self._train(train, validation, groups, epochs=self.config.epochs, max_steps=self.config.max_steps)
+        with seeded(self.seed):
+            return self._train(train, validation, groups, epochs=self.config.epochs, max_steps=self.config.max_steps)
+
+    def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[BertMember, FitReport]:
+        """The seed's BERT "fine-tune" on a copy; "top 2 layers from the 3rd epoch" (epochs count from 0)."""
+        challenger = copy.deepcopy(self)
+        report = challenger.fine_tune(train, validation, epochs=budget.retrain.bert_epochs, max_steps=budget.retrain.bert_max_steps,
+                                      unfreeze_from_epoch=2, top_layers=2)
+        return challenger, report
 
     def fine_tune(
         self,
@@ -162,19 +173,18 @@ class BertMember:
             raise ValueError(f"epochs must be 1..{MAX_EPOCHS} (the seed caps BERT retraining at {MAX_EPOCHS}), got {epochs}")
         if unfreeze_from_epoch < 0 or top_layers < 0:
             raise ValueError(f"unfreeze_from_epoch and top_layers must be >= 0, got {unfreeze_from_epoch} and {top_layers}")
-        configure_torch(self.threads, self.seed)
-        if reinit_head:
-            self._reinit_head()
-            self._probe_head(train)
-        encoder = self.model.base_model
-        head = [(name, p) for name, p in self.model.named_parameters() if not name.startswith(self.model.base_model_prefix + ".")]
-        groups = _param_groups(encoder.named_parameters(), encoder_lr, self.config.weight_decay)
-        groups += _param_groups(head, head_lr, self.config.weight_decay)
-
         def on_epoch(epoch: int) -> None:
             self.apply_unfreezing(epoch, unfreeze_from_epoch, top_layers)
 
-        return self._train(train, validation, groups, epochs=epochs, max_steps=max_steps, on_epoch=on_epoch)
+        with seeded(self.seed):
+            if reinit_head:
+                self._reinit_head()
+                self._probe_head(train)
+            encoder = self.model.base_model
+            head = [(name, p) for name, p in self.model.named_parameters() if not name.startswith(self.model.base_model_prefix + ".")]
+            groups = _param_groups(encoder.named_parameters(), encoder_lr, self.config.weight_decay)
+            groups += _param_groups(head, head_lr, self.config.weight_decay)
+            return self._train(train, validation, groups, epochs=epochs, max_steps=max_steps, on_epoch=on_epoch)
 
     def apply_unfreezing(self, epoch: int, unfreeze_from_epoch: int, top_layers: int) -> None:
         """Set ``requires_grad`` for ``epoch`` (0-based) of the progressive-unfreezing schedule."""
@@ -197,11 +207,12 @@ class BertMember:
         return list(layers)[max(0, len(layers) - count) :] + ([pooler] if pooler is not None else [])
 
     def _reinit_head(self) -> None:
-        """Fresh head weights (the seed sets the classifier's kernel to glorot_uniform)."""
+        """Fresh head weights (the seed sets the classifier's kernel to glorot_uniform), from the member's own seed."""
+        generator = torch.Generator().manual_seed(self.seed)
         for head in self._head_modules():
             for module in head.modules():
                 if isinstance(module, torch.nn.Linear):
-                    torch.nn.init.xavier_uniform_(module.weight)
+                    torch.nn.init.xavier_uniform_(module.weight, generator=generator)
                     if module.bias is not None:
                         torch.nn.init.zeros_(module.bias)
 
@@ -340,7 +351,7 @@ class BertMember:
             self.model.config.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             write_json(tmp, MEMBER_FILE, {"kind": self.kind, "num_classes": self.num_classes, "seed": self.seed,
-                                          "threads": self.threads, "config": self.config.model_dump(mode="json")})
+                                          "config": self.config.model_dump(mode="json")})
             if optimizer is not None:
                 save_file(optimizer.tensors, str(tmp / OPTIMIZER_FILE))
                 write_json(tmp, OPTIMIZER_META, optimizer.meta)
@@ -352,7 +363,7 @@ class BertMember:
         """Rebuild from a verified checkpoint, offline: config.json → model, then safetensors weights."""
         directory = Path(directory)
         manifest = verify_member_dir(directory, cls.kind)
-        meta = read_json(directory, MEMBER_FILE)
+        meta = read_json(directory / MEMBER_FILE)
         try:
             config = BertConfig.model_validate(meta["config"])
             num_classes = int(meta["num_classes"])
@@ -368,9 +379,9 @@ class BertMember:
             raise CheckpointError(f"{directory} is not a loadable BERT member: {exc}") from None
         model.eval()
         member = cls.__new__(cls)
-        member._attach(num_classes, config, int(meta["seed"]), int(meta["threads"]), model, tokenizer)
+        member._attach(num_classes, config, int(meta["seed"]), model, tokenizer)
         if OPTIMIZER_FILE in manifest["files"]:
-            member._optimizer_state = OptimizerState(load_file(str(directory / OPTIMIZER_FILE)), read_json(directory, OPTIMIZER_META))
+            member._optimizer_state = OptimizerState(load_file(str(directory / OPTIMIZER_FILE)), read_json(directory / OPTIMIZER_META))
         return member
 
 

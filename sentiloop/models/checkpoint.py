@@ -8,15 +8,13 @@ manifest (tampering, truncation) before a single byte is deserialised. No pickle
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from sentiloop.errors import CheckpointError
-from sentiloop.files import read_json as load_json
-from sentiloop.files import sha256_file
+from sentiloop.files import read_json
+from sentiloop.files import atomic_directory, restore_directory, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "sentiloop.member/1"
@@ -35,29 +33,17 @@ def write_manifest(directory: Path, kind: str, extra: dict[str, Any] | None = No
 
 
 def write_member_dir(directory: Path, kind: str, write_files: Callable[[Path], None], extra: dict[str, Any] | None = None) -> None:
-    """Atomically (temp dir + rename) create ``directory`` with the files ``write_files`` puts in it."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    """Atomically create (or replace) ``directory`` with the files ``write_files`` puts in it, plus a manifest."""
+    with atomic_directory(directory) as tmp:
         write_files(tmp)
         write_manifest(tmp, kind, extra)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def verify_member_dir(directory: Path, kind: str | None = None) -> dict[str, Any]:
     """Check the manifest and every file's size and sha256; return the manifest."""
+    restore_directory(directory)
     path = directory / MANIFEST
-    manifest = load_json(path, f"{directory} is not a sentiloop checkpoint: {MANIFEST} is missing")
+    manifest = read_json(path, f"{directory} is not a sentiloop checkpoint: {MANIFEST} is missing")
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {manifest.get('format')!r}")
     if kind is not None and manifest.get("kind") != kind:
@@ -71,11 +57,6 @@ def verify_member_dir(directory: Path, kind: str | None = None) -> dict[str, Any
         if sha256_file(file) != expected["sha256"]:
             raise CheckpointError(f"{file} fails its sha256 check: it was modified after it was written")
     return manifest
-
-
-def read_json(directory: Path, name: str) -> Any:
-    """Read a JSON file of a verified checkpoint."""
-    return load_json(directory / name)
 
 
 def write_json(directory: Path, name: str, data: Any) -> None:

@@ -9,9 +9,6 @@ An ensemble checkpoint is ``ensemble.json`` (weights, labels, metrics) + ``membe
 
 from __future__ import annotations
 
-import importlib
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,27 +16,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sentiloop.errors import CheckpointError
-from sentiloop.files import atomic_write_json, read_json
-from sentiloop.models.base import MEMBER_NAMES, Member
+from sentiloop.files import atomic_directory, atomic_write_json, read_json
+from sentiloop.models.base import Member
 from sentiloop.models.checkpoint import verify_member_dir
+from sentiloop.models.registry import member_class
 
-# kind → "module:Class", imported only when a checkpoint of that kind is loaded (torch stays lazy).
-MEMBER_CLASSES = {
-    "bert": "sentiloop.models.bert:BertMember",
-    "bilstm": "sentiloop.models.recurrent:BiLSTMMember",
-    "lstm": "sentiloop.models.recurrent:LSTMMember",
-    "word_sentiment": "sentiloop.models.word_member:WordSentimentMember",
-}
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT = "sentiloop.ensemble/1"
-
-
-def member_class(kind: str) -> type:
-    try:
-        module, name = MEMBER_CLASSES[kind].split(":")
-    except KeyError:
-        raise CheckpointError(f"unknown member kind {kind!r}; known: {sorted(MEMBER_CLASSES)}") from None
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
 def normalise_weights(weights: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
@@ -99,25 +82,17 @@ class Ensemble:
     # -- checkpoint ----------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """Write members and ``ensemble.json`` into a temp dir, then rename it into place."""
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_directory(directory, replace=False) as tmp:
             for name, member in self.members.items():
                 member.save(tmp / "members" / name)
             atomic_write_json(tmp / ENSEMBLE_FILE, self.document())
-            if directory.exists():
-                raise CheckpointError(f"{directory} already exists; ensemble checkpoints are never overwritten")
-            tmp.rename(directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def document(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "created_ms": int(time.time() * 1000),
             "labels": self.label_names,
-            "members": {name: type(member).kind for name, member in self.members.items()},  # type: ignore[attr-defined]
+            "members": {name: member.kind for name, member in self.members.items()},
             "weights": self.weights,
             "class_bias": self.class_bias,
             "metrics": self.metrics,
@@ -143,9 +118,3 @@ class Ensemble:
         return cls(members, document["weights"], document["labels"], document.get("metrics"), document.get("info"),
                    document.get("class_bias"))
 
-
-def ordered_members(enabled: Sequence[str]) -> list[str]:
-    """Enabled members in the seed's training order: word-sentiment → LSTM → BiLSTM → BERT."""
-    order = ["word_sentiment", "lstm", "bilstm", "bert"]
-    assert set(order) == set(MEMBER_NAMES)
-    return [name for name in order if name in enabled]

@@ -35,14 +35,16 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from tqdm import tqdm
 
-from sentiloop.config import BiLSTMConfig, LSTMConfig, RecurrentConfig
+from sentiloop.config import BiLSTMConfig, LSTMConfig, ModelsConfig, RecurrentConfig, Settings
 from sentiloop.errors import CheckpointError
-from sentiloop.models.base import FitReport, TrainData
-from sentiloop.models.checkpoint import read_json, verify_member_dir, write_json, write_member_dir
+from sentiloop.models.base import FitReport, TrainData, WarmStart
+from sentiloop.files import read_json
+from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
 from sentiloop.models.pretrained import BUNDLED_MINILM, resolve_pretrained
 from sentiloop.models.torch_common import (
     EarlyStopping,
-    configure_torch,
+    OptimizerState,
+    seeded,
     length_sorted_batches,
     minibatches,
     named_optimizer_state,
@@ -176,13 +178,12 @@ class RecurrentMember:
     he_normal: ClassVar[bool]
     config_class: ClassVar[type[RecurrentConfig]]
 
-    def __init__(self, num_classes: int, config: RecurrentConfig | None = None, seed: int = 13, threads: int = 2) -> None:
+    def __init__(self, num_classes: int, config: RecurrentConfig | None = None, seed: int = 13) -> None:
         if num_classes < 2:
             raise ValueError("needs at least two classes")
         self.num_classes = num_classes
         self.config = config or self.config_class()
         self.seed = seed
-        self.threads = threads
         self.vocab: Vocabulary | None = None
         self.model: RecurrentNet | None = None
         self._optimizer: torch.optim.Optimizer | None = None
@@ -237,17 +238,33 @@ class RecurrentMember:
         """An independent copy: retrain the copy, keep serving the original."""
         return copy.deepcopy(self)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, models: ModelsConfig) -> RecurrentMember:
+        config: RecurrentConfig = getattr(models, cls.kind)  # models.lstm / models.bilstm
+        return cls(len(settings.labels), config, seed=models.seed)
+
+    # -- HasVocabulary --------------------------------------------------------------------------
+    @property
+    def tokenizer_name(self) -> str:
+        return self.vocab.tokenizer_name if self.vocab is not None else self.config.tokenizer
+
+    def known_words(self) -> list[str]:
+        return self.vocab.words() if self.vocab is not None else []
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._require_vocab().tokenize(text)
+
     def _build_vocab(self, texts: Sequence[str]) -> Vocabulary:
         cfg = self.config
         return Vocabulary.build(texts, cfg.tokenizer, cfg.min_freq, cfg.max_vocab)
 
     def _new_model(self) -> RecurrentNet:
         """A freshly initialised network for the current vocabulary (seeded, so runs repeat)."""
-        configure_torch(self.threads, self.seed)
         vocab = self._require_vocab()
-        model = RecurrentNet(len(vocab), self.config, self.bidirectional, self.num_classes)
-        if self.he_normal:
-            model.he_normal_()
+        with seeded(self.seed):
+            model = RecurrentNet(len(vocab), self.config, self.bidirectional, self.num_classes)
+            if self.he_normal:
+                model.he_normal_()
         if self.config.pretrained_embeddings:
             vectors, found = pretrained_vectors(vocab.itos[2:], self.config.embedding_dim)
             with torch.no_grad():
@@ -256,6 +273,10 @@ class RecurrentMember:
         return model
 
     def _train(self, train: TrainData, validation: TrainData | None, epochs: int | None = None) -> FitReport:
+        with seeded(self.seed):  # dropout masks: the member's own, repeatable randomness
+            return self._training_loop(train, validation, epochs)
+
+    def _training_loop(self, train: TrainData, validation: TrainData | None, epochs: int | None) -> FitReport:
         """The loop every training mode shares; leaves the best-validation weights in the model.
 
         ``epochs`` (if given) caps ``config.epochs``.
@@ -264,7 +285,6 @@ class RecurrentMember:
         model, cfg = self._require_model(), self.config
         if not len(train):
             raise ValueError("no training examples")
-        configure_torch(self.threads, self.seed)
         data = self._encode(train)
         held_out = self._encode(validation) if validation is not None and len(validation) else None
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
@@ -334,7 +354,6 @@ class RecurrentMember:
 
     def _logits(self, ids: list[list[int]]) -> torch.Tensor:
         model = self._require_model()
-        torch.set_num_threads(self.threads)
         out = torch.empty(len(ids), self.num_classes)
         model.eval()
         with torch.no_grad():
@@ -343,7 +362,7 @@ class RecurrentMember:
         return out
 
     # -- optimizer state (for the unified checkpoint) -----------------------------------------
-    def optimizer_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    def optimizer_state(self) -> OptimizerState | None:
         """The last training run's Adam state: tensors named ``<parameter>/<slot>`` + JSON hyper-parameters.
 
         None when the member has not trained since it was built or loaded. Tensors go to safetensors and
@@ -393,7 +412,6 @@ class RecurrentMember:
             "bidirectional": self.bidirectional,
             "num_classes": self.num_classes,
             "seed": self.seed,
-            "threads": self.threads,
             "config": self.config.model_dump(mode="json"),
         }
 
@@ -402,18 +420,18 @@ class RecurrentMember:
         """Verify the manifest, then rebuild the member; ``RecurrentMember.load`` accepts either kind."""
         directory = Path(directory)
         manifest = verify_member_dir(directory, getattr(cls, "kind", None))
-        member_cls = MEMBER_CLASSES.get(manifest.get("kind", ""))
+        member_cls = _RECURRENT_KINDS.get(manifest.get("kind", ""))
         if member_cls is None or not issubclass(member_cls, cls):
             raise CheckpointError(f"{directory} holds a {manifest.get('kind')!r} member, not a recurrent one")
-        meta = read_json(directory, MEMBER)
+        meta = read_json(directory / MEMBER)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("bidirectional") != member_cls.bidirectional:
             raise CheckpointError(f"{directory / MEMBER} does not describe a {member_cls.kind} member")
         try:
             config = member_cls.config_class.model_validate(meta["config"])
-            member = member_cls(int(meta["num_classes"]), config, int(meta["seed"]), int(meta["threads"]))
+            member = member_cls(int(meta["num_classes"]), config, int(meta["seed"]))
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
             raise CheckpointError(f"{directory / MEMBER} is invalid: {exc}") from None
-        member.vocab = Vocabulary.from_dict(read_json(directory, VOCAB))
+        member.vocab = Vocabulary.from_dict(read_json(directory / VOCAB))
         member.model = RecurrentNet(len(member.vocab), config, member.bidirectional, member.num_classes)
         try:
             member.model.load_state_dict(load_file(str(directory / WEIGHTS)))
@@ -442,6 +460,11 @@ class LSTMMember(RecurrentMember):
     he_normal = True
     config_class = LSTMConfig
 
+    def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[LSTMMember, FitReport]:
+        """The seed's LSTM "transfer": a fresh model with this champion's architecture and word vectors."""
+        challenger = LSTMMember(self.num_classes, self.config, self.seed)
+        return challenger, challenger.transfer_retrain(train, validation, self, epochs=budget.retrain.warm_start_epochs)
+
 
 class BiLSTMMember(RecurrentMember):
     """Bidirectional LSTM (seed: Adam 1e-3, clipping 1.0, dropout 0.2–0.3; partial retraining)."""
@@ -451,5 +474,10 @@ class BiLSTMMember(RecurrentMember):
     he_normal = False  # measured: he_normal costs the BiLSTM 3.5 points (0.506 vs 0.541 test accuracy)
     config_class = BiLSTMConfig
 
+    def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[RecurrentMember, FitReport]:
+        """The seed's BiLSTM "partial" retrain, on a clone: the embedding frozen, the rest adapts."""
+        challenger = self.clone()
+        return challenger, challenger.partial_retrain(train, validation, epochs=budget.retrain.warm_start_epochs)
 
-MEMBER_CLASSES: dict[str, type[RecurrentMember]] = {"lstm": LSTMMember, "bilstm": BiLSTMMember}
+
+_RECURRENT_KINDS: dict[str, type[RecurrentMember]] = {"lstm": LSTMMember, "bilstm": BiLSTMMember}

@@ -1,9 +1,12 @@
-"""Shared PyTorch plumbing for the neural members: threads and seeds, batching, early stopping."""
+"""Shared PyTorch plumbing for the neural members: seeded randomness, batching, early stopping.
+
+Thread counts are a process setting (:func:`sentiloop.runtime.use_torch_threads`), not a member's.
+"""
 
 from __future__ import annotations
 
 import math
-import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -11,12 +14,17 @@ import numpy as np
 import torch
 
 
-def configure_torch(threads: int, seed: int) -> None:
-    """Respect the machine's cores and make runs repeatable."""
-    torch.set_num_threads(threads)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block on torch's generator seeded with ``seed``, then give the caller's state back.
+
+    Initial weights and dropout masks come from torch's global generator (``nn.Dropout`` takes no
+    generator of its own); forking it makes a member's randomness depend on its seed alone, without
+    changing anyone else's: runs repeat, and training one member never reseeds another.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def minibatches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:

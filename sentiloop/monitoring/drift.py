@@ -10,7 +10,7 @@ calibrated on stable data (see ``calibrate``) and every signal is reset after it
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np

@@ -18,23 +18,30 @@ import numpy as np
 
 from sentiloop.config import DriftConfig
 from sentiloop.events import FeedbackEvent
+from sentiloop.models.base import HasVocabulary
+from sentiloop.models.registry import in_training_order
+from sentiloop.models.tokenize import Tokenizer
 from sentiloop.monitoring.drift import ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal
-from sentiloop.models.tokenize import regex_tokenize
 
 log = logging.getLogger(__name__)
 ACCURACY_WINDOW = 500
 
 
-def champion_vocabulary(ensemble: Any) -> set[str]:
-    """Words the champion knows: the dictionary's and the recurrent members' vocabularies."""
-    words: set[str] = set()
-    for member in ensemble.members.values():
-        model = getattr(member, "model", None)
-        words |= set(getattr(model, "words", {}) or {})
-        vocab = getattr(member, "vocab", None)
-        if vocab is not None:
-            words |= set(vocab.itos)
-    return words
+def champion_vocabulary(ensemble: Any) -> tuple[Tokenizer, set[str]] | None:
+    """The tokenizer the champion's vocabulary members share, and every word they know.
+
+    A word only counts as known in the tokenizer that produced it (Kiwi morphemes are not regex
+    words), so the OOV signal uses the tokenizer most of those members use (ties: training order)
+    and the union of their vocabularies. None when no member has a vocabulary (e.g. BERT alone).
+    """
+    members = [ensemble.members[name] for name in in_training_order(list(ensemble.members))]
+    with_vocabulary = [m for m in members if isinstance(m, HasVocabulary) and m.known_words()]
+    if not with_vocabulary:
+        return None
+    names = [m.tokenizer_name for m in with_vocabulary]
+    chosen = max(dict.fromkeys(names), key=names.count)  # first in training order wins a tie
+    sharing = [m for m in with_vocabulary if m.tokenizer_name == chosen]
+    return sharing[0].tokenize, {word for m in sharing for word in m.known_words()}
 
 
 class DriftMonitor:
@@ -60,9 +67,13 @@ class DriftMonitor:
         c = self.config
         self.error = ErrorRateDrift(c.adwin_delta, c.ph_threshold, c.ph_delta, c.min_instances)
         self.labels = LabelShiftDrift(self.num_classes, self.reference, c.label_window, c.label_threshold)
-        vocabulary = champion_vocabulary(champion) if champion is not None else set()
-        baseline = OOVRateDrift.rate(regex_tokenize, vocabulary, self.reference_texts) if self.reference_texts else None
-        self.oov = OOVRateDrift(regex_tokenize, vocabulary, baseline, c.oov_window, c.oov_margin) if vocabulary else None
+        known = champion_vocabulary(champion) if champion is not None else None
+        if known is None:
+            self.oov = None
+            return
+        tokenize, vocabulary = known
+        baseline = OOVRateDrift.rate(tokenize, vocabulary, self.reference_texts) if self.reference_texts else None
+        self.oov = OOVRateDrift(tokenize, vocabulary, baseline, c.oov_window, c.oov_margin)
 
     def apply(self, config: DriftConfig) -> None:
         """New detector settings (config reload): detectors restart from the current baseline."""

@@ -8,13 +8,13 @@ which version serves. Telemetry is turned off before mlflow is imported.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from sentiloop.config import Settings
+from sentiloop.runtime import prepare_environment
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +22,7 @@ PIP_REQUIREMENTS = ["sentiloop", "torch==2.13.0", "transformers", "safetensors",
 
 
 def _quiet_mlflow() -> None:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    prepare_environment()  # already done by the CLI; here for library callers (tests, benchmarks)
     warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from sentiloop.errors import CheckpointError
-from sentiloop.files import atomic_write_json, read_json
+from sentiloop.files import atomic_directory, atomic_write_json, read_json
 from sentiloop.models.checkpoint import verify_member_dir, write_manifest
 from sentiloop.models.ensemble import Ensemble
 
@@ -77,8 +76,7 @@ class CheckpointManager:
         from safetensors.torch import save_file
 
         target = self.iteration_dir(iteration)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=self.run_dir))
-        try:
+        with atomic_directory(target) as tmp:
             for name, member in ensemble.members.items():
                 member.save(tmp / "members" / name)
             atomic_write_json(tmp / "ensemble.json", ensemble.document())
@@ -90,12 +88,6 @@ class CheckpointManager:
                 (tmp / "optimizers" / f"{name}.json").write_text(json.dumps(scalars, default=float), encoding="utf-8")
             atomic_write_json(tmp / CYCLE_FILE, {"iteration": iteration, "timestamp_ms": int(time.time() * 1000), **cycle})
             write_manifest(tmp, "retrain-iteration", {"iteration": iteration, "run_id": self.run_id})
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         state = self.state()
         state["iterations"].append({"iteration": iteration, **{k: v for k, v in cycle.items() if k in ("metrics", "stop_reason")}})
         self.write_state(state)

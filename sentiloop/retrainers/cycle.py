@@ -22,8 +22,9 @@ import numpy as np
 
 from sentiloop.config import Settings
 from sentiloop.evaluation import accuracy
-from sentiloop.models.base import TrainData
-from sentiloop.models.ensemble import Ensemble, ordered_members
+from sentiloop.models.base import HasOptimizerState, TrainData, WarmStart
+from sentiloop.models.ensemble import Ensemble
+from sentiloop.models.registry import in_training_order
 from sentiloop.monitoring.bias import detect_data_bias
 from sentiloop.retrainers.checkpoints import CheckpointManager
 from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
@@ -31,7 +32,7 @@ from sentiloop.retrainers.data import CyclePools, Pool, fold_of
 from sentiloop.retrainers.gate import GateConfig, GateResult, promotion_gate
 from sentiloop.retrainers.refinement import refine_dataset
 from sentiloop.retrainers.progress import ProgressFile
-from sentiloop.retrainers.strategies import Mode, StrategyContext, retrain_member
+from sentiloop.retrainers.strategies import Mode, retrain_member
 from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
 
 log = logging.getLogger(__name__)
@@ -135,24 +136,22 @@ class RetrainCycle:
     def _iteration(self, iteration: int, reference: Ensemble, detector: ConvergenceDetector) -> tuple[Ensemble, IterationResult]:
         refinement = self._refine(iteration, reference)
         train, validation = self._datasets(iteration)
-        context = StrategyContext(self.settings, iteration, self.checkpoints.run_dir / "dictionary_backups",
-                                  bert_epochs=self.config.bert_epochs, bert_max_steps=self.config.bert_max_steps)
+        budget = WarmStart(self.config, iteration, self.checkpoints.run_dir / "dictionary_backups")
         members, durations, strategies, optimizers = {}, {}, {}, {}
         if self.progress is not None:
             self.progress.update(iteration=iteration, phase="training", members_done={})
-        for name in ordered_members(list(self.champion.members)):
+        for name in in_training_order(list(self.champion.members)):
             started = time.monotonic()
             log.info("iteration %d: retraining %s (%s) on %d examples", iteration, name, self.mode, len(train))
             if self.progress is not None:
                 self.progress.update(member=name)
-            member, _report, strategy = retrain_member(name, self.champion.members[name], train, validation, self.mode, context)
+            member, _report, strategy = retrain_member(name, self.champion.members[name], train, validation, self.mode, self.settings, budget)
             members[name], strategies[name] = member, strategy
             durations[name] = time.monotonic() - started
             if self.progress is not None:
                 self.progress.member_done(name, durations[name])
-            state = getattr(member, "optimizer_state", None)
-            if callable(state) and (value := state()) is not None:
-                optimizers[name] = tuple(value)
+            if isinstance(member, HasOptimizerState) and (state := member.optimizer_state()) is not None:
+                optimizers[name] = state
         if self.progress is not None:
             self.progress.update(phase="evaluating")
         val_probs = {name: m.predict_proba(validation.texts) for name, m in members.items()}

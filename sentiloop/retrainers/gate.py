@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sentiloop.evaluation import accuracy
+from sentiloop.evaluation import accuracy, class_f1
 
 
 @dataclass(frozen=True)
@@ -42,22 +42,14 @@ class GateResult:
 BOOTSTRAP_RESAMPLES = 200
 
 
-def _f1(predicted: np.ndarray, labels: np.ndarray, c: int) -> np.ndarray:
-    """F1 of class ``c`` along the last axis (works on one sample or a stack of resamples)."""
-    p, y = predicted == c, labels == c
-    tp, fp, fn = (p & y).sum(-1), (p & ~y).sum(-1), (~p & y).sum(-1)
-    denominator = 2 * tp + fp + fn
-    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
-
-
 def class_f1_drops(before: np.ndarray, after: np.ndarray, labels: np.ndarray, num_classes: int,
                    seed: int = 0) -> list[tuple[float, float]]:
     """Per class: (F1 drop from ``before`` to ``after`` predictions, its paired-bootstrap standard error)."""
     index = np.random.default_rng(seed).integers(0, len(labels), (BOOTSTRAP_RESAMPLES, len(labels)))
     drops = []
     for c in range(num_classes):
-        resampled = _f1(before[index], labels[index], c) - _f1(after[index], labels[index], c)
-        drops.append((float(_f1(before, labels, c) - _f1(after, labels, c)), float(resampled.std())))
+        resampled = class_f1(before[index], labels[index], c) - class_f1(after[index], labels[index], c)
+        drops.append((float(class_f1(before, labels, c) - class_f1(after, labels, c)), float(resampled.std())))
     return drops
 
 

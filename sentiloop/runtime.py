@@ -1,0 +1,33 @@
+"""Process-wide settings, owned here so that no other module changes them behind a caller's back.
+
+The CLI's ``main`` calls :func:`prepare_environment` before anything heavy is imported, and each
+command that runs a model calls :func:`use_torch_threads` once. Members never touch either: their
+randomness is their own (:func:`sentiloop.models.torch_common.seeded`).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Defaults only (a value the user exported wins). OpenMP's default busy-waiting made training 7-20x
+# slower on 2 shared cores; MLflow's telemetry and async logging would reach beyond 127.0.0.1.
+_ENVIRONMENT_DEFAULTS = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+def prepare_environment() -> None:
+    """Set the environment defaults above (idempotent; must run before torch or mlflow is imported)."""
+    for name, value in _ENVIRONMENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def use_torch_threads(threads: int) -> None:
+    """torch's intra-op thread count for this process (``models.threads``)."""
+    import torch
+
+    torch.set_num_threads(threads)
