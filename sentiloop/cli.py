@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -17,6 +18,7 @@ from sentiloop.runtime import prepare_environment
 if TYPE_CHECKING:
     from sentiloop.config import Settings
 
+EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an internal error, unlike 2 (a usage or input problem)
 EPILOG = """\
 quick start (development, everything on this machine):
   sentiloop run                      # starts the embedded broker + daemon (Ctrl-C to stop)
@@ -111,10 +113,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from sentiloop.buffer.sqlite import open_readonly, read_stats
         from sentiloop.buffer.store import status_document
 
-        try:
-            conn = open_readonly(settings.db_path)
-        except FileNotFoundError as exc:
-            raise SentiloopError(str(exc)) from None
+        conn = open_readonly(settings.db_path)
         try:
             stats = status_document(read_stats(conn, settings.label_names), str(settings.data_dir))
         finally:
@@ -188,10 +187,7 @@ def _dictionary(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     settings = _settings(args)
     from sentiloop.buffer.sqlite import open_readonly
 
-    try:
-        return settings, open_readonly(settings.db_path)
-    except FileNotFoundError as exc:
-        raise SentiloopError(str(exc)) from None
+    return settings, open_readonly(settings.db_path)
 
 
 def cmd_dictionary_show(args: argparse.Namespace) -> int:
@@ -583,14 +579,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except SentiloopError as exc:
-        print(f"sentiloop: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # e.g. a buffer written with another label set
+    except SentiloopError as exc:  # a condition the user can fix: the message says how
         print(f"sentiloop: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception:  # anything else is a bug in sentiloop: show where, and ask for a report
+        traceback.print_exc()
+        print(f"sentiloop {__version__}: internal error (this is a bug). Please report it with the traceback above "
+              "and the command you ran.", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

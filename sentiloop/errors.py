@@ -1,4 +1,20 @@
-"""One exception hierarchy, so callers (and the CLI) can catch *ours* and print a clear message."""
+"""One exception hierarchy, so callers (and the CLI) can catch *ours* and print a clear message.
+
+    SentiloopError                   a condition a user can meet and fix; the message says how
+    ├── ConfigError (ValueError)     config file, environment override, CLI argument, label set
+    ├── DataError (ValueError)       a dataset or training input that cannot be used
+    ├── CheckpointError              a model file, snapshot or checkpoint missing, tampered or misshapen
+    ├── NotInitialised               state that does not exist yet (no buffer): the message says what creates it
+    ├── InvalidEvent                 one Kafka record refused (goes to the DLQ with ``reason``)
+    ├── BrokerError                  the embedded broker cannot be found, started or reached
+    ├── DLQUnavailable               the DLQ did not acknowledge: the batch is held and retried
+    └── StorageUnavailable           the buffer cannot be written now: ingestion pauses and retries
+        └── BufferFileError          the buffer file is not a sentiloop buffer
+
+Anything else escaping is a bug: the CLI prints its traceback and asks for a report. ``ConfigError``
+and ``DataError`` are also ``ValueError`` so that pydantic validators and generic callers treat them
+as the invalid values they are. A missing champion is a ``CheckpointError`` naming ``sentiloop train``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +23,7 @@ class SentiloopError(Exception):
     """Base of every error sentiloop raises on purpose; its message is meant for a human."""
 
 
-class ConfigError(SentiloopError):
+class ConfigError(SentiloopError, ValueError):
     """A config file, environment override or CLI argument is invalid (message names the key path)."""
 
 
@@ -55,9 +71,13 @@ class BufferFileError(StorageUnavailable):
         return self.detail
 
 
+class NotInitialised(SentiloopError):
+    """Something sentiloop creates is not there yet (the buffer before the daemon's first start)."""
+
+
 class CheckpointError(SentiloopError):
     """A model file or snapshot is missing, tampered with or of the wrong shape."""
 
 
-class DataError(SentiloopError):
+class DataError(SentiloopError, ValueError):
     """A dataset cannot be fetched, verified or parsed."""

@@ -149,6 +149,7 @@ def buffer_stats(data_dir: Path) -> dict:
 
     from sentiloop.buffer.sqlite import open_readonly, read_stats
     from sentiloop.config import Settings
+    from sentiloop.errors import NotInitialised
 
     db = data_dir / "buffer.sqlite3"
     if not db.exists():
@@ -156,7 +157,7 @@ def buffer_stats(data_dir: Path) -> dict:
     conn = open_readonly(db)
     try:
         return asdict(read_stats(conn, Settings().label_names))
-    except FileNotFoundError:  # created but not initialised yet
+    except NotInitialised:  # created but not initialised yet
         return {"events_stored": 0}
     finally:
         conn.close()

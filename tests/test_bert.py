@@ -11,7 +11,7 @@ import torch
 import transformers
 
 from sentiloop.config import BertConfig
-from sentiloop.errors import CheckpointError
+from sentiloop.errors import CheckpointError, DataError
 from sentiloop.models.base import Member, TrainData
 from sentiloop.models.bert import WEIGHTS_FILE, BertMember, length_grouped_batches
 
@@ -100,9 +100,9 @@ def test_patience_stops_training(tiny_bert: Path) -> None:
 
 def test_bad_labels_are_refused(tiny_bert: Path) -> None:
     member = make_member(tiny_bert)
-    with pytest.raises(ValueError, match="labels must be in 0..2"):
+    with pytest.raises(DataError, match="labels must be in 0..2"):
         member.fit(TrainData(["good"], np.array([3])))
-    with pytest.raises(ValueError, match="no training examples"):
+    with pytest.raises(DataError, match="no training examples"):
         member.fit(TrainData([], np.array([], dtype=int)))
 
 

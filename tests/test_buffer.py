@@ -10,6 +10,7 @@ from sentiloop.buffer.sqlite import open_readonly, read_stats
 from sentiloop.config import Settings
 from sentiloop.events import FeedbackEvent
 from sentiloop.models.word_sentiment import WordSentimentModel
+from sentiloop.errors import ConfigError
 
 LABELS = Settings().label_names
 
@@ -98,7 +99,7 @@ def test_retention_keeps_ids_as_duplicates(tmp_path: Path) -> None:
 
 def test_label_set_change_is_refused(tmp_path: Path) -> None:
     make_store(tmp_path).close()
-    with pytest.raises(ValueError, match="written with labels"):
+    with pytest.raises(ConfigError, match="written with labels"):
         SQLiteBufferStore(tmp_path / "b.sqlite3", ["neg", "pos"])
 
 

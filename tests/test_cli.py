@@ -38,7 +38,21 @@ def test_config_validate_reports_key_path(tmp_path: Path) -> None:
 def test_status_without_buffer_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTILOOP_DATA_DIR", str(tmp_path / "none"))
     assert main(["status"]) == 2
-    assert "has the daemon run with this data_dir" in capsys.readouterr().err
+    assert "start the daemon (`sentiloop run`) with this data_dir first" in capsys.readouterr().err
+
+
+def test_a_bug_prints_its_traceback_and_asks_for_a_report(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only SentiloopError is a user's problem (exit 2, one line); anything else is ours (exit 70, traceback)."""
+    import sentiloop.cli as cli
+
+    def broken(_args: object) -> int:
+        raise KeyError("a programming error")
+
+    monkeypatch.setattr(cli, "cmd_status", broken)
+    assert main(["status"]) == cli.EXIT_BUG
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'a programming error'" in err
+    assert "internal error (this is a bug). Please report it" in err
 
 
 def test_dictionary_export_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,7 +28,7 @@ from sentiloop.datasets import (
     vader_cache_dir,
 )
 from sentiloop.datasets import _vader, _vader_source
-from sentiloop.errors import DataError
+from sentiloop.errors import ConfigError, DataError
 
 THREE = [Label(name="negative", polarity=-1), Label(name="neutral", polarity=0), Label(name="positive", polarity=1)]
 
@@ -314,9 +314,9 @@ def test_split_small_and_bad_inputs() -> None:
     assert split_dataset([]).sizes() == {"train": 0, "validation": 0, "test": 0}
     with pytest.raises(DataError, match="unique"):
         split_dataset([Record("x", "a", 0), Record("x", "b", 1)])
-    with pytest.raises(ValueError, match="summing to 1"):
+    with pytest.raises(ConfigError, match="summing to 1"):
         split_dataset(_synthetic(10), ratios=(0.8, 0.1))
-    with pytest.raises(ValueError, match="summing to 1"):
+    with pytest.raises(ConfigError, match="summing to 1"):
         split_dataset(_synthetic(10), ratios=(0.8, 0.3, -0.1))
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sentiloop.config import RecurrentConfig
-from sentiloop.errors import CheckpointError
+from sentiloop.errors import CheckpointError, ConfigError, DataError
 from sentiloop.models.base import Member, TrainData
 from sentiloop.models.recurrent import BiLSTMMember, LSTMMember, RecurrentMember, pretrained_vectors
 from sentiloop.models.vocab import PAD, UNK, Vocabulary
@@ -141,7 +141,7 @@ def test_example_weights_and_label_range() -> None:
     member = make(LSTMMember, epochs=8)
     member.fit(both)
     assert accuracy(member, sentiment_data(100, seed=3)) > 0.8  # zero-weight contradicting labels are ignored
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(DataError, match="labels"):
         make(LSTMMember, 2).fit(sentiment_data(20))
 
 
@@ -228,7 +228,7 @@ def test_transfer_copies_the_champions_vectors_for_shared_words(trained: dict[st
 
 
 def test_transfer_needs_matching_embedding_size(trained: dict[str, RecurrentMember]) -> None:
-    with pytest.raises(ValueError, match="embedding_dim"):
+    with pytest.raises(ConfigError, match="embedding_dim"):
         make(LSTMMember, embedding_dim=32).transfer_from(trained["lstm"], ["good"])
 
 

@@ -1,6 +1,7 @@
 import pytest
 
 from sentiloop.models.tokenize import get_tokenizer, kiwi_tokenize, regex_tokenize
+from sentiloop.errors import ConfigError
 
 
 def test_english_words_emoticons_and_negation() -> None:
@@ -24,5 +25,5 @@ def test_kiwi_tokenizer_gives_morphemes() -> None:
 
 
 def test_unknown_tokenizer_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown tokenizer 'x'"):
+    with pytest.raises(ConfigError, match="unknown tokenizer 'x'"):
         get_tokenizer("x")

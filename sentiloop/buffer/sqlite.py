@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from sentiloop.buffer.store import BatchResult, BufferStats, SourcedEvent, StoredEvent, holdout_split
-from sentiloop.errors import BufferFileError, StorageUnavailable
+from sentiloop.errors import BufferFileError, ConfigError, NotInitialised, StorageUnavailable
 from sentiloop.events import FeedbackEvent
 from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
 
@@ -267,7 +267,7 @@ class SQLiteBufferStore:
             with self._write() as conn:
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('labels', ?)", (json.dumps(self.label_names),))
         elif json.loads(stored["value"]) != self.label_names:
-            raise ValueError(
+            raise ConfigError(
                 f"buffer {self.path} was written with labels {json.loads(stored['value'])}, "
                 f"but the config has {self.label_names}; use another data_dir or the original labels"
             )
@@ -482,7 +482,7 @@ class SQLiteBufferStore:
 def read_stats(conn: sqlite3.Connection, label_names: Sequence[str]) -> BufferStats:
     """Counts from any connection (also a read-only one, while the daemon writes)."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='counters'").fetchone() is None:
-        raise FileNotFoundError("the buffer exists but is not initialised yet (the daemon is starting); try again")
+        raise NotInitialised("the buffer exists but is not initialised yet (the daemon is starting); try again")
     counters = {r[0]: r[1] for r in conn.execute("SELECT name, value FROM counters")}
     per_label = {name: 0 for name in label_names}
     for label, count in conn.execute("SELECT label, COUNT(*) FROM events WHERE label IS NOT NULL GROUP BY label"):
@@ -509,7 +509,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     A file that is not a SQLite database is refused here, with what to do, not at the first query.
     """
     if not path.exists():
-        raise FileNotFoundError(f"no buffer at {path}: has the daemon run with this data_dir?")
+        raise NotInitialised(f"no buffer at {path}: start the daemon (`sentiloop run`) with this data_dir first")
     conn = _connect(path, readonly=True)
     try:
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()

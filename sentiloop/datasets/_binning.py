@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sentiloop.datasets._records import LabelLike, default_labels
-from sentiloop.errors import DataError
+from sentiloop.errors import ConfigError, DataError
 
 # Known binnings, keyed by how many labels are negative / zero / positive in polarity.
 DEFAULT_EDGES: dict[tuple[int, int, int], tuple[float, ...]] = {
@@ -32,11 +32,11 @@ class ScoreBins:
 
     def __post_init__(self) -> None:
         if len(self.order) != len(self.edges) + 1:
-            raise ValueError(f"{len(self.edges)} edges need {len(self.edges) + 1} labels, got {len(self.order)}")
+            raise ConfigError(f"{len(self.edges)} edges need {len(self.edges) + 1} labels, got {len(self.order)}")
         if any(not math.isfinite(e) for e in self.edges) or any(a >= b for a, b in zip(self.edges, self.edges[1:])):
-            raise ValueError(f"edges must be finite and strictly ascending, got {list(self.edges)}")
+            raise ConfigError(f"edges must be finite and strictly ascending, got {list(self.edges)}")
         if sorted(self.order) != list(range(len(self.order))):
-            raise ValueError(f"order must be a permutation of 0..{len(self.order) - 1}, got {list(self.order)}")
+            raise ConfigError(f"order must be a permutation of 0..{len(self.order) - 1}, got {list(self.order)}")
 
     def label_of(self, score: float) -> int:
         """The label index for one score; an edge value belongs to the class farther from zero."""

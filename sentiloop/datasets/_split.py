@@ -14,7 +14,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sentiloop.datasets._records import Record
-from sentiloop.errors import DataError
+from sentiloop.errors import ConfigError, DataError
 
 DEFAULT_SEED = 13
 DEFAULT_RATIOS: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -52,7 +52,7 @@ def split_dataset(
     """Split into train/validation/test with ``ratios`` inside every label x domain stratum."""
     ratios = tuple(float(r) for r in ratios)
     if len(ratios) != 3 or any(not math.isfinite(r) or r < 0 for r in ratios) or not math.isclose(sum(ratios), 1.0):
-        raise ValueError(f"ratios must be three non-negative numbers summing to 1, got {ratios}")
+        raise ConfigError(f"ratios must be three non-negative numbers summing to 1, got {ratios}")
     records = sorted(records, key=lambda r: r.id)
     duplicates = [rid for rid, n in Counter(r.id for r in records).items() if n > 1]
     if duplicates:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from sentiloop.config import BertConfig, ModelsConfig, Settings
-from sentiloop.errors import CheckpointError
+from sentiloop.errors import CheckpointError, ConfigError, DataError
 from sentiloop.models.base import FitReport, TrainData, WarmStart
 from sentiloop.files import read_json
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
@@ -324,10 +324,10 @@ class BertMember:
 
     def _check_labels(self, data: TrainData) -> None:
         if len(data) == 0:
-            raise ValueError("no training examples")
+            raise DataError("no training examples")
         labels = np.asarray(data.labels)
         if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"labels must be in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
+            raise DataError(f"labels must be in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
 
     # -- optimiser state ------------------------------------------------------------------------
     def optimizer_state(self) -> OptimizerState | None:
@@ -417,7 +417,7 @@ def _transformer_layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
             return encoder.get_submodule(path)  # type: ignore[return-value]
         except AttributeError:
             continue
-    raise ValueError(f"cannot find the transformer layers of {type(encoder).__name__} (looked for {', '.join(_LAYER_PATHS)})")
+    raise ConfigError(f"models.bert.model: cannot find the transformer layers of {type(encoder).__name__} (looked for {', '.join(_LAYER_PATHS)})")
 
 
 def _param_groups(named: Iterable[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float) -> list[dict[str, Any]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from sentiloop.errors import ConfigError
+
 VADER_RANGE = 4.0  # VADER valences are means of human ratings on -4..+4.
 
 
@@ -24,4 +26,4 @@ def load_seed_lexicon(name: str, polarities: list[float]) -> dict[str, float]:
         return {}
     if name == "vader":
         return vader_lexicon(max(abs(p) for p in polarities))
-    raise ValueError(f"unknown seed lexicon {name!r}")
+    raise ConfigError(f"unknown seed lexicon {name!r}; use 'none' or 'vader'")

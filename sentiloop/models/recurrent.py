@@ -36,7 +36,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from tqdm import tqdm
 
 from sentiloop.config import BiLSTMConfig, LSTMConfig, ModelsConfig, RecurrentConfig, Settings
-from sentiloop.errors import CheckpointError
+from sentiloop.errors import CheckpointError, ConfigError, DataError
 from sentiloop.models.base import FitReport, TrainData, WarmStart
 from sentiloop.files import read_json
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
@@ -223,7 +223,7 @@ class RecurrentMember:
         """
         source = champion._require_model().embedding.weight.detach()
         if source.size(1) != self.config.embedding_dim:
-            raise ValueError(f"champion embedding_dim {source.size(1)} != configured {self.config.embedding_dim}")
+            raise ConfigError(f"champion embedding_dim {source.size(1)} != configured models.{self.kind}.embedding_dim {self.config.embedding_dim}; keep the champion's or retrain in full mode")
         old = champion._require_vocab()
         self.vocab = self._build_vocab(texts).merged(old, self.config.max_vocab)
         self.model = self._new_model()
@@ -284,7 +284,7 @@ class RecurrentMember:
         """
         model, cfg = self._require_model(), self.config
         if not len(train):
-            raise ValueError("no training examples")
+            raise DataError("no training examples")
         data = self._encode(train)
         held_out = self._encode(validation) if validation is not None and len(validation) else None
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
@@ -334,7 +334,7 @@ class RecurrentMember:
     def _encode(self, data: TrainData) -> _Encoded:
         labels = np.asarray(data.labels, dtype=np.int64)
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"labels must be in 0..{self.num_classes - 1}")
+            raise DataError(f"labels must be in 0..{self.num_classes - 1}")
         weights = None if data.weights is None else torch.as_tensor(np.asarray(data.weights, dtype=np.float32))
         return _Encoded(self._require_vocab().ids(data.texts, self.config.max_length), torch.as_tensor(labels), weights)
 

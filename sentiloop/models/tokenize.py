@@ -12,6 +12,8 @@ import re
 from functools import lru_cache
 from typing import Callable
 
+from sentiloop.errors import ConfigError
+
 Tokenizer = Callable[[str], list[str]]
 
 _TOKEN = re.compile(
@@ -85,4 +87,4 @@ def get_tokenizer(name: str) -> Tokenizer:
     try:
         return TOKENIZERS[name]
     except KeyError:
-        raise ValueError(f"unknown tokenizer {name!r}; choose one of {sorted(TOKENIZERS)}") from None
+        raise ConfigError(f"unknown tokenizer {name!r}; choose one of {sorted(TOKENIZERS)}") from None

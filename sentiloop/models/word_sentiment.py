@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from sentiloop.errors import CheckpointError
 from sentiloop.models.tokenize import Tokenizer, get_tokenizer
 
 
@@ -158,7 +159,7 @@ class WordSentimentModel:
     def from_dict(cls, data: dict[str, Any]) -> WordSentimentModel:
         """Rebuild from ``to_dict`` output; raises KeyError/TypeError/ValueError on a malformed dict."""
         if data.get("format") != "sentiloop.word_sentiment/1":
-            raise ValueError(f"unknown dictionary format {data.get('format')!r}")
+            raise CheckpointError(f"unknown dictionary format {data.get('format')!r}")
         model = cls(
             polarities=[float(p) for p in data["polarities"]],
             alpha=float(data["alpha"]),
