@@ -204,3 +204,24 @@ def admin_request(port: int, path: str, token: str | None, body: dict | None = N
     from sentiloop.daemon.client import call
 
     return call(f"http://127.0.0.1:{port}", token, method, path, body, timeout=timeout)
+
+
+TINY_BERT_WORDS = "good great love nice bad awful hate poor the a movie plot was is not very".split()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, hidden-32 BERT with a 21-word vocabulary, saved like any local model directory (no download)."""
+    import torch
+    import transformers
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_BERT_WORDS]
+    tokenizer = transformers.BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformers.BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -8,28 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from sentiloop.config import BertConfig
 from sentiloop.errors import CheckpointError, DataError
 from sentiloop.models.base import Member, TrainData
 from sentiloop.models.bert import WEIGHTS_FILE, BertMember, length_grouped_batches
+from tests.conftest import TINY_BERT_WORDS
 
-WORDS = "good great love nice bad awful hate poor the a movie plot was is not very".split()
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, hidden-32 BERT with a 21-word vocabulary, saved like any local model directory."""
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = transformers.BertTokenizer(vocab={word: i for i, word in enumerate(VOCAB)})
-    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=64)
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+WORDS = TINY_BERT_WORDS
 
 
 def make_data(n: int, seed: int = 0, weights: bool = False) -> TrainData:
