@@ -43,37 +43,58 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; inher
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no per-load weight report in the output
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import logging
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import yaml
+from tqdm import tqdm
 
-from benchmarks._common import (  # noqa: E402
-    DEFAULT_DATASETS, MEMBERS, OMP_NOTE, REPO, RESULTS_DIR, accuracy, bench_config, bootstrap_champion, by_domain,
-    configure_threads, deep_merge, feedback_event, load_note, load_version, machine_info, plain_args, predictions,
-    print_table, profile_overrides, shuffled, vader_records, verdict, write_json,
+from benchmarks._common import (
+    DEFAULT_DATASETS,
+    MEMBERS,
+    OMP_NOTE,
+    REPO,
+    RESULTS_DIR,
+    accuracy,
+    bench_config,
+    bootstrap_champion,
+    by_domain,
+    configure_threads,
+    deep_merge,
+    feedback_event,
+    load_note,
+    load_version,
+    machine_info,
+    plain_args,
+    predictions,
+    print_table,
+    profile_overrides,
+    shuffled,
+    vader_records,
+    verdict,
+    write_json,
 )
-from sentiloop.config import Settings  # noqa: E402
-from sentiloop.datasets import VADER_DOMAINS, Record, split_dataset  # noqa: E402
+from sentiloop.config import Settings
+from sentiloop.datasets import VADER_DOMAINS, Record, split_dataset
+from sentiloop.retrainers.results import IterationResult, RetrainSummary
 
 RESULTS = RESULTS_DIR / "drift.json"
 PLOT = RESULTS_DIR / "drift.png"
@@ -198,9 +219,12 @@ def print_calibration(c: Calibration, settings: Settings, config_path: Path) -> 
         f"1. the champion scored the stable stretch offline: {c.events} movie sentences, error rate {c.stable_error_rate:.3f}\n"
         f"2. sentiloop.monitoring.drift.calibrate(errors, labels, window={d.label_window}, ph_delta={d.ph_delta}, "
         f"min_instances={d.min_instances}, replicas={c.replicas}, margin={CALIBRATION_MARGIN}):\n"
-        f"     Page-Hinkley statistic, max over {c.replicas} shuffled replicas   {c.ph_stable_max:8.3f} -> retrain.drift.ph_threshold    = {c.ph_threshold:.3f}\n"
-        f"     label JS distance, max over windows of {d.label_window:<5}        {c.label_stable_max:8.3f} -> retrain.drift.label_threshold = {c.label_threshold:.3f}\n"
-        f"   the same for the OOV rate (windows of {d.oov_window}; 1.2 x max minus the daemon's baseline, the golden set's {c.oov_baseline:.3f}):\n"
+        f"     Page-Hinkley statistic, max over {c.replicas} shuffled replicas   {c.ph_stable_max:8.3f} "
+        f"-> retrain.drift.ph_threshold    = {c.ph_threshold:.3f}\n"
+        f"     label JS distance, max over windows of {d.label_window:<5}        {c.label_stable_max:8.3f} "
+        f"-> retrain.drift.label_threshold = {c.label_threshold:.3f}\n"
+        f"   the same for the OOV rate (windows of {d.oov_window}; 1.2 x max minus the daemon's baseline, "
+        f"the golden set's {c.oov_baseline:.3f}):\n"
         f"     OOV rate, max over shuffled windows                      {c.oov_stable_max:8.3f} -> retrain.drift.oov_margin    = {c.oov_margin:.3f}\n"
         f"3. written into the daemon config {config_path} (ADWIN keeps adwin_delta={d.adwin_delta})"
     )
@@ -392,26 +416,30 @@ def read_retrains(data_dir: Path, pauses: Sequence[dict[str, Any]], blocks: Sequ
     out = []
     for i, path in enumerate(sorted((data_dir / "retrain").glob("worker-*.json"))):
         try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            error = path.with_suffix(".log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            summary = {"status": "failed", "error": error[-1] if error else "no output"}
-        position = summary.get("pools", {}).get("until_seq") or (pauses[i]["stored"] if i < len(pauses) else None)
+            summary = RetrainSummary.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # no summary (the worker failed): its log says why
+            log_lines = path.with_suffix(".log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            summary = RetrainSummary.failed(log_lines[-1] if log_lines else "no output")
+        pools = summary.pools
+        position = (pools.until_seq if pools else None) or (pauses[i]["stored"] if i < len(pauses) else None)
         domain = next((b.domain for b in blocks if position is not None and b.start < position <= b.end), None)
-        out.append({"position": position, "domain": domain, "status": summary.get("status", "failed"),
-                    "version": summary.get("version"), "new_events": summary.get("pools", {}).get("new"),
-                    "reasons": summary.get("gate_reasons") or ([summary["why"]] if "why" in summary else [])
-                    or ([summary["error"]] if "error" in summary else []),
-                    "gate_metrics": summary.get("gate_metrics", {}), "pools": summary.get("pools", {}),
-                    "last_iteration": _iteration_digest((summary.get("iterations") or [{}])[-1])})
+        out.append({"position": position, "domain": domain, "status": summary.status.value,
+                    "version": summary.version, "new_events": pools.new if pools else None,
+                    "reasons": summary.verdict_reasons,
+                    "gate_metrics": summary.gate_metrics.model_dump(mode="json") if summary.gate_metrics else {},
+                    "pools": pools.model_dump(mode="json") if pools else {},
+                    "last_iteration": _iteration_digest(summary.last_iteration)})
     return out
 
 
-def _iteration_digest(iteration: dict[str, Any]) -> dict[str, Any]:
+def _iteration_digest(iteration: IterationResult | None) -> dict[str, Any]:
     """What explains a gate verdict: weights, each member's golden/recent accuracy, time per member."""
-    metrics = iteration.get("metrics", {})
-    return {"weights": iteration.get("weights", {}), "durations": iteration.get("durations", {}),
-            "accuracy": {k: v for k, v in metrics.items() if k.endswith(("_golden_accuracy", "_recent_accuracy"))}}
+    if iteration is None:
+        return {"weights": {}, "durations": {}, "accuracy": {}}
+    accuracy = {owner: {split: value for split, value in splits.items() if split in ("golden", "recent")}
+                for owner, splits in iteration.metrics.items()}
+    return {"weights": iteration.weights, "durations": iteration.durations,
+            "accuracy": {owner: splits for owner, splits in accuracy.items() if splits}}
 
 
 def analyse(plan: Plan, streamer: Streamer, detections: list[dict[str, Any]], accuracy_table: dict[int, dict[str, float]],
@@ -531,7 +559,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
               "oov_rate": ("#d68910", "OOV rate (window 1,000)")}
     for signal_name, (colour, label) in styles.items():
         y = [s[f"stat_{signal_name}"] for s in samples]  # a windowed statistic reads 0 until its window is full
-        bottom.plot(x, [np.nan if not v else v for v in y], color=colour, lw=1.3, label=label)
+        bottom.plot(x, [v if v else np.nan for v in y], color=colour, lw=1.3, label=label)
         if thresholds.get(signal_name) is not None:
             bottom.axhline(thresholds[signal_name], color=colour, lw=0.9, ls=":")
     if thresholds.get("page_hinkley"):
@@ -575,8 +603,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100.0, help="producer rate, events/s (default: %(default)s)")
     parser.add_argument("--period", type=int, default=2000, help="the trivial periodic trigger's period in events (default: %(default)s)")
     parser.add_argument("--max-iterations", type=int, default=1, help="retrain.max_iterations of the daemon's retrains (default: %(default)s)")
-    parser.add_argument("--cooldown-s", type=float, default=30.0, help="retrain.policy.cooldown_s, wall clock from a retrain's start; the stream is paused while the retrain "
-                        "runs, so most of it elapses then (default: %(default)s)")
+    parser.add_argument("--cooldown-s", type=float, default=30.0, help="retrain.policy.cooldown_s, wall clock from a retrain's start; "
+                        "the stream is paused while the retrain runs, so most of it elapses then (default: %(default)s)")
     parser.add_argument("--replicas", type=int, default=20, help="shuffled replicas for the calibration (default: %(default)s)")
     parser.add_argument("--retrain-timeout", type=float, default=900.0, help="seconds one retrain may take (default: %(default)s)")
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS,

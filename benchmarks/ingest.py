@@ -77,26 +77,11 @@ log = logging.getLogger("benchmarks.ingest")
 # Short review/tweet-like sentences: a Zipfian mix of function words, topic nouns and a long tail of
 # rare tokens (so the dictionary keeps growing as real vocabularies do), with sentiment words whose
 # polarity follows the label, intensifiers, negations ("not bad") and the odd emoticon.
-_POSITIVE = (
-    "good great excellent love loved amazing wonderful fantastic happy nice perfect best awesome enjoyed "
-    "brilliant beautiful recommend superb pleasant helpful fun delightful impressive solid reliable fast "
-    "friendly smooth clean comfortable worth favorite glad charming fresh satisfying strong elegant"
-).split()
-_NEGATIVE = (
-    "bad terrible awful hate hated horrible worst poor boring disappointing broken useless slow ugly "
-    "annoying waste rude dirty cheap weak painful sad angry failed buggy mess noisy confusing dull "
-    "overpriced flimsy stale fake unreliable frustrating mediocre lame"
-).split()
-_NEUTRAL = (
-    "the a and to of it is this that was for in on with my i you but they as at be have just so one "
-    "all not are from or we had get out about what when time there can if would more like some after "
-    "only also than first then back day week year people product movie service phone battery "
-    "screen story plot acting price delivery order package app update food hotel room staff camera "
-    "quality size color box store customer support ending music scene character book film show "
-    "episode game team version feature button page account review"
-).split()
-_INTENSIFIERS = "very really so extremely quite totally absolutely pretty".split()
-_NEGATIONS = "not never hardly".split()
+_POSITIVE = ["good", "great", "excellent", "love", "loved", "amazing", "wonderful", "fantastic", "happy", "nice", "perfect", "best", "awesome", "enjoyed", "brilliant", "beautiful", "recommend", "superb", "pleasant", "helpful", "fun", "delightful", "impressive", "solid", "reliable", "fast", "friendly", "smooth", "clean", "comfortable", "worth", "favorite", "glad", "charming", "fresh", "satisfying", "strong", "elegant"]
+_NEGATIVE = ["bad", "terrible", "awful", "hate", "hated", "horrible", "worst", "poor", "boring", "disappointing", "broken", "useless", "slow", "ugly", "annoying", "waste", "rude", "dirty", "cheap", "weak", "painful", "sad", "angry", "failed", "buggy", "mess", "noisy", "confusing", "dull", "overpriced", "flimsy", "stale", "fake", "unreliable", "frustrating", "mediocre", "lame"]
+_NEUTRAL = ["the", "a", "and", "to", "of", "it", "is", "this", "that", "was", "for", "in", "on", "with", "my", "i", "you", "but", "they", "as", "at", "be", "have", "just", "so", "one", "all", "not", "are", "from", "or", "we", "had", "get", "out", "about", "what", "when", "time", "there", "can", "if", "would", "more", "like", "some", "after", "only", "also", "than", "first", "then", "back", "day", "week", "year", "people", "product", "movie", "service", "phone", "battery", "screen", "story", "plot", "acting", "price", "delivery", "order", "package", "app", "update", "food", "hotel", "room", "staff", "camera", "quality", "size", "color", "box", "store", "customer", "support", "ending", "music", "scene", "character", "book", "film", "show", "episode", "game", "team", "version", "feature", "button", "page", "account", "review"]
+_INTENSIFIERS = ["very", "really", "so", "extremely", "quite", "totally", "absolutely", "pretty"]
+_NEGATIONS = ["not", "never", "hardly"]
 _EMOTICONS = {1: (":)", ":D", "<3"), -1: (":(", ":/"), 0: ("",)}
 _ENDINGS = (".", ".", ".", "!", "!!", "?", "")
 _DOMAINS = ("tweets", "movies", "amazon", "nyt")

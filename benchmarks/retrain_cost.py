@@ -39,32 +39,52 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see _
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no per-load weight report in the output
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
-from benchmarks._common import (  # noqa: E402
-    DEFAULT_DATASETS, MEMBERS, OMP_NOTE, RESULTS_DIR, accuracy, bench_config, bootstrap_champion, by_domain,
-    configure_threads, deep_merge, load_note, load_version, machine_info, plain_args, print_table, profile_overrides, shuffled,
-    vader_records, verdict, write_json,
+from benchmarks._common import (
+    DEFAULT_DATASETS,
+    MEMBERS,
+    OMP_NOTE,
+    RESULTS_DIR,
+    accuracy,
+    bench_config,
+    bootstrap_champion,
+    by_domain,
+    configure_threads,
+    deep_merge,
+    load_note,
+    load_version,
+    machine_info,
+    plain_args,
+    print_table,
+    profile_overrides,
+    shuffled,
+    vader_records,
+    verdict,
+    write_json,
 )
-from sentiloop.config import Settings  # noqa: E402
-from sentiloop.datasets import VADER_DOMAINS, Record, split_dataset  # noqa: E402
+from sentiloop.config import Settings
+from sentiloop.datasets import VADER_DOMAINS, Record, split_dataset
+from sentiloop.retrainers.results import RECENT, RetrainStatus, RetrainSummary
+from sentiloop.retrainers.strategies import Mode
 
 RESULTS = RESULTS_DIR / "retrain_cost.json"
-MODES = ("strategic", "full")
+MODES: tuple[Mode, ...] = ("strategic", "full")
 TARGET_TIME_RATIO = 0.30  # strategic / full wall time: ">= 70 % less compute"
 TARGET_GAIN_SHARE = 0.90  # strategic gain / full gain
 TARGET_ACC_GAP = 0.005  # full - strategic accuracy on the new domain, at most half a point
@@ -80,7 +100,7 @@ def settings_for(data_dir: Path, args: argparse.Namespace) -> Settings:
 
 def feed_buffer(settings: Settings, records: Sequence[Record]) -> dict[str, int]:
     """Append the feedback in poll-sized batches, exactly as the consumer stores it (split by event-id hash)."""
-    from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
+    from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
     from sentiloop.events import FeedbackEvent
 
     store = SQLiteBufferStore.for_settings(settings)
@@ -107,7 +127,8 @@ def member_cpu_clock() -> Iterator[dict[str, float]]:
     """
     from sentiloop.retrainers import cycle
 
-    original, spent = cycle.retrain_member, {}
+    original = cycle.retrain_member
+    spent: dict[str, float] = {}
 
     def timed(name: str, *args: Any, **kwargs: Any) -> Any:
         started = time.process_time()
@@ -116,14 +137,47 @@ def member_cpu_clock() -> Iterator[dict[str, float]]:
         finally:
             spent[name] = spent.get(name, 0.0) + time.process_time() - started
 
-    cycle.retrain_member = timed  # type: ignore[assignment]
+    cycle.retrain_member = timed
     try:
         yield spent
     finally:
         cycle.retrain_member = original
 
 
-def run_mode(base: Path, root: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class ModeRun:
+    """One mode's retrain: its summary, what it cost (wall and CPU seconds, per member) and the challenger's accuracy."""
+
+    data_dir: Path
+    wall_s: float
+    cpu_s: float
+    member_s: dict[str, float]
+    member_cpu_s: dict[str, float]
+    loadavg_1m: list[float]
+    summary: RetrainSummary
+    accuracy: dict[str, float] = field(default_factory=dict)  # evaluation set → challenger accuracy
+
+    @property
+    def other_s(self) -> float:
+        return self.wall_s - sum(self.member_s.values())
+
+    @property
+    def other_cpu_s(self) -> float:
+        return self.cpu_s - sum(self.member_cpu_s.values())
+
+    @property
+    def version(self) -> int:
+        assert self.summary.version is not None  # run_mode only keeps runs that trained a challenger
+        return self.summary.version
+
+    def record(self) -> dict[str, Any]:
+        """The results file's form of the run."""
+        return {"data_dir": str(self.data_dir), "wall_s": self.wall_s, "cpu_s": self.cpu_s, "member_s": self.member_s,
+                "member_cpu_s": self.member_cpu_s, "other_s": self.other_s, "other_cpu_s": self.other_cpu_s,
+                "loadavg_1m": self.loadavg_1m, "summary": self.summary.record(), "accuracy": self.accuracy}
+
+
+def run_mode(base: Path, root: Path, mode: Mode, args: argparse.Namespace) -> ModeRun:
     """One retrain on a fresh copy of the prepared data dir; wall and CPU time around ``run_retrain``."""
     from sentiloop.retrainers.run import run_retrain
 
@@ -133,17 +187,15 @@ def run_mode(base: Path, root: Path, mode: str, args: argparse.Namespace) -> dic
     load_before = os.getloadavg()[0]
     with member_cpu_clock() as member_cpu:
         wall, cpu = time.perf_counter(), time.process_time()
-        summary = run_retrain(settings, "manual", f"benchmark: {mode} retrain", mode=mode, force=True)  # type: ignore[arg-type]
+        summary = run_retrain(settings, "manual", f"benchmark: {mode} retrain", mode=mode, force=True)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    if summary["status"] not in ("promoted", "rejected"):
-        raise RuntimeError(f"the {mode} retrain did not run: {summary}")
+    if summary.status not in (RetrainStatus.PROMOTED, RetrainStatus.REJECTED):
+        raise RuntimeError(f"the {mode} retrain did not run: {summary.to_json(indent=None)}")
     members: dict[str, float] = {}
-    for iteration in summary["iterations"]:
-        for name, seconds in iteration["durations"].items():
+    for iteration in summary.iterations:
+        for name, seconds in iteration.durations.items():
             members[name] = members.get(name, 0.0) + seconds
-    return {"data_dir": str(data_dir), "wall_s": wall, "cpu_s": cpu, "member_s": members, "member_cpu_s": member_cpu,
-            "other_s": wall - sum(members.values()), "other_cpu_s": cpu - sum(member_cpu.values()),
-            "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)], "summary": summary}
+    return ModeRun(data_dir, wall, cpu, members, member_cpu, [round(load_before, 2), round(os.getloadavg()[0], 2)], summary)
 
 
 def evaluate(data_dir: Path, version: int, members: Sequence[str], sets: dict[str, list[Record]]) -> dict[str, float]:
@@ -151,30 +203,40 @@ def evaluate(data_dir: Path, version: int, members: Sequence[str], sets: dict[st
     return {name: accuracy(ensemble, records) for name, records in sets.items()}
 
 
-def compare(runs: dict[str, dict[str, Any]], champion: dict[str, float]) -> dict[str, Any]:
+def gate_recent_gain(run: ModeRun) -> float:
+    """The gate's recent-holdout accuracy gain of the run's challenger over the champion."""
+    gate = run.summary.gate_metrics
+    return gate.gain(RECENT) if gate is not None else float("nan")
+
+
+def compare(runs: dict[str, ModeRun], champion: dict[str, float]) -> dict[str, Any]:
     """Ratios and differences the targets are judged on (same run, same machine)."""
     s, f = runs["strategic"], runs["full"]
-    gains = {mode: {key: run["accuracy"][key] - champion[key] for key in champion} for mode, run in runs.items()}
-    gate = {mode: run["summary"]["gate_metrics"] for mode, run in runs.items()}
-    recent_gain = {mode: g["challenger_recent_accuracy"] - g["champion_recent_accuracy"] for mode, g in gate.items()}
+    gains = {mode: {key: run.accuracy[key] - champion[key] for key in champion} for mode, run in runs.items()}
+    recent_gain = {mode: gate_recent_gain(run) for mode, run in runs.items()}
     full_gain = gains["full"]["new_domain_test"]
     share = gains["strategic"]["new_domain_test"] / full_gain if full_gain > 0 else None
     return {
-        "time_ratio": s["wall_s"] / f["wall_s"],
-        "training_time_ratio": sum(s["member_s"].values()) / sum(f["member_s"].values()),
-        "cpu_ratio": s["cpu_s"] / f["cpu_s"],
-        "member_time_ratio": {m: s["member_s"][m] / f["member_s"][m] for m in f["member_s"] if f["member_s"][m] > 0},
-        "member_cpu_ratio": {m: s["member_cpu_s"][m] / f["member_cpu_s"][m] for m in f["member_cpu_s"] if f["member_cpu_s"][m] > 0},
+        "time_ratio": s.wall_s / f.wall_s,
+        "training_time_ratio": sum(s.member_s.values()) / sum(f.member_s.values()),
+        "cpu_ratio": s.cpu_s / f.cpu_s,
+        "member_time_ratio": {m: s.member_s[m] / f.member_s[m] for m in f.member_s if f.member_s[m] > 0},
+        "member_cpu_ratio": {m: s.member_cpu_s[m] / f.member_cpu_s[m] for m in f.member_cpu_s if f.member_cpu_s[m] > 0},
         "gain": gains,
         "recent_holdout_gain": recent_gain,
         "gain_share": share,
         "recent_gain_share": recent_gain["strategic"] / recent_gain["full"] if recent_gain["full"] > 0 else None,
-        "accuracy_gap": runs["full"]["accuracy"]["new_domain_test"] - runs["strategic"]["accuracy"]["new_domain_test"],
+        "accuracy_gap": f.accuracy["new_domain_test"] - s.accuracy["new_domain_test"],
     }
 
 
-def print_report(results: dict[str, Any]) -> None:
-    runs, c, champ = results["runs"], results["comparison"], results["champion_accuracy"]
+def golden_change(run: ModeRun, pct: Callable[[float], str]) -> str:
+    gate = run.summary.gate_metrics
+    return f"{pct(gate.of('champion', 'golden'))} → {pct(gate.of('challenger', 'golden'))}" if gate is not None else ""
+
+
+def print_report(results: dict[str, Any], runs: dict[str, ModeRun]) -> None:
+    c, champ = results["comparison"], results["champion_accuracy"]
     s, f = runs["strategic"], runs["full"]
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     signed = lambda x: f"{100 * x:+.1f}"  # noqa: E731
@@ -182,21 +244,21 @@ def print_report(results: dict[str, Any]) -> None:
         return f"{wall_s:.1f} / {cpu_s:.1f}"
 
     rows = [
-        ["wall time, whole retrain (s)", f"{s['wall_s']:.1f}", f"{f['wall_s']:.1f}", f"{c['time_ratio']:.2f}",
+        ["wall time, whole retrain (s)", f"{s.wall_s:.1f}", f"{f.wall_s:.1f}", f"{c['time_ratio']:.2f}",
          f"<= {TARGET_TIME_RATIO:.2f}", verdict(c["time_ratio"] <= TARGET_TIME_RATIO)],
-        ["CPU time, whole retrain (s; compute, robust to neighbours)", f"{s['cpu_s']:.1f}", f"{f['cpu_s']:.1f}",
+        ["CPU time, whole retrain (s; compute, robust to neighbours)", f"{s.cpu_s:.1f}", f"{f.cpu_s:.1f}",
          f"{c['cpu_ratio']:.2f}", f"<= {TARGET_TIME_RATIO:.2f}", verdict(c["cpu_ratio"] <= TARGET_TIME_RATIO)],
     ]
-    for member in f["member_s"]:
-        rows.append([f"  {member}: {s['summary']['iterations'][0]['strategies'][member]} vs full (wall / CPU s)",
-                     both(s["member_s"][member], s["member_cpu_s"][member]), both(f["member_s"][member], f["member_cpu_s"][member]),
+    for member in f.member_s:
+        rows.append([f"  {member}: {s.summary.iterations[0].strategies[member]} vs full (wall / CPU s)",
+                     both(s.member_s[member], s.member_cpu_s[member]), both(f.member_s[member], f.member_cpu_s[member]),
                      f"{c['member_time_ratio'].get(member, float('nan')):.2f} / {c['member_cpu_ratio'].get(member, float('nan')):.2f}", "", ""])
-    rows.append(["  the same work in both: pools, refinement, weights, evaluation, gate", both(s["other_s"], s["other_cpu_s"]),
-                 both(f["other_s"], f["other_cpu_s"]), "", "", ""])
+    rows.append(["  the same work in both: pools, refinement, weights, evaluation, gate", both(s.other_s, s.other_cpu_s),
+                 both(f.other_s, f.other_cpu_s), "", "", ""])
     domain = results["args"]["new_domain"]
     rows += [
-        [f"accuracy, {domain} test (champion {pct(champ['new_domain_test'])}) (%)", pct(s["accuracy"]["new_domain_test"]),
-         pct(f["accuracy"]["new_domain_test"]), f"gap {100 * c['accuracy_gap']:+.2f} pt", f"<= {100 * TARGET_ACC_GAP:.1f} pt",
+        [f"accuracy, {domain} test (champion {pct(champ['new_domain_test'])}) (%)", pct(s.accuracy["new_domain_test"]),
+         pct(f.accuracy["new_domain_test"]), f"gap {100 * c['accuracy_gap']:+.2f} pt", f"<= {100 * TARGET_ACC_GAP:.1f} pt",
          verdict(c["accuracy_gap"] <= TARGET_ACC_GAP)],
         [f"gain on {domain} test vs champion (pt)", signed(c["gain"]["strategic"]["new_domain_test"]),
          signed(c["gain"]["full"]["new_domain_test"]),
@@ -204,13 +266,12 @@ def print_report(results: dict[str, Any]) -> None:
          verdict(None if c["gain_share"] is None else c["gain_share"] >= TARGET_GAIN_SHARE)],
         ["gain on the recent holdout (gate) (pt)", signed(c["recent_holdout_gain"]["strategic"]), signed(c["recent_holdout_gain"]["full"]),
          "share n/a" if c["recent_gain_share"] is None else f"share {c['recent_gain_share']:.2f}", "", ""],
-        [f"bootstrap-domain test (champion {pct(champ['old_domain_test'])}) (%)", pct(s["accuracy"]["old_domain_test"]),
-         pct(f["accuracy"]["old_domain_test"]), "", "", ""],
+        [f"bootstrap-domain test (champion {pct(champ['old_domain_test'])}) (%)", pct(s.accuracy["old_domain_test"]),
+         pct(f.accuracy["old_domain_test"]), "", "", ""],
         ["golden set, gate (champion → challenger) (%)",
-         f"{pct(s['summary']['gate_metrics']['champion_golden_accuracy'])} → {pct(s['summary']['gate_metrics']['challenger_golden_accuracy'])}",
-         f"{pct(f['summary']['gate_metrics']['champion_golden_accuracy'])} → {pct(f['summary']['gate_metrics']['challenger_golden_accuracy'])}",
+         golden_change(s, pct), golden_change(f, pct),
          "", "", ""],
-        ["gate verdict", s["summary"]["status"], f["summary"]["status"], "", "", ""],
+        ["gate verdict", s.summary.status.value, f.summary.status.value, "", "", ""],
     ]
     a, m = results["args"], results["machine"]
     print_table(
@@ -220,9 +281,9 @@ def print_report(results: dict[str, Any]) -> None:
         ["", "strategic", "full", "ratio / diff", "target", "verdict"], rows,
     )
     if note := load_note(m):
-        print(note + f" (1-min load at start/end: strategic {s['loadavg_1m']}, full {f['loadavg_1m']})")
+        print(note + f" (1-min load at start/end: strategic {s.loadavg_1m}, full {f.loadavg_1m})")
     for mode in MODES:
-        reasons = runs[mode]["summary"]["gate_reasons"]
+        reasons = runs[mode].summary.gate_reasons
         if reasons:
             print(f"{mode} challenger refused by the gate: " + "; ".join(reasons))
 
@@ -282,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_for(base, args)
         configure_threads(settings.models.threads)
         order = MODES if args.order == "strategic-first" else MODES[::-1]
-        runs: dict[str, dict[str, Any]] = {}
+        runs: dict[str, ModeRun] = {}
         with tqdm(total=3 + len(order), desc="retrain cost", unit="phase") as bar:
             bar.set_postfix_str(f"bootstrap ({', '.join(args.members)}; {args.profile})")
             # Files the champion trains from live outside the copied data dirs, so every copy reads the same one.
@@ -297,8 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs[mode] = run_mode(base, root, mode, args)
                 bar.update()
             bar.set_postfix_str("challengers on the evaluation sets")
-            for mode, run in runs.items():
-                run["accuracy"] = evaluate(Path(run["data_dir"]), run["summary"]["version"], args.members, sets)
+            for run in runs.values():
+                run.accuracy = evaluate(run.data_dir, run.version, args.members, sets)
             bar.update()
 
     results: dict[str, Any] = {
@@ -310,15 +371,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "buffer": buffer,
         "evaluation_sets": {name: len(rs) for name, rs in sets.items()},
         "champion_accuracy": champion,
-        "runs": {mode: runs[mode] for mode in MODES},
+        "runs": {mode: runs[mode].record() for mode in MODES},
         "targets": {"time_ratio_max": TARGET_TIME_RATIO, "gain_share_min": TARGET_GAIN_SHARE, "accuracy_gap_max": TARGET_ACC_GAP},
     }
-    results["comparison"] = c = compare(results["runs"], champion)
+    results["comparison"] = c = compare(runs, champion)
     results["targets"].update(time_ratio_met=c["time_ratio"] <= TARGET_TIME_RATIO, cpu_ratio_met=c["cpu_ratio"] <= TARGET_TIME_RATIO,
                               gain_share_met=c["gain_share"] is not None and c["gain_share"] >= TARGET_GAIN_SHARE,
                               accuracy_gap_met=c["accuracy_gap"] <= TARGET_ACC_GAP)
     results["total_seconds"] = time.perf_counter() - started
-    print_report(results)
+    print_report(results, runs)
     print(OMP_NOTE)
     write_json(args.out, results)
     print(f"results written to {args.out} (whole run {results['total_seconds']:.0f}s)")

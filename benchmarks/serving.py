@@ -17,16 +17,17 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS_DIR, machine_info, write_json  # noqa: E402
-from sentiloop.config import load_settings  # noqa: E402
-from sentiloop.daemon.client import call  # noqa: E402
+from benchmarks._common import RESULTS_DIR, machine_info, write_json
+from sentiloop.config import load_settings
+from sentiloop.daemon.client import call
 
 RESULTS = RESULTS_DIR / "serving.json"
 TARGET_RATIO = 3.0

@@ -7,8 +7,9 @@ import json
 import logging
 import sys
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sentiloop import __version__
 from sentiloop.errors import SentiloopError
@@ -16,13 +17,17 @@ from sentiloop.models.registry import MEMBER_NAMES
 from sentiloop.runtime import prepare_environment
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from sentiloop.config import Settings
+    from sentiloop.models.ensemble import Ensemble
+    from sentiloop.retrainers.results import RetrainSummary
 
 EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an internal error, unlike 2 (a usage or input problem)
 EPILOG = """\
 quick start (development, everything on this machine):
   sentiloop run                      # starts the embedded broker + daemon (Ctrl-C to stop)
-  sentiloop replay feedback.jsonl    # in another shell: send events
+  sentiloop replay examples/feedback.jsonl  # in another shell: send events
   sentiloop status                   # what has been stored, refused, learnt
 
 Every subcommand accepts --config FILE (YAML); SENTILOOP_* environment variables override it,
@@ -30,13 +35,13 @@ e.g. SENTILOOP_KAFKA__TOPIC=reviews or SENTILOOP_METRICS__PORT=9200.
 """
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace) -> Settings:
     from sentiloop.config import load_settings
 
     return load_settings(args.config)
 
 
-def _bootstrap(settings) -> list[str]:  # type: ignore[no-untyped-def]
+def _bootstrap(settings: Settings) -> list[str]:
     servers = settings.kafka.bootstrap_servers
     return [f"127.0.0.1:{settings.kafka.embedded_port}"] if servers == "embedded" else list(servers)
 
@@ -183,7 +188,7 @@ def cmd_config_reference(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _dictionary(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _dictionary(args: argparse.Namespace) -> tuple[Settings, sqlite3.Connection]:
     settings = _settings(args)
     from sentiloop.buffer.sqlite import open_readonly
 
@@ -218,7 +223,7 @@ def cmd_dictionary_export(args: argparse.Namespace) -> int:
     settings, conn = _dictionary(args)
     words = {w: {"score": s, "updates": u} for w, s, u in conn.execute("SELECT word, score, updates FROM dict_words ORDER BY word")}
     conn.close()
-    document = {"format": "sentiloop.dictionary-export/1", "labels": [l.model_dump() for l in settings.labels], "words": words}
+    document = {"format": "sentiloop.dictionary-export/1", "labels": [label.model_dump() for label in settings.labels], "words": words}
     text = json.dumps(document, ensure_ascii=False, indent=1)
     if args.output:
         from sentiloop.files import atomic_write_bytes
@@ -259,7 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_eval_table(reports: dict, weights: dict | None = None) -> None:  # type: ignore[type-arg]
+def _print_eval_table(reports: Mapping[str, Mapping[str, Any]], weights: Mapping[str, float] | None = None) -> None:
     domains = sorted({d for r in reports.values() for d in r.get("per_domain_accuracy", {})})
     header = f"{'model':<16}{'weight':>7}{'acc':>8}{'macroF1':>9}{'ECE':>7}" + "".join(f"{d[:8]:>9}" for d in domains)
     print(header)
@@ -274,7 +279,7 @@ def _print_eval_table(reports: dict, weights: dict | None = None) -> None:  # ty
         print(f"{name:<12}" + "".join(f"{report['per_class_f1'][label]:>14.3f}" for label in labels))
 
 
-def _load_ensemble(settings, version: int | None):  # type: ignore[no-untyped-def]
+def _load_ensemble(settings: Settings, version: int | None) -> Ensemble:
     from sentiloop.models.ensemble import Ensemble
     from sentiloop.models.store import ModelStore
 
@@ -341,27 +346,33 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     summary = run_retrain(settings, args.trigger, args.reason, args.mode, force=args.force, recent_since=args.recent_since,
                           progress=Path(args.progress) if args.progress else None)
     if args.json:
-        _print_json(summary)
+        print(summary.to_json())  # the one JSON form: the daemon reads it back with RetrainSummary.read
         return 0
-    if summary["status"] == "skipped":
-        print(f"retrain skipped: {summary['why']}")
-        return 0
-    print(f"retrain {summary['run_id']} ({args.mode or settings.retrain.mode}): {summary['stop_reason']}")
-    for it in summary["iterations"]:
-        m = it["metrics"]
-        print(f"  iteration {it['iteration']}: ensemble_accuracy {m['ensemble_accuracy']:.4f}  refinement_rate "
-              f"{m['refinement_rate']:.4f}  data_quality {m['data_quality_score']:.3f}  "
-              + "  ".join(f"{k} {v:.0f}s" for k, v in it["durations"].items()))
-    g = summary["gate_metrics"]
-    print(f"gate: recent holdout {g['champion_recent_accuracy']:.4f} → {g['challenger_recent_accuracy']:.4f}, "
-          f"golden {g['champion_golden_accuracy']:.4f} → {g['challenger_golden_accuracy']:.4f}")
-    if summary["status"] == "promoted":
-        print(f"PROMOTED: v{summary['version']:04d} is the new champion")
-    else:
-        print(f"kept the champion v{summary['champion_before']:04d}; challenger saved as v{summary['version']:04d} because:")
-        for reason in summary["gate_reasons"]:
-            print(f"  - {reason}")
+    _print_retrain(summary, args.mode or settings.retrain.mode)
     return 0
+
+
+def _print_retrain(summary: RetrainSummary, mode: str) -> None:
+    from sentiloop.retrainers.results import RetrainStatus
+
+    if summary.status is RetrainStatus.SKIPPED:
+        print(f"retrain skipped: {summary.why}")
+        return
+    print(f"retrain {summary.run_id} ({mode}): {summary.stop_reason}")
+    for it in summary.iterations:
+        print(f"  iteration {it.iteration}: ensemble_accuracy {it.accuracy():.4f}  refinement_rate "
+              f"{it.refinement.refinement_rate:.4f}  data_quality {it.refinement.data_quality_score:.3f}  "
+              + "  ".join(f"{k} {v:.0f}s" for k, v in it.durations.items()))
+    g = summary.gate_metrics
+    if g is not None:
+        print(f"gate: recent holdout {g.of('champion', 'recent'):.4f} → {g.of('challenger', 'recent'):.4f}, "
+              f"golden {g.of('champion', 'golden'):.4f} → {g.of('challenger', 'golden'):.4f}")
+    if summary.status is RetrainStatus.PROMOTED:
+        print(f"PROMOTED: v{summary.version:04d} is the new champion")
+    else:
+        print(f"kept the champion v{summary.champion_before:04d}; challenger saved as v{summary.version:04d} because:")
+        for reason in summary.gate_reasons:
+            print(f"  - {reason}")
 
 
 def _print_champion(result: dict[str, Any]) -> None:
@@ -447,7 +458,8 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _add(sub, name: str, func: Callable[[argparse.Namespace], int], help_text: str, description: str | None = None):  # type: ignore[no-untyped-def]
+def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, func: Callable[[argparse.Namespace], int], help_text: str,
+         description: str | None = None) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=description or help_text)
     parser.add_argument("--config", metavar="FILE", help="YAML config file (default: built-in defaults + SENTILOOP_* env)")
     parser.set_defaults(func=func)

@@ -8,8 +8,8 @@ typo never silently falls back to a default. Environment overrides use ``__`` fo
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -236,7 +236,7 @@ class ModelsConfig(_Strict):
     """The ensemble: which members vote and with what weight (renormalised over enabled members)."""
 
     enabled: list[MemberName] = Field(default_factory=lambda: list(MEMBER_NAMES))
-    weights: dict[MemberName, float] = Field(default_factory=default_weights)
+    weights: dict[str, float] = Field(default_factory=default_weights, description="soft-vote weight per member name")
     word_sentiment_lexicon: Literal["none", "vader"] = Field(
         default="vader", description="seed lexicon of the ensemble's word-sentiment member (VADER adds its rule-based scores)"
     )
@@ -258,6 +258,9 @@ class ModelsConfig(_Strict):
     @field_validator("weights")
     @classmethod
     def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(MEMBER_NAMES))
+        if unknown:
+            raise ValueError(f"unknown member(s) {', '.join(unknown)}; members are {', '.join(MEMBER_NAMES)}")
         bad = [name for name, w in weights.items() if w < 0]
         if bad:
             raise ValueError(f"weights must be >= 0 ({', '.join(bad)})")

@@ -16,15 +16,17 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
 from sentiloop.config import Settings
 from sentiloop.consumers.broker import free_port
 from sentiloop.datasets import Record
+from sentiloop.retrainers.results import RetrainStatus
 
 log = logging.getLogger(__name__)
 
@@ -218,15 +220,15 @@ class Demo:
                 self._last_phase = phase
         for outcome in controller.outcomes[self._seen_outcomes:]:
             self._seen_outcomes += 1
-            self.timeline.marks.append((self.produced, outcome.get("status", "?")))
-            gate = outcome.get("gate_metrics") or {}
-            detail = (f"recent holdout {gate.get('champion_recent_accuracy', 0):.3f} → {gate.get('challenger_recent_accuracy', 0):.3f}, "
-                      f"golden {gate.get('champion_golden_accuracy', 0):.3f} → {gate.get('challenger_golden_accuracy', 0):.3f}") if gate else ""
-            if outcome.get("status") == "promoted":
-                self.say(f"GATE: PROMOTED v{outcome.get('version', 0):04d} ({detail}); now serving it")
+            self.timeline.marks.append((self.produced, outcome.status.value))
+            gate = outcome.gate_metrics
+            detail = (f"recent holdout {gate.of('champion', 'recent'):.3f} → {gate.of('challenger', 'recent'):.3f}, "
+                      f"golden {gate.of('champion', 'golden'):.3f} → {gate.of('challenger', 'golden'):.3f}") if gate else ""
+            if outcome.status is RetrainStatus.PROMOTED:
+                self.say(f"GATE: PROMOTED v{outcome.version or 0:04d} ({detail}); now serving it")
             else:
-                reasons = "; ".join(outcome.get("gate_reasons") or [str(outcome.get("error") or outcome.get("why") or "")])
-                self.say(f"GATE: kept the champion ({outcome.get('status')}): {reasons}" + (f" ({detail})" if detail else ""))
+                reasons = "; ".join(outcome.verdict_reasons)
+                self.say(f"GATE: kept the champion ({outcome.status.value}): {reasons}" + (f" ({detail})" if detail else ""))
         line = (f"{self._metric('sentiloop_events_stored_total'):.0f} stored | dictionary {m('sentiloop_dictionary_words'):.0f} words | "
                 f"drift PH {stats['page_hinkley']:.1f}/{drift.ph_threshold:g} label {stats['label_shift']:.3f}/{drift.label_threshold:g} "
                 f"OOV {stats['oov_rate']:.3f} | stream acc {accuracy:.3f} | champion v{m('sentiloop_champion_version'):.0f}")

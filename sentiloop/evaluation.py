@@ -55,7 +55,7 @@ def classification_report(
     predicted = probabilities.argmax(axis=1)
     f1 = per_class_f1(labels, predicted, len(label_names))
     report: dict[str, Any] = {
-        "n": int(len(labels)),
+        "n": len(labels),
         "accuracy": float(np.mean(predicted == labels)) if len(labels) else 0.0,
         "macro_f1": float(f1.mean()),
         "per_class_f1": {name: float(value) for name, value in zip(label_names, f1)},

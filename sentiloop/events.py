@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sentiloop.errors import InvalidEvent
@@ -199,7 +199,7 @@ def _timestamp_ms(value: Any, default_ms: int) -> int:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
+                parsed = parsed.replace(tzinfo=UTC)
             epoch_ms = int(parsed.timestamp() * 1000)
         except (ValueError, OverflowError):
             raise InvalidEvent("bad_timestamp", f"ts {value[:40]!r} is not an ISO-8601 time") from None

@@ -12,11 +12,15 @@ import hashlib
 import json
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sentiloop.config import Settings
 from sentiloop.datasets import Record
+
+if TYPE_CHECKING:
+    from sentiloop.training import Profile
 
 
 def by_domain(records: Iterable[Record]) -> dict[str, list[Record]]:
@@ -47,7 +51,7 @@ def feedback_event(record: Record, label_names: Sequence[str], prefix: str = "")
             "domain": record.domain}
 
 
-def profile_overrides(models: Mapping[str, Any], profile: str) -> dict[str, Any]:
+def profile_overrides(models: Mapping[str, Any], profile: Profile) -> dict[str, Any]:
     """Config overrides that make retrains train with a profile's budget, as ``train --profile`` does.
 
     Retrains read ``models.*`` (epochs, BERT steps) from the settings, not from the profile, so the
@@ -57,16 +61,16 @@ def profile_overrides(models: Mapping[str, Any], profile: str) -> dict[str, Any]
     from sentiloop.training import profile_config
 
     base = Settings.model_validate({"models": dict(models)})
-    tuned = profile_config(base.models, profile).model_dump(mode="json")  # type: ignore[arg-type]
+    tuned = profile_config(base.models, profile).model_dump(mode="json")
     retrain = {"bert_max_steps": tuned["bert"]["max_steps"]} if tuned["bert"]["max_steps"] is not None else {}
     return {"models": tuned, "retrain": retrain}
 
 
-def bootstrap_champion(settings: Settings, records: Sequence[Record], profile: str, data_file: Path) -> tuple[int, float]:
+def bootstrap_champion(settings: Settings, records: Sequence[Record], profile: Profile, data_file: Path) -> tuple[int, float]:
     """Train the first champion with ``train_ensemble`` on ``records`` only; returns (version, seconds)."""
     from sentiloop.training import train_ensemble
 
     write_labelled_jsonl(data_file, records, settings.label_names)
     started = time.perf_counter()
-    version, _, _ = train_ensemble(settings, profile, str(data_file))  # type: ignore[arg-type]
+    version, _, _ = train_ensemble(settings, profile, str(data_file))
     return version, time.perf_counter() - started

@@ -9,17 +9,17 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import yaml
 
 from sentiloop.consumers.broker import EmbeddedBroker, free_port
 
-POSITIVE = "good great love excellent nice wonderful superb enjoyable".split()
-NEGATIVE = "bad awful hate terrible poor boring dreadful dull".split()
-NEUTRAL = "the movie plot film story actor scene book".split()
+POSITIVE = ["good", "great", "love", "excellent", "nice", "wonderful", "superb", "enjoyable"]
+NEGATIVE = ["bad", "awful", "hate", "terrible", "poor", "boring", "dreadful", "dull"]
+NEUTRAL = ["the", "movie", "plot", "film", "story", "actor", "scene", "book"]
 
 
 def make_events(n: int, prefix: str = "e", seed: int = 0) -> list[dict]:
@@ -70,12 +70,13 @@ class DaemonProcess:
     def start(self) -> DaemonProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("SENTILOOP_CONFIG", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sentiloop", "run", "--config", str(self.config_path)],
-            stdout=open(self.log_path, "ab"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sentiloop", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         return self
 
     def alive(self) -> bool:
@@ -206,7 +207,7 @@ def admin_request(port: int, path: str, token: str | None, body: dict | None = N
     return call(f"http://127.0.0.1:{port}", token, method, path, body, timeout=timeout)
 
 
-TINY_BERT_WORDS = "good great love nice bad awful hate poor the a movie plot was is not very".split()
+TINY_BERT_WORDS = ["good", "great", "love", "nice", "bad", "awful", "hate", "poor", "the", "a", "movie", "plot", "was", "is", "not", "very"]
 
 
 @pytest.fixture(scope="session")

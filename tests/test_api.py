@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -105,7 +106,7 @@ def test_openapi_lists_every_admin_route(server) -> None:  # type: ignore[no-unt
 
 
 def test_every_admin_route_needs_the_token(server) -> None:  # type: ignore[no-untyped-def]
-    running, ops = server
+    running, _ops = server
     for method, path in protected_routes(running):
         body = {"text": "hi"} if path == "/v1/predict" else None
         status, answer = request(running, method, path, body, token=None)

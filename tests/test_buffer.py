@@ -1,16 +1,17 @@
 import io
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
+from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
 from sentiloop.buffer.sqlite import open_readonly, read_stats
 from sentiloop.config import Settings
+from sentiloop.errors import ConfigError
 from sentiloop.events import FeedbackEvent
 from sentiloop.models.word_sentiment import WordSentimentModel
-from sentiloop.errors import ConfigError
 
 LABELS = Settings().label_names
 
@@ -52,7 +53,7 @@ def test_failed_transaction_leaves_no_trace(tmp_path: Path) -> None:
     store.append_batch([ev(1)])
     before = store.dictionary.to_dict()
     broken = SourcedEvent(FeedbackEvent("x", "good", 4, None, None, None, None, 1), "t", 0, 9)
-    with pytest.raises(Exception):
+    with pytest.raises(sqlite3.ProgrammingError):  # a value SQLite cannot bind, mid-transaction
         store.append_batch([ev(2), broken], {"bad": object()})  # type: ignore[dict-item]
     assert store.dictionary.to_dict() == before
     assert store.stats().events_stored == 1

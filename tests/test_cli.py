@@ -56,7 +56,7 @@ def test_a_bug_prints_its_traceback_and_asks_for_a_report(capsys: pytest.Capture
 
 
 def test_dictionary_export_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
+    from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
     from sentiloop.events import FeedbackEvent
     from sentiloop.models.word_sentiment import WordSentimentModel
 

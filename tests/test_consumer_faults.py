@@ -6,13 +6,14 @@ the parser or the store, which is what these tests are about."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
 
-from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
+from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
 from sentiloop.buffer.store import BatchResult
 from sentiloop.config import KafkaConfig, MetricsConfig, Settings
 from sentiloop.consumers import batch as batch_module

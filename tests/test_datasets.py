@@ -19,6 +19,8 @@ from sentiloop.datasets import (
     DEFAULT_EDGES,
     Record,
     Split,
+    _vader,
+    _vader_source,
     bins_for_labels,
     fetch_vader_ground_truth,
     load_labelled_file,
@@ -27,7 +29,6 @@ from sentiloop.datasets import (
     split_dataset,
     vader_cache_dir,
 )
-from sentiloop.datasets import _vader, _vader_source
 from sentiloop.errors import ConfigError, DataError
 
 THREE = [Label(name="negative", polarity=-1), Label(name="neutral", polarity=0), Label(name="positive", polarity=1)]
@@ -38,7 +39,7 @@ THREE = [Label(name="negative", polarity=-1), Label(name="neutral", polarity=0),
 TINY_FILES: dict[str, bytes] = {
     "tweets_GroundTruth.txt": b"1\t2.726315789\tSo lucky &amp; happy.\r\n2\t-0.5\tMeh.\r\n3\t0.0\tExecute like lightning",
     "movieReviewSnippets_GroundTruth.txt": (
-        "1\t2.26666666667\tThe Rock is ''Conan''.\r\n".encode()
+        b"1\t2.26666666667\tThe Rock is ''Conan''.\r\n"
         + "2\t-2\tWe\u2019ve seen it.\r\n".encode()  # UTF-8 curly quote
         + b"3\t-3.1\tcaf\xe9 au lait was awful\r\n"  # cp1252 byte, not UTF-8
         + b"\r\n"  # blank line: ignored

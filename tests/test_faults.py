@@ -16,8 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 
 def readiness(daemon) -> dict:  # type: ignore[no-untyped-def]
-    status, body = http_get(metrics_port(daemon), "/readyz")
+    _status, body = http_get(metrics_port(daemon), "/readyz")
     return json.loads(body) if body else {}
 
 

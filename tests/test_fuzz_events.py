@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
+from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
 from sentiloop.errors import InvalidEvent
 from sentiloop.events import REASONS, parse_event
 from sentiloop.models.word_sentiment import WordSentimentModel

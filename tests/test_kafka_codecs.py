@@ -67,6 +67,6 @@ def test_an_undecodable_batch_shows_as_a_stalled_partition(broker, topic, daemon
     assert http_get(port, "/readyz")[0] == 503
     metrics = http_get(port, "/metrics")[1]
     assert 'sentiloop_poll_errors_total{error="UnsupportedCodecError"} 1.0' in metrics
-    seconds = next(float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("sentiloop_seconds_since_poll "))
+    seconds = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("sentiloop_seconds_since_poll "))
     assert seconds >= 3
     assert daemon.alive() and buffer_stats(data)["events_stored"] == 0

@@ -12,8 +12,9 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -73,9 +74,9 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [{"job_name": "sentiloop", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
         }))
-        process = subprocess.Popen([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                                    f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
-                                   stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
+        with open(tmp_path / "prometheus.log", "wb") as log:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+                                        f"--storage.tsdb.path={tmp_path / 'tsdb'}"], stdout=log, stderr=subprocess.STDOUT)
         started.append(process)
         return f"http://127.0.0.1:{port}"
 

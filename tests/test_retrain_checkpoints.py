@@ -29,12 +29,12 @@ def test_iterations_are_atomic_verified_and_pruned(tmp_path: Path) -> None:
     ensemble = small_ensemble()
     state = optimizer_state()
     for iteration in (1, 2, 3):
-        manager.save_iteration(iteration, ensemble, {"metrics": {"ensemble_accuracy": 0.5 + iteration / 100}},
+        manager.save_iteration(iteration, ensemble, {"metrics": {"ensemble": {"validation": 0.5 + iteration / 100}}},
                                {"bilstm": state})
     assert manager.iterations() == [2, 3]
     assert not [p for p in manager.run_dir.iterdir() if p.name.startswith(".")]  # no temp dirs left
     iteration, loaded, cycle = manager.load_iteration()
-    assert iteration == 3 and cycle["metrics"]["ensemble_accuracy"] == pytest.approx(0.53)
+    assert iteration == 3 and cycle["metrics"]["ensemble"]["validation"] == pytest.approx(0.53)
     assert np.array_equal(loaded.predict_proba(["good"]), ensemble.predict_proba(["good"]))
     tensors, meta = manager.load_optimizer_state(3, "bilstm")
     assert torch.equal(tensors["lstm.weight/exp_avg"], state[0]["lstm.weight/exp_avg"])

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentiloop.buffer import SQLiteBufferStore, SourcedEvent
+from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
 from sentiloop.config import Settings
 from sentiloop.events import FeedbackEvent
 from sentiloop.models.base import TrainData
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.store import ModelStore
 from sentiloop.models.word_member import WordSentimentMember
+from sentiloop.retrainers.results import RetrainStatus, RetrainSummary
 from sentiloop.retrainers.run import run_retrain
 
 OLD = {0: ["awful", "dreadful"], 1: ["bad", "poor"], 2: ["okay", "average"], 3: ["good", "nice"], 4: ["superb", "wonderful"]}
@@ -66,16 +67,22 @@ def test_better_challenger_is_promoted_and_recorded(tmp_path: Path) -> None:
     bootstrap(settings)
     feed(settings, *sentences(NEW, 600, 3), prefix="new")
     summary = run_retrain(settings, "manual", "test")
-    assert summary["status"] == "promoted", summary["gate_reasons"]
-    assert summary["gate_metrics"]["challenger_recent_accuracy"] > summary["gate_metrics"]["champion_recent_accuracy"] + 0.1
-    assert ModelStore(tmp_path).champion() == summary["version"] == 2
-    assert summary["iterations"][0]["strategies"] == {"word_sentiment": "incremental"}
-    run_dir = tmp_path / "retrain" / summary["run_id"]
+    assert summary.status is RetrainStatus.PROMOTED, summary.gate_reasons
+    assert summary.gate_metrics is not None and summary.gate_metrics.gain("recent") > 0.1
+    assert ModelStore(tmp_path).champion() == summary.version == 2
+    first = summary.iterations[0]
+    assert first.strategies == {"word_sentiment": "incremental"}
+    assert set(first.metrics) == {"ensemble", "word_sentiment"}  # nested: owner → split → accuracy
+    assert set(first.metrics["word_sentiment"]) == {"validation", "golden", "recent"}
+    assert first.metrics["ensemble"]["recent"] == first.accuracy("ensemble", "recent")
+    assert summary.run_id is not None
+    run_dir = tmp_path / "retrain" / summary.run_id
     state = json.loads((run_dir / "state.json").read_text())
     assert state["status"] == "completed" and state["params"]["max_iterations"] == 2
+    assert RetrainSummary.model_validate(state["summary"]) == summary  # state.json keeps the same JSON form
     assert (run_dir / "dictionary_backups" / "word_sentiment_dict_iter_1.json").exists()
     again = run_retrain(settings, "volume", "nothing new")
-    assert again["status"] == "skipped"  # the mark moved: no new events since
+    assert again.status is RetrainStatus.SKIPPED and again.why  # the mark moved: no new events since
 
 
 def test_a_lineage_on_its_original_dataset_carries_its_best_golden_accuracy(tmp_path: Path) -> None:
@@ -86,11 +93,12 @@ def test_a_lineage_on_its_original_dataset_carries_its_best_golden_accuracy(tmp_
     bootstrap(settings, dataset=str(original))
     feed(settings, *sentences(NEW, 600, 3), prefix="new")
     summary = run_retrain(settings, "manual", "test")
-    assert summary["pools"]["golden"] == 51  # the file's stratified validation split, not the buffer
-    info = Ensemble.load(ModelStore(tmp_path).path(summary["version"])).info
-    g = summary["gate_metrics"]
+    assert summary.pools is not None and summary.pools.golden == 51  # the file's stratified validation split, not the buffer
+    assert summary.version is not None and summary.gate_metrics is not None
+    info = Ensemble.load(ModelStore(tmp_path).path(summary.version)).info
+    g = summary.gate_metrics
     assert info["data"] == str(original)  # the lineage keeps naming its dataset
-    assert info["golden_best"] == max(g["golden_reference"], g["challenger_golden_accuracy"])
+    assert info["golden_best"] == max(g.golden_reference, g.of("challenger", "golden"))
 
 
 def test_challenger_from_shuffled_labels_is_refused(tmp_path: Path) -> None:
@@ -99,8 +107,8 @@ def test_challenger_from_shuffled_labels_is_refused(tmp_path: Path) -> None:
     texts, labels = sentences(OLD, 600, 4)
     feed(settings, texts, labels, prefix="noise", shuffle=True)
     summary = run_retrain(settings, "manual", "shuffled labels")
-    assert summary["status"] == "rejected"
-    assert summary["gate_reasons"]
+    assert summary.status is RetrainStatus.REJECTED
+    assert summary.gate_reasons
     assert ModelStore(tmp_path).champion() == 1  # the champion keeps serving
 
 
@@ -113,14 +121,15 @@ def test_mlflow_registry_round_trip_by_alias(tmp_path: Path) -> None:
     bootstrap(settings)
     feed(settings, *sentences(NEW, 600, 5), prefix="new")
     summary = run_retrain(settings, "manual", "test")
-    assert summary["status"] == "promoted"
+    assert summary.status is RetrainStatus.PROMOTED
     from sentiloop.monitoring.tracking import Tracker
 
     tracker = Tracker(settings)
-    assert tracker.alias_version("champion") == summary["registered_version"]
+    assert tracker.alias_version("champion") == summary.registered_version
     model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}@champion")
     out = model.predict(pd.DataFrame({"text": ["stellar epic product", "trash garbage product"]}))
     assert out["label"].tolist() == ["very_positive", "very_negative"]
     runs = mlflow.search_runs(experiment_names=["ensemble_retraining"])
     assert {"params.max_iterations", "params.convergence_threshold", "params.confidence_threshold"} <= set(runs.columns)
     assert "metrics.ensemble_accuracy" in runs.columns and "metrics.refinement_rate" in runs.columns
+    assert {"metrics.word_sentiment_recent_accuracy", "metrics.gate_challenger_golden_accuracy"} <= set(runs.columns)  # flat names

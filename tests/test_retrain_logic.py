@@ -4,13 +4,14 @@ weights, bias checks and the promotion gate."""
 import numpy as np
 import pytest
 
+from sentiloop.config import RetrainConfig
+from sentiloop.models.ensemble import apply_class_bias
 from sentiloop.monitoring.bias import detect_data_bias
 from sentiloop.monitoring.drift import ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal, calibrate, jensen_shannon
 from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
 from sentiloop.retrainers.gate import GateConfig, promotion_gate
-from sentiloop.retrainers.policy import DecisionPolicy
+from sentiloop.retrainers.policy import Decision, DecisionPolicy, RetrainState, TransitionError
 from sentiloop.retrainers.refinement import refine_dataset
-from sentiloop.models.ensemble import apply_class_bias
 from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
 
 
@@ -52,25 +53,152 @@ def fired(name: str = "error_rate") -> Signal:
     return Signal(name, True, 0.7, 0.5, "error up")
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def policy_on(clock: FakeClock, warmup_events: int = 0, cooldown_s: float = 60, hysteresis: int = 1, max_retrains: int = 2,
+              window_s: float = 1000, settle_events: int = 0) -> DecisionPolicy:
+    return DecisionPolicy(warmup_events, cooldown_s, hysteresis, max_retrains, window_s, settle_events, volume_threshold=500, clock=clock)
+
+
+def run_once(policy: DecisionPolicy, outcome: str = "rejected") -> Decision:
+    """due → running → idle: the retrain the policy said was due."""
+    started = policy.started()
+    assert policy.state is RetrainState.RUNNING
+    policy.finished(outcome)
+    assert policy.state is RetrainState.IDLE
+    return started
+
+
 def test_policy_warmup_hysteresis_cooldown_and_rate_limit() -> None:
-    policy = DecisionPolicy(warmup_events=100, cooldown_s=60, hysteresis=2, max_retrains=2, window_s=1000)
-    assert "warm-up" in policy.decide([fired()], now=0).suppressed or not policy.decide([fired()], now=0).retrain
-    policy.observe(100)
-    policy._streak.clear()
-    assert not policy.decide([fired()], now=1).retrain  # first sighting: hysteresis wants 2
-    assert not policy.decide([], now=2).retrain  # streak broken
-    assert not policy.decide([fired()], now=3).retrain
-    decision = policy.decide([fired()], now=4)
-    assert decision.retrain and decision.trigger == "drift"
-    policy.record_retrain(now=4)
-    blocked = policy.decide([fired()], volume_reason="500 new", now=10)
-    assert not blocked.retrain and "cool-down" in blocked.suppressed
-    assert policy.decide([], volume_reason="500 new", now=70).retrain
-    policy.record_retrain(now=70)
-    limited = policy.decide([], volume_reason="500 new", now=200)
-    assert not limited.retrain and "rate limit" in limited.suppressed
-    assert policy.decide([], manual_reason="operator", now=200).retrain  # manual always goes through
-    assert policy.decide([], volume_reason="500 new", now=1100).retrain  # the window slid
+    clock = FakeClock()
+    policy = policy_on(clock, warmup_events=100, hysteresis=2)
+    policy.observe_volume(0, scored=99)
+    policy.observe_drift([fired()], head_seq=0)
+    assert not policy.tick().retrain
+    assert "warm-up: 99/100" in policy.tick().suppressed  # a persistent drift, held back by the warm-up
+    policy.observe_volume(0, scored=100)
+    policy.observe_drift([], head_seq=0)
+    assert not policy.tick().retrain  # streak broken
+    policy.observe_drift([fired()], head_seq=0)
+    assert not policy.tick().retrain  # first sighting: hysteresis wants 2
+    decision = policy.tick()
+    assert decision.retrain and decision.trigger == "drift" and decision.consumed == ("error_rate",)
+    assert policy.state is RetrainState.DUE and policy.due == decision
+    assert policy.tick().retrain  # due stays due until it is started
+    run_once(policy)
+    clock.now = 10
+    policy.observe_volume(500, scored=100)
+    blocked = policy.tick()
+    assert not blocked.retrain and "cool-down" in blocked.suppressed and not blocked.consumed
+    assert blocked.trigger == "volume"  # the drift streak starts again after a retrain: hysteresis wants 2 sightings
+    clock.now = 70
+    policy.observe_drift([], head_seq=0)
+    volume = policy.tick()
+    assert volume.retrain and volume.trigger == "volume" and volume.reason == "500 new labelled events >= 500"
+    run_once(policy)
+    clock.now = 200
+    limited = policy.tick()
+    assert not limited.retrain and "rate limit: 2 retrains" in limited.suppressed and "rate limit" in policy.blocked()
+    clock.now = 1001
+    assert policy.tick().retrain  # the window slid
+
+
+def test_policy_idle_settling_due_running_idle() -> None:
+    clock = FakeClock()
+    policy = policy_on(clock, settle_events=100)
+    assert policy.state is RetrainState.IDLE and policy.settling is None and policy.due is None
+    policy.observe_drift([fired()], head_seq=500)
+    entered = policy.tick()
+    assert not entered.retrain and entered.consumed == ("error_rate",)  # acted on: the caller resets the detector
+    assert policy.state is RetrainState.SETTLING and policy.settling is not None and policy.settling.since_seq == 500
+    policy.observe_volume(0, 0, after_drift=60)
+    policy.observe_drift([fired("label_shift")], head_seq=560)  # a second detection joins the settling retrain
+    assert policy.tick().consumed == ("label_shift",) and policy.settling.since_seq == 500
+    policy.observe_drift([], head_seq=600)
+    policy.observe_volume(0, 0, after_drift=100)
+    due = policy.tick()
+    assert due.retrain and due.trigger == "drift" and due.recent_since == 500
+    assert due.reason == "error up (then 100 labelled events collected)" and policy.state is RetrainState.DUE
+    assert policy.started() == due and policy.state is RetrainState.RUNNING and policy.settling is None
+    policy.observe_drift([fired()], head_seq=700)
+    assert not policy.tick().retrain  # nothing is weighed while a retrain runs
+    assert policy.request("operator").running
+    policy.finished("promoted")
+    assert policy.state is RetrainState.IDLE and policy.last_outcome == "promoted"
+
+
+def test_policy_settling_ends_early_for_a_volume_retrain_which_keeps_the_detection_seq() -> None:
+    clock = FakeClock()
+    policy = policy_on(clock, settle_events=100)
+    policy.observe_drift([fired()], head_seq=500)
+    policy.tick()
+    policy.observe_drift([], head_seq=510)
+    policy.observe_volume(500, 0, after_drift=10)
+    decision = policy.tick()
+    assert decision.retrain and decision.trigger == "volume" and decision.recent_since == 500 and policy.settling is None
+
+
+def test_policy_transitions_out_of_order_are_refused() -> None:
+    policy = policy_on(FakeClock())
+    with pytest.raises(TransitionError, match="nothing is due"):
+        policy.started()
+    with pytest.raises(TransitionError, match="no retrain runs"):
+        policy.finished("failed")
+
+
+def test_policy_manual_requests() -> None:
+    clock = FakeClock()
+    policy = policy_on(clock, settle_events=100)
+    policy.observe_drift([fired()], head_seq=42)
+    policy.tick()  # settling
+    answer = policy.request("operator", mode="full")
+    assert answer.accepted and not answer.blocked and policy.state is RetrainState.DUE
+    due = policy.tick()
+    assert (due.trigger, due.reason, due.mode, due.recent_since) == ("manual", "operator", "full", 42)
+    run_once(policy)
+    refused = policy.request("again")  # the cool-down, as for automatic triggers
+    assert not refused.accepted and not refused.running and "cool-down" in refused.blocked and policy.state is RetrainState.IDLE
+    forced = policy.request("again", force=True)
+    assert forced.accepted and "cool-down" in forced.blocked
+    assert policy.tick().reason.startswith("again (forced past: cool-down")
+    run_once(policy)
+    clock.now = 1000
+    assert policy.request("paused", held="retraining is paused").blocked == "retraining is paused"
+    assert policy.state is RetrainState.IDLE
+
+
+def test_policy_suppressed_drift_stays_latched_a_suppressed_schedule_does_not() -> None:
+    clock = FakeClock()
+    policy = policy_on(clock, cooldown_s=600)
+    policy.request("first")
+    run_once(policy)
+    policy.observe_drift([fired()], head_seq=0)
+    policy.observe_schedule("schedule 0 3 * * *")
+    suppressed = policy.tick()
+    assert not suppressed.retrain and "cool-down" in suppressed.suppressed and not suppressed.consumed  # the detector keeps it
+    clock.now = 600
+    policy.observe_drift([], head_seq=0)
+    assert not policy.tick().retrain  # the schedule tick was weighed once, and refused
+    policy.observe_drift([fired()], head_seq=0)
+    assert policy.tick().trigger == "drift"
+
+
+def test_policy_retune_keeps_the_history() -> None:
+    clock = FakeClock()
+    policy = DecisionPolicy.from_config(RetrainConfig.model_validate({"policy": {"cooldown_s": 60, "warmup_events": 0}}), clock)
+    assert policy.settle_events == 1000 and policy.volume_threshold == 2000
+    policy.request("operator")
+    run_once(policy)
+    clock.now = 100
+    assert policy.blocked() == ""
+    policy.retune(RetrainConfig.model_validate({"volume_threshold": 7, "policy": {"cooldown_s": 3600, "drift_settle_events": 0}}))
+    assert "cool-down: 100s" in policy.blocked() and policy.volume_threshold == 7 and policy.settle_events == 0
 
 
 def test_convergence_rules() -> None:
@@ -203,4 +331,4 @@ def test_gate_golden_floor_is_the_lineages_best_so_forgetting_cannot_accumulate(
     assert promotion_gate(champion, challenger, labels, champion, scoring(0.9), labels).promote
     floored = promotion_gate(champion, challenger, labels, champion, scoring(0.9), labels, GateConfig(golden_reference=0.81))
     assert not floored.promote and "lineage's best" in floored.reasons[0]  # ... but 2 points below an earlier champion
-    assert floored.metrics["golden_reference"] == 0.81
+    assert floored.metrics.golden_reference == 0.81

@@ -1,7 +1,7 @@
 import pytest
 
-from sentiloop.models.tokenize import get_tokenizer, kiwi_tokenize, regex_tokenize
 from sentiloop.errors import ConfigError
+from sentiloop.models.tokenize import get_tokenizer, kiwi_tokenize, regex_tokenize
 
 
 def test_english_words_emoticons_and_negation() -> None:

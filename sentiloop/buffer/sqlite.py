@@ -13,9 +13,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -381,7 +382,8 @@ class SQLiteBufferStore:
                     tokens = [set(self.dictionary.tokenize(e.text)) for e in learnable]
                     self._refresh_words(conn, set().union(*tokens))
                     for event, words in zip(learnable, tokens):
-                        self.dictionary.learn_tokens(words, event.label)  # type: ignore[arg-type]
+                        assert event.label is not None  # filtered above; mypy does not carry it through the list
+                        self.dictionary.learn_tokens(words, event.label)
                     self._write_dictionary_changes(conn)
                     result.dictionary_updates = len(learnable)
                     self._bump(conn, "dictionary_updates", len(learnable))

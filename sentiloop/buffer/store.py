@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import IO, Iterator, Mapping, Protocol, Sequence
+from typing import IO, Any, Protocol
 
 from sentiloop.events import FeedbackEvent
 
@@ -53,9 +54,9 @@ class BufferStats:
     dictionary_updates: int
 
 
-def status_document(stats: BufferStats, data_dir: str) -> dict[str, object]:
+def status_document(stats: BufferStats, data_dir: str) -> dict[str, Any]:
     """The JSON of `sentiloop status --json` (offline) and the counts part of GET /v1/status."""
-    document: dict[str, object] = asdict(stats)
+    document: dict[str, Any] = asdict(stats)
     document.update(events_invalid_total=sum(stats.events_invalid.values()), data_dir=data_dir)
     return document
 

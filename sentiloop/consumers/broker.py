@@ -7,6 +7,7 @@ Production deployments point ``kafka.bootstrap_servers`` at a real Kafka cluster
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -67,8 +68,8 @@ class EmbeddedBroker:
             "--listener-url", url, "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
         ]
-        output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with open(self.log_file or os.devnull, "ab") as output:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while not port_open(self.host, self.port):
             if self.process.poll() is not None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from sentiloop.config import KafkaConfig
 from sentiloop.consumers.clients import ensure_topics, make_producer

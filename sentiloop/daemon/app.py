@@ -23,12 +23,12 @@ from sentiloop.buffer.store import BatchResult
 from sentiloop.config import Settings, load_settings, secret_env
 from sentiloop.consumers.broker import EmbeddedBroker
 from sentiloop.consumers.loop import FeedbackConsumer
+from sentiloop.daemon.serving import Serving
 from sentiloop.errors import CheckpointError, ConfigError, StorageUnavailable
+from sentiloop.logs import configure_logging
 from sentiloop.models.lexicon import load_seed_lexicon
 from sentiloop.models.snapshots import DictionarySnapshots
 from sentiloop.models.word_sentiment import WordSentimentModel
-from sentiloop.daemon.serving import Serving
-from sentiloop.logs import configure_logging
 from sentiloop.monitoring.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)

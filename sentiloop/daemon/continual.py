@@ -2,9 +2,11 @@
 
 Nothing here runs on the poll loop. Every ``CHECK_S`` the controller thread gathers the triggers —
 volume (new labelled events since the last retrain), drift (latched signals from the DriftMonitor),
-schedule (APScheduler cron job) and manual (``POST /retrain``) — and asks the DecisionPolicy. A drift
-retrain first waits for ``policy.drift_settle_events`` labelled events after the detection, so it has
-data from the new regime to train on, and its gate judges on the holdout after the detection. A retrain
+schedule (APScheduler cron job) and manual (``POST /retrain``) — and feeds them to the DecisionPolicy,
+the state machine that decides (idle → settling → due → running; see ``sentiloop.retrainers.policy``).
+A drift retrain first waits for ``policy.drift_settle_events`` labelled events after the detection, so
+it has data from the new regime to train on, and its gate judges on the holdout after the detection.
+When the policy says a retrain is due the controller starts it, and tells the policy when it ends. A retrain
 runs as a separate process (``sentiloop retrain --json``), so the consumer never waits on it, its
 memory is returned when it ends, and killing it leaves the daemon and the champion untouched (the
 failure is counted and its run record is closed). When a run promotes, or when an operator runs
@@ -13,7 +15,6 @@ failure is counted and its run record is closed). When a run promotes, or when a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -21,8 +22,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -32,11 +34,12 @@ from sentiloop.daemon.serving import Serving
 from sentiloop.errors import StorageUnavailable
 from sentiloop.files import atomic_write_bytes
 from sentiloop.models.store import ModelStore
-from sentiloop.monitoring.drift_monitor import DriftMonitor
+from sentiloop.monitoring.drift import Signal
 from sentiloop.monitoring.metrics import IngestMetrics
 from sentiloop.retrainers.data import RETRAIN_MARK, original_split
+from sentiloop.retrainers.policy import Clock, Decision, DecisionPolicy, RetrainState
 from sentiloop.retrainers.progress import read_progress
-from sentiloop.retrainers.policy import Decision, DecisionPolicy
+from sentiloop.retrainers.results import GOLDEN, RECENT, RetrainStatus, RetrainSummary
 
 log = logging.getLogger(__name__)
 CHECK_S = 2.0
@@ -58,16 +61,59 @@ def drift_reference(settings: Settings, info: dict[str, Any]) -> tuple[list[str]
     return golden.texts, [*train.labels.tolist(), *golden.labels.tolist()]
 
 
+class DriftSignals(Protocol):
+    """What the controller needs of the drift monitor (``DriftMonitor`` is one)."""
+
+    @property
+    def scored(self) -> int: ...
+
+    def signals(self) -> list[Signal]: ...
+
+    def reset(self, names: Sequence[str] | None = None) -> None: ...
+
+    def swap(self, champion: Any, version: int | None, reference_texts: Sequence[str] = (),
+             reference_labels: Sequence[int] = ()) -> None: ...
+
+
+class WorkerProcess(Protocol):
+    """What the controller needs of a worker process (``subprocess.Popen`` is one)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def terminate(self) -> None: ...
+
+
+Spawn = Callable[[list[str], Path, Path, dict[str, str]], WorkerProcess]
+"""Start a worker: (command, file for its stdout, file its stderr is appended to, environment)."""
+
+
+def spawn_worker(command: list[str], output: Path, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The worker process: its stdout (the JSON summary) to ``output``, its stderr appended to ``log_path``.
+
+    The child gets its own copies of both descriptors; the daemon's are closed once it has started.
+    """
+    with open(output, "wb") as stdout, open(log_path, "ab") as stderr:
+        return subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env)
+
+
 class Worker:
     """A running ``sentiloop retrain`` process and where its JSON summary goes."""
 
-    def __init__(self, process: subprocess.Popen[bytes], output: Path, trigger: str, started: float) -> None:
+    def __init__(self, process: WorkerProcess, output: Path, trigger: str, started: float) -> None:
         self.process, self.output, self.trigger, self.started = process, output, trigger, started
 
 
 class RetrainController:
-    def __init__(self, settings: Settings, store: SQLiteBufferStore, metrics: IngestMetrics, monitor: DriftMonitor,
-                 announce: Any | None = None, serving: Serving | None = None) -> None:
+    def __init__(self, settings: Settings, store: SQLiteBufferStore, metrics: IngestMetrics, monitor: DriftSignals,
+                 announce: Any | None = None, serving: Serving | None = None, clock: Clock = time.monotonic,
+                 spawn: Spawn = spawn_worker) -> None:
+        """``clock`` is the policy's (cool-down, rate limit); ``spawn`` starts the worker process."""
         self.settings = settings
         self.serving = serving
         self.paused = settings.pause.retraining
@@ -75,21 +121,23 @@ class RetrainController:
         self.metrics = metrics
         self.monitor = monitor
         self.announce = announce
-        p = settings.retrain.policy
-        self.policy = DecisionPolicy(p.warmup_events, p.cooldown_s, p.hysteresis, p.max_retrains, p.window_s)
+        self.policy = DecisionPolicy.from_config(settings.retrain, clock)
+        self.spawn = spawn
         self.models = ModelStore(settings.data_dir)
         self.worker: Worker | None = None
         self.champion_version: int | None = None
-        self.outcomes: list[dict[str, Any]] = []
-        self._manual: tuple[str, str | None] | None = None
-        self._scheduled: str = ""
-        self._lock = threading.Lock()
+        self.outcomes: list[RetrainSummary] = []
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sentiloop-retrain", daemon=True)
         self._scheduler: Any | None = None
         self._last_suppressed = ""
-        self.pending_drift: tuple[int, str] | None = None  # (buffer seq at detection, reason) of a settling drift retrain
+
+    @property
+    def pending_drift(self) -> tuple[int, str] | None:
+        """(buffer seq at detection, reason) of a settling drift retrain (the policy's ``settling`` state)."""
+        settling = self.policy.settling
+        return (settling.since_seq, settling.reason) if settling is not None else None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> RetrainController:
@@ -120,7 +168,7 @@ class RetrainController:
         log.info("scheduled retrains: %s", cron)
 
     def _on_schedule(self) -> None:
-        self._scheduled = f"schedule {self.settings.retrain.schedule_cron}"
+        self.policy.observe_schedule(f"schedule {self.settings.retrain.schedule_cron}")
 
     def request(self, reason: str, mode: str | None = None, force: bool = False) -> tuple[int, dict[str, Any]]:
         """A manual retrain request (``POST /v1/retrain``): answered at once, run by the controller thread.
@@ -128,22 +176,21 @@ class RetrainController:
         It obeys the policy's cool-down and rate limit and a retraining pause, unless ``force``; the
         answer says which. Returns (HTTP status, body).
         """
-        with self._lock:
-            if self.worker is not None:
-                return 409, {"accepted": False, "why": f"a retrain is already running (pid {self.worker.process.pid})"}
-            if self.champion_version is None:
-                return 409, {"accepted": False, "why": "no champion ensemble yet: run `sentiloop train` first"}
-            blocked = ("retraining is paused (POST /v1/resume)" if self.paused else "") or self.policy.blocked()
-            if blocked and not force:
-                return 429, {"accepted": False, "why": blocked, "hint": "send force: true to run it anyway"}
-            self._manual = (reason if not blocked else f"{reason} (forced past: {blocked})", mode)
-        return 202, {"accepted": True, "reason": reason, "forced": bool(blocked and force),
-                     "policy": f"overridden: {blocked}" if blocked else "allowed"}
+        if self.champion_version is None and self.policy.state is not RetrainState.RUNNING:
+            return 409, {"accepted": False, "why": "no champion ensemble yet: run `sentiloop train` first"}
+        answer = self.policy.request(reason, mode, force, held="retraining is paused (POST /v1/resume)" if self.paused else "")
+        if answer.running:
+            worker = self.worker
+            return 409, {"accepted": False, "why": f"a retrain is already running (pid {worker.process.pid if worker else '?'})"}
+        if not answer.accepted:
+            return 429, {"accepted": False, "why": answer.blocked, "hint": "send force: true to run it anyway"}
+        return 202, {"accepted": True, "reason": reason, "forced": bool(answer.blocked),
+                     "policy": f"overridden: {answer.blocked}" if answer.blocked else "allowed"}
 
     def apply(self, settings: Settings) -> None:
         """A reloaded config: policy limits, schedule, pause switch; the worker reads the rest at launch."""
-        p, old = settings.retrain.policy, self.settings.retrain
-        self.policy.retune(p.warmup_events, p.cooldown_s, p.hysteresis, p.max_retrains, p.window_s)
+        old = self.settings.retrain
+        self.policy.retune(settings.retrain)
         if settings.pause.retraining != self.settings.pause.retraining:
             self.paused = settings.pause.retraining
         self.settings = settings
@@ -156,7 +203,7 @@ class RetrainController:
             log.info("retrain schedule is now %s", settings.retrain.schedule_cron or "off")
 
     def status(self) -> dict[str, Any]:
-        """Triggers, the pending drift retrain, the running worker with its progress, recent outcomes."""
+        """The policy's state, triggers, the pending drift retrain, the running worker with its progress, recent outcomes."""
         r = self.settings.retrain
         worker = self.worker
         running = None
@@ -164,9 +211,11 @@ class RetrainController:
             running = {"pid": worker.process.pid, "trigger": worker.trigger, "seconds": round(time.monotonic() - worker.started, 1),
                        "progress": read_progress(worker.output.with_suffix(".progress.json"))}
         job = self._scheduler.get_job("scheduled-retrain") if self._scheduler is not None else None
+        pending = self.pending_drift
         return {
             "enabled": r.enabled,
             "paused": self.paused,
+            "state": self.policy.state.value,
             "triggers": {
                 "volume": {"new_labelled_events": self.store.count_since(RETRAIN_MARK), "threshold": r.volume_threshold},
                 "drift": [{"signal": s.name, "fired": s.fired, "statistic": s.statistic, "threshold": s.threshold, "reason": s.reason}
@@ -174,10 +223,11 @@ class RetrainController:
                 "schedule": {"cron": r.schedule_cron, "next_run": job.next_run_time.isoformat() if job and job.next_run_time else None},
                 "policy_blocked": self.policy.blocked(),
             },
-            "pending_drift": {"since_seq": self.pending_drift[0], "reason": self.pending_drift[1],
-                              "settle_events": r.policy.drift_settle_events} if self.pending_drift else None,
+            "pending_drift": {"since_seq": pending[0], "reason": pending[1],
+                              "settle_events": r.policy.drift_settle_events} if pending else None,
             "running": running,
-            "recent_outcomes": [{k: o.get(k) for k in ("status", "trigger", "version", "gate_reasons", "seconds", "error")}
+            "recent_outcomes": [{"status": o.status.value, "trigger": o.trigger, "version": o.version,
+                                 "gate_reasons": list(o.gate_reasons), "seconds": o.seconds, "error": o.error}
                                 for o in self.outcomes[-5:]],
         }
 
@@ -197,55 +247,55 @@ class RetrainController:
             unavailable = ""
 
     def tick(self) -> None:
-        if self.worker is not None:
-            if self.worker.process.poll() is None:
+        """Read the inputs, feed the policy, start the retrain it says is due; tell it when a worker ends."""
+        worker = self.worker
+        if worker is not None:
+            if worker.process.poll() is None:
                 return
-            self._finish(self.worker)
-            self.worker = None
+            seen = len(self.outcomes)
+            try:
+                self._finish(worker)
+            finally:  # even if finishing failed: the process is gone, the policy goes back to idle
+                self.worker = None
+                self.policy.finished(self.outcomes[-1].status.value if len(self.outcomes) > seen else "failed")
         if self.models.champion() != self.champion_version:
             self.refresh_champion()  # promote/rollback from the CLI
         if not self.settings.retrain.enabled or self.champion_version is None:
             return
-        with self._lock:
-            manual_waiting = self._manual is not None
-        if self.paused and not manual_waiting:  # a forced manual request still runs
+        if self.paused and self.policy.state is not RetrainState.DUE:  # a (forced) manual request still runs
             return
-        new = self.store.count_since(RETRAIN_MARK)
-        self.policy.seen_events = self.monitor.scored
-        volume = f"{new} new labelled events >= {self.settings.retrain.volume_threshold}" if new >= self.settings.retrain.volume_threshold else ""
-        with self._lock:
-            manual, self._manual = self._manual, None
-        schedule, self._scheduled = self._scheduled, ""
-        signals = self.monitor.signals()
-        decision = self.policy.decide(signals, volume, schedule, manual[0] if manual else "")
-        fired = [s.name for s in signals]
-        settle = self.settings.retrain.policy.drift_settle_events
-        if decision.retrain and decision.trigger == "drift" and settle:
-            self.monitor.reset(fired)  # acted on: the evidence now lives in the pending record
-            if self.pending_drift is None:
-                self.pending_drift = (self.store.max_seq(), decision.reason)
-                log.info("drift retrain scheduled after %d more labelled events: %s", settle, decision.reason)
-            decision = Decision(False)
-        if not decision.retrain and self.pending_drift is not None:
-            collected = self.store.count_after(self.pending_drift[0])
-            if collected >= settle:
-                decision = Decision(True, "drift", f"{self.pending_drift[1]} (then {collected} labelled events collected)")
+        settling = self.policy.settling
+        self.policy.observe_volume(self.store.count_since(RETRAIN_MARK), self.monitor.scored,
+                                   self.store.count_after(settling.since_seq) if settling is not None else None)
+        self.policy.observe_drift(self.monitor.signals(), self.store.max_seq())
+        decision = self.policy.tick()
+        if decision.consumed:
+            self.monitor.reset(list(decision.consumed))  # acted on: no stuck flag
         if decision.retrain:
-            recent_since = self.pending_drift[0] if self.pending_drift else None
-            self.pending_drift = None
-            self.policy.record_retrain()
-            self.monitor.reset(fired)
-            try:
-                self.launch(decision.trigger, decision.reason, manual[1] if manual else None, recent_since)
-            except OSError as exc:  # e.g. the disk is full: counted and logged; the next trigger tries again
-                self.metrics.retrain_runs.labels(trigger=decision.trigger, status="failed").inc()
-                log.error("could not start the retrain worker (%s): %s", decision.reason, exc)
+            self._start()
+        elif settling is None and (pending := self.policy.settling) is not None:
+            log.info("drift retrain scheduled after %d more labelled events: %s", self.policy.settle_events, pending.reason)
         elif decision.suppressed and decision.suppressed != self._last_suppressed:
             # The signal stays latched (the detector is not reset): a drift still there when the
             # cool-down ends starts its retrain then, instead of a blind window of fresh statistics.
             log.info("retrain (%s: %s) suppressed by %s", decision.trigger, decision.reason, decision.suppressed)
         self._last_suppressed = decision.suppressed
-        self.metrics.retrain_pending.set(1 if self.pending_drift is not None else 0)
+        self.metrics.retrain_pending.set(1 if self.policy.state is RetrainState.SETTLING else 0)
+
+    def _start(self) -> None:
+        """The due retrain: the policy marks it running (its cool-down starts) and the worker is launched.
+
+        A worker that cannot be started is counted as failed; the policy goes back to idle.
+        """
+        decision: Decision = self.policy.started()
+        try:
+            self.launch(decision.trigger, decision.reason, decision.mode, decision.recent_since)
+        except OSError as exc:  # e.g. the disk is full: counted and logged; the next trigger tries again
+            self.metrics.retrain_runs.labels(trigger=decision.trigger, status="failed").inc()
+            log.error("could not start the retrain worker (%s): %s", decision.reason, exc)
+        finally:
+            if self.worker is None:
+                self.policy.finished("failed")
 
     # -- the worker ----------------------------------------------------------------------------
     def _effective_config(self) -> Path:
@@ -270,9 +320,8 @@ class RetrainController:
             command += ["--mode", mode]
         if recent_since is not None:
             command += ["--recent-since", str(recent_since)]
-        log_file = open(self.settings.data_dir / "retrain" / f"worker-{stamp}.log", "ab")
         env = {**os.environ, **secret_env(self.settings)}
-        process = subprocess.Popen(command, stdout=open(output, "wb"), stderr=log_file, stdin=subprocess.DEVNULL, env=env)
+        process = self.spawn(command, output, output.with_suffix(".log"), env)
         self.worker = Worker(process, output, trigger, time.monotonic())
         self.metrics.retrain_running.set(1)
         log.info("retrain started (pid %d, trigger %s): %s", process.pid, trigger, reason)
@@ -283,47 +332,43 @@ class RetrainController:
 
         self.metrics.retrain_running.set(0)
         code = worker.process.returncode
-        summary: dict[str, Any] = {}
         if code == 0:
-            try:
-                summary = json.loads(worker.output.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                summary = {"status": "failed", "error": f"unreadable worker output: {exc}"}
+            summary = RetrainSummary.read(worker.output)  # unreadable output: a failed summary saying so
         else:
-            summary = {"status": "failed", "error": f"worker exited with code {code}; see {worker.output.with_suffix('.log')}"}
+            summary = RetrainSummary.failed(f"worker exited with code {code}; see {worker.output.with_suffix('.log')}")
             handle_interrupted(self.settings)  # close its run record: the champion is untouched
-        status = summary.get("status", "failed")
-        self.metrics.retrain_runs.labels(trigger=worker.trigger, status=status).inc()
-        summary.update(trigger=worker.trigger, exit_code=code, seconds=round(time.monotonic() - worker.started, 1))
+        summary = summary.model_copy(update={"trigger": worker.trigger, "exit_code": code,
+                                             "seconds": round(time.monotonic() - worker.started, 1)})
+        status = summary.status
+        self.metrics.retrain_runs.labels(trigger=worker.trigger, status=status.value).inc()
         self.outcomes.append(summary)
-        log.log(logging.WARNING if status == "failed" else logging.INFO, "retrain finished: %s%s", status,
-                f" ({summary.get('error')})" if status == "failed" else "")
+        failed = status is RetrainStatus.FAILED
+        log.log(logging.WARNING if failed else logging.INFO, "retrain finished: %s%s", status.value,
+                f" ({summary.error})" if failed else "")
         self._record_metrics(summary)
-        if status == "promoted":
+        if status is RetrainStatus.PROMOTED:
             self.metrics.promotions.inc()
             self.refresh_champion(reason=f"promoted by retrain ({worker.trigger})", summary=summary)
 
-    def _record_metrics(self, summary: dict[str, Any]) -> None:
-        iterations = summary.get("iterations") or []
-        if not iterations:
+    def _record_metrics(self, summary: RetrainSummary) -> None:
+        last = summary.last_iteration
+        if last is None:
             return
-        last = iterations[-1]
-        for member, seconds in last.get("durations", {}).items():
+        for member, seconds in last.durations.items():
             self.metrics.retrain_duration.labels(member=member).set(seconds)
-        metrics = last.get("metrics", {})
-        for key, value in metrics.items():
-            for split in ("golden", "recent"):
-                if key.endswith(f"_{split}_accuracy"):
-                    self.metrics.model_accuracy.labels(member=key[: -len(f"_{split}_accuracy")], split=f"challenger_{split}").set(value)
-        self.metrics.refinement_rate.set(metrics.get("refinement_rate", 0.0))
-        self.metrics.data_quality.set(metrics.get("data_quality_score", 0.0))
-        for check in last.get("bias", []):
-            self.metrics.bias_score.labels(check=check["name"]).set(check["bias_score"])
-            if check["flagged"]:
-                self.metrics.bias_flagged.labels(check=check["name"]).inc()
+        for member, splits in last.metrics.items():  # "ensemble" and each member
+            for split in (GOLDEN, RECENT):
+                if split in splits:
+                    self.metrics.model_accuracy.labels(member=member, split=f"challenger_{split}").set(splits[split])
+        self.metrics.refinement_rate.set(last.refinement.refinement_rate)
+        self.metrics.data_quality.set(last.refinement.data_quality_score)
+        for check in last.bias:
+            self.metrics.bias_score.labels(check=check.name).set(check.bias_score)
+            if check.flagged:
+                self.metrics.bias_flagged.labels(check=check.name).inc()
 
     # -- hot swap ------------------------------------------------------------------------------
-    def refresh_champion(self, reason: str = "", summary: dict[str, Any] | None = None, reload: bool = False) -> None:
+    def refresh_champion(self, reason: str = "", summary: RetrainSummary | None = None, reload: bool = False) -> None:
         """Load the champion named by the store and swap it into the monitor and serving (atomic for readers).
 
         ``reload``: load it again even if it is the one serving (the enabled members changed).
@@ -331,7 +376,7 @@ class RetrainController:
         with self._swap_lock:  # the controller thread and an admin request may both ask
             self._refresh_champion(reason, summary, reload)
 
-    def _refresh_champion(self, reason: str, summary: dict[str, Any] | None, reload: bool) -> None:
+    def _refresh_champion(self, reason: str, summary: RetrainSummary | None, reload: bool) -> None:
         version = self.models.champion()
         if version is None:
             log.info("no champion ensemble yet: drift monitoring and retrains start after `sentiloop train`")
@@ -351,4 +396,5 @@ class RetrainController:
         if previous is not None and self.announce is not None:
             self.announce({"event": "champion_changed", "version": version, "previous": previous,
                            "reason": reason or "champion pointer changed (promote/rollback)",
-                           "metrics": (summary or {}).get("gate_metrics", {}), "ts_ms": int(time.time() * 1000)})
+                           "metrics": summary.gate_metrics.model_dump(mode="json") if summary and summary.gate_metrics else {},
+                           "ts_ms": int(time.time() * 1000)})

@@ -13,6 +13,8 @@ from sentiloop.datasets._records import LabelLike, Record
 from sentiloop.datasets._split import DEFAULT_RATIOS, DEFAULT_SEED, Split, split_dataset
 from sentiloop.datasets._vader import (
     DOMAINS as VADER_DOMAINS,
+)
+from sentiloop.datasets._vader import (
     fetch_vader_ground_truth,
     load_vader_ground_truth,
     vader_cache_dir,
@@ -24,12 +26,12 @@ __all__ = [
     "DEFAULT_EDGES",
     "DEFAULT_RATIOS",
     "DEFAULT_SEED",
+    "VADER_DOMAINS",
+    "VADER_SDIST_ENV",
     "LabelLike",
     "Record",
     "ScoreBins",
     "Split",
-    "VADER_DOMAINS",
-    "VADER_SDIST_ENV",
     "bins_for_labels",
     "fetch_vader_ground_truth",
     "load_labelled_file",

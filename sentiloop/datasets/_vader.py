@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ def fetch_vader_ground_truth(
         "domains": {domain: counts[domain] for domain in DOMAINS},
         "skipped": [{"file": s.file, "line": s.line, "reason": s.reason} for s in parsed.skipped],
         "recoded_lines": parsed.recoded,
-        "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "fetch_seconds": round(time.monotonic() - started, 3),
     }
     atomic_write_bytes(cache / "sentences.jsonl", payload)

@@ -65,15 +65,15 @@ def parse_ground_truth_file(raw: bytes, domain: str, file_name: str, result: Par
     seen: set[str] = set()
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
-    for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
-        line_bytes = line_bytes.rstrip(b"\r")
+    for number, raw_line in enumerate(raw.split(b"\n"), start=1):
+        line_bytes = raw_line.rstrip(b"\r")
         if not line_bytes.strip():
             continue
         line, recoded = _decode(line_bytes)
         if recoded:
             result.recoded.append(f"{file_name}:{number}")
 
-        def skip(reason: str) -> None:
+        def skip(reason: str, number: int = number) -> None:
             result.skipped.append(SkippedLine(file_name, number, reason))
 
         fields = line.split("\t")

@@ -20,28 +20,29 @@ import copy
 import itertools
 import logging
 import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, get_linear_schedule_with_warmup
 
 from sentiloop.config import BertConfig, ModelsConfig, Settings
 from sentiloop.errors import CheckpointError, ConfigError, DataError
-from sentiloop.models.base import FitReport, TrainData, WarmStart
 from sentiloop.files import read_json
+from sentiloop.models.base import FitReport, TrainData, WarmStart
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
 from sentiloop.models.pretrained import resolve_pretrained
 from sentiloop.models.torch_common import (
     EarlyStopping,
     OptimizerState,
-    seeded,
     length_sorted_batches,
     named_optimizer_state,
+    seeded,
     weighted_cross_entropy,
 )
 
@@ -78,7 +79,7 @@ class BertMember:
     def from_settings(cls, settings: Settings, models: ModelsConfig) -> BertMember:
         return cls(len(settings.labels), models.bert, seed=models.seed)
 
-    def _attach(self, num_classes: int, config: BertConfig, seed: int, model: torch.nn.Module, tokenizer: Any) -> None:
+    def _attach(self, num_classes: int, config: BertConfig, seed: int, model: PreTrainedModel, tokenizer: Any) -> None:
         self.num_classes = num_classes
         self.config = config
         self.seed = seed
@@ -414,15 +415,18 @@ def _transformer_layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:
     """The stack of transformer blocks, wherever this architecture keeps it."""
     for path in _LAYER_PATHS:
         try:
-            return encoder.get_submodule(path)  # type: ignore[return-value]
+            layers = encoder.get_submodule(path)
         except AttributeError:
             continue
+        if isinstance(layers, torch.nn.ModuleList):
+            return layers
     raise ConfigError(f"models.bert.model: cannot find the transformer layers of {type(encoder).__name__} (looked for {', '.join(_LAYER_PATHS)})")
 
 
 def _param_groups(named: Iterable[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float) -> list[dict[str, Any]]:
     """Two AdamW groups at ``lr``: weights with decay, biases and LayerNorm without (BERT practice)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in named:
         (no_decay if name.endswith(_NO_DECAY) else decay).append(param)
     return [group for group in ({"params": decay, "lr": lr, "weight_decay": weight_decay},

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sentiloop.errors import CheckpointError
-from sentiloop.files import read_json
-from sentiloop.files import atomic_directory, restore_directory, sha256_file
+from sentiloop.files import atomic_directory, read_json, restore_directory, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "sentiloop.member/1"

@@ -10,8 +10,9 @@ An ensemble checkpoint is ``ensemble.json`` (weights, labels, metrics) + ``membe
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,12 +35,12 @@ def normalise_weights(weights: Mapping[str, float], names: Sequence[str]) -> dic
     return {name: value / total for name, value in chosen.items()}
 
 
-def apply_class_bias(probabilities: np.ndarray, bias: Sequence[float] | None) -> np.ndarray:
+def apply_class_bias(probabilities: np.ndarray, bias: Sequence[float] | np.ndarray | None) -> np.ndarray:
     """Rescale each class's probability by exp(bias) and renormalise (identity without a bias)."""
     if bias is None:
         return probabilities
     scaled = probabilities * np.exp(np.asarray(bias, dtype=float))
-    return scaled / scaled.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+    return scaled / scaled.sum(axis=1, keepdims=True)
 
 
 class Ensemble:
@@ -70,7 +71,8 @@ class Ensemble:
     def combine(probabilities: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
         """Weighted soft vote over the members present in ``probabilities`` (renormalised)."""
         used = normalise_weights(weights, list(probabilities))
-        return sum(used[name] * probabilities[name] for name in probabilities)  # type: ignore[return-value]
+        names = list(probabilities)
+        return np.einsum("m,mnc->nc", np.array([used[name] for name in names]), np.stack([probabilities[name] for name in names]))
 
     def vote(self, probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
         """This ensemble's answer from its members' probabilities: weighted vote, then the class bias."""

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -37,17 +38,17 @@ from tqdm import tqdm
 
 from sentiloop.config import BiLSTMConfig, LSTMConfig, ModelsConfig, RecurrentConfig, Settings
 from sentiloop.errors import CheckpointError, ConfigError, DataError
-from sentiloop.models.base import FitReport, TrainData, WarmStart
 from sentiloop.files import read_json
+from sentiloop.models.base import FitReport, TrainData, WarmStart
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
 from sentiloop.models.pretrained import BUNDLED_MINILM, resolve_pretrained
 from sentiloop.models.torch_common import (
     EarlyStopping,
     OptimizerState,
-    seeded,
     length_sorted_batches,
     minibatches,
     named_optimizer_state,
+    seeded,
     weighted_cross_entropy,
 )
 from sentiloop.models.vocab import PAD, Vocabulary, pad
@@ -223,7 +224,8 @@ class RecurrentMember:
         """
         source = champion._require_model().embedding.weight.detach()
         if source.size(1) != self.config.embedding_dim:
-            raise ConfigError(f"champion embedding_dim {source.size(1)} != configured models.{self.kind}.embedding_dim {self.config.embedding_dim}; keep the champion's or retrain in full mode")
+            raise ConfigError(f"champion embedding_dim {source.size(1)} != configured models.{self.kind}.embedding_dim "
+                              f"{self.config.embedding_dim}; keep the champion's or retrain in full mode")
         old = champion._require_vocab()
         self.vocab = self._build_vocab(texts).merged(old, self.config.max_vocab)
         self.model = self._new_model()

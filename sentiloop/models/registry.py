@@ -9,6 +9,7 @@ stay out of processes (the CLI, the consumer) that never build a neural member.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -72,10 +73,10 @@ def build_member(name: str, settings: Settings, models: ModelsConfig) -> Member:
     return spec_for(name).build(settings, models)
 
 
-def in_training_order(names: list[str] | tuple[str, ...]) -> list[str]:
+def in_training_order(names: Sequence[str]) -> list[str]:
     """``names`` sorted by the seed's training order (unknown names refused)."""
     return sorted(names, key=lambda name: spec_for(name).training_order)
 
 
-def default_weights() -> dict[MemberName, float]:
+def default_weights() -> dict[str, float]:
     return {spec.name: spec.default_weight for spec in REGISTRY}

@@ -42,7 +42,7 @@ class ModelStore:
         file = self.root / CHAMPION
         if not file.exists():
             return {"champion": None, "history": []}
-        return read_json(file)  # type: ignore[no-any-return]
+        return read_json(file)
 
     def champion(self) -> int | None:
         return self._pointer()["champion"]
@@ -72,7 +72,7 @@ class ModelStore:
         file = self.root / REGISTRY
         if not file.exists():
             return None
-        return read_json(file).get(str(version))  # type: ignore[no-any-return]
+        return read_json(file).get(str(version))
 
     def previous_champion(self) -> int | None:
         """The champion before the current one (for rollback)."""

@@ -9,8 +9,9 @@ numbers, common emoticons, and Hangul words with their trailing particle (josa) 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
+from typing import Any
 
 from sentiloop.errors import ConfigError
 
@@ -25,7 +26,7 @@ _TOKEN = re.compile(
 )
 # Longest first, so "에서는" is stripped before "는".
 _JOSA = sorted(
-    "은 는 이 가 을 를 에 의 도 만 로 으로 와 과 랑 이랑 에서 에게 한테 께 부터 까지 보다 처럼 에서는 에는 으로는 로는 이나 나 야 요 이다".split(),
+    ["은", "는", "이", "가", "을", "를", "에", "의", "도", "만", "로", "으로", "와", "과", "랑", "이랑", "에서", "에게", "한테", "께", "부터", "까지", "보다", "처럼", "에서는", "에는", "으로는", "로는", "이나", "나", "야", "요", "이다"],
     key=len,
     reverse=True,
 )
@@ -60,7 +61,7 @@ _KIWI_KEEP = ("NN", "VV", "VA", "MAG", "XR", "SL", "SN", "IC")
 
 
 @lru_cache(maxsize=1)
-def _kiwi():  # type: ignore[no-untyped-def]
+def _kiwi() -> Any:  # kiwipiepy.Kiwi, an optional dependency
     try:
         from kiwipiepy import Kiwi
     except ImportError:

@@ -1,1 +1,1 @@
-"""Prometheus metrics, health endpoints, drift detectors, bias checks and MLflow tracking."""
+"""Prometheus metrics, drift detectors, bias checks and MLflow tracking (health endpoints: sentiloop.daemon.api)."""

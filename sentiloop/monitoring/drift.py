@@ -10,8 +10,9 @@ calibrated on stable data (see ``calibrate``) and every signal is reset after it
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

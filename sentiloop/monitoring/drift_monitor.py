@@ -12,7 +12,8 @@ import logging
 import queue
 import threading
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -179,6 +180,8 @@ class DriftMonitor:
         with self.lock:
             for name in list(names if names is not None else self.latched):
                 self.latched.pop(name, None)
-                detector = {"error_rate": self.error, "label_shift": self.labels, "oov_rate": self.oov}.get(name)
+                detectors: dict[str, ErrorRateDrift | LabelShiftDrift | OOVRateDrift | None] = {
+                    "error_rate": self.error, "label_shift": self.labels, "oov_rate": self.oov}
+                detector = detectors.get(name)
                 if detector is not None:
                     detector.reset()

@@ -10,7 +10,7 @@ PREFIX = "sentiloop"
 
 
 class IngestMetrics:
-    """The ingestion path's metrics; names are a stable interface (see ARCHITECTURE.md)."""
+    """The ingestion path's metrics; names are a stable interface (README "Metrics"; docs/architecture.md)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()

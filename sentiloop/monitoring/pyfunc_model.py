@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
 
 
-class SentiloopEnsembleModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class SentiloopEnsembleModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from sentiloop.models.ensemble import Ensemble
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any
 
 from sentiloop.config import Settings
 from sentiloop.runtime import prepare_environment

@@ -3,10 +3,10 @@
 Layout: ``data_dir/retrain/<run_id>/state.json`` (status, trigger, history) and
 ``iteration_NNNN/`` = the ensemble (``members/<name>/`` + ``ensemble.json``), ``optimizers/<name>.safetensors``
 (+ ``.json`` for the scalar parts), ``cycle.json`` (metrics, weights, refinement statistics) and a
-sha256 ``manifest.json`` over everything. Each iteration directory is written to a temp dir and renamed,
-so it exists whole or not at all; only the newest ``keep`` are retained. A run whose state says
-``running`` after a restart was interrupted: ``resume`` continues from its last iteration, ``discard``
-deletes it.
+sha256 ``manifest.json`` over everything. Each iteration directory is written with
+:func:`sentiloop.files.atomic_directory`, so it exists whole or not at all, the old or the new; only the
+newest ``keep`` are retained. A run whose state says ``running`` after a restart was interrupted:
+``discard`` frees it (the next run starts again from the same pools; resuming is not implemented).
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentiloop.errors import CheckpointError
 from sentiloop.files import atomic_directory, atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from sentiloop.models.torch_common import OptimizerState
 from sentiloop.models.checkpoint import verify_member_dir, write_manifest
 from sentiloop.models.ensemble import Ensemble
 
@@ -48,7 +52,7 @@ class CheckpointManager:
 
     # -- run state -----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return read_json(self.run_dir / STATE_FILE)  # type: ignore[no-any-return]
+        return read_json(self.run_dir / STATE_FILE)
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.run_dir / STATE_FILE, state)
@@ -68,7 +72,7 @@ class CheckpointManager:
         return self.run_dir / f"iteration_{iteration:04d}"
 
     def save_iteration(self, iteration: int, ensemble: Ensemble, cycle: dict[str, Any],
-                       optimizer_states: dict[str, tuple[dict[str, Any], dict[str, Any]]] | None = None) -> Path:
+                       optimizer_states: Mapping[str, OptimizerState] | None = None) -> Path:
         """Write iteration ``iteration`` atomically; prune to the newest ``keep``.
 
         ``optimizer_states``: member → (tensors by name, JSON-able rest), as members' ``optimizer_state()``.

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,28 +31,19 @@ from sentiloop.retrainers.checkpoints import CheckpointManager
 from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
 from sentiloop.retrainers.data import CyclePools, Pool, fold_of
 from sentiloop.retrainers.gate import GateConfig, GateResult, promotion_gate
-from sentiloop.retrainers.refinement import refine_dataset
 from sentiloop.retrainers.progress import ProgressFile
+from sentiloop.retrainers.refinement import refine_dataset
+from sentiloop.retrainers.results import ENSEMBLE, GOLDEN, RECENT, VALIDATION, Accuracy, Balance, BiasFinding, IterationResult, RefinementStats, Split
 from sentiloop.retrainers.strategies import Mode, retrain_member
 from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
+
+if TYPE_CHECKING:
+    from sentiloop.monitoring.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 MIN_VALIDATION = 20
 GOLDEN_BEST = "golden_best"  # info key: best golden-set accuracy along a champion's lineage
-
-
-@dataclass
-class IterationResult:
-    iteration: int
-    metrics: dict[str, float]
-    refinement: dict[str, Any]
-    weights: dict[str, float]
-    balance: dict[str, Any]
-    bias: list[dict[str, Any]]
-    durations: dict[str, float]
-    strategies: dict[str, str]
-    stop_reason: str | None = None
 
 
 @dataclass
@@ -69,7 +61,7 @@ class RetrainCycle:
     """One retrain run over fixed pools; ``run()`` returns the challenger and the gate's verdict."""
 
     def __init__(self, settings: Settings, champion: Ensemble, pools: CyclePools, checkpoints: CheckpointManager,
-                 mode: Mode = "strategic", tracker: Any | None = None, on_iteration: Listener | None = None,
+                 mode: Mode = "strategic", tracker: Tracker | None = None, on_iteration: Listener | None = None,
                  progress: ProgressFile | None = None) -> None:
         self.settings = settings
         self.progress = progress
@@ -90,12 +82,12 @@ class RetrainCycle:
         self._scored: tuple[Ensemble, dict[str, np.ndarray]] | None = None  # the latest challenger's golden/recent scores
 
     # -- refinement ----------------------------------------------------------------------------
-    def _refine(self, iteration: int, reference: Ensemble) -> dict[str, Any]:
+    def _refine(self, iteration: int, reference: Ensemble) -> RefinementStats:
         candidates = np.ones(len(self.pools.new), dtype=bool) if iteration == 1 else self.folds == (iteration - 2) % self.config.folds
         new = self.pools.new
         texts = [t for t, c in zip(new.texts, candidates) if c]
         if not texts:
-            return {"refinement_rate": 0.0, "data_quality_score": 1.0, "refined_samples": 0, "pool": 0}
+            return RefinementStats(refinement_rate=0.0, data_quality_score=1.0, refined_samples=0, pool=0)
         probabilities = reference.predict_proba(texts)
         result = refine_dataset(texts, new.labels[candidates], probabilities,
                                 domains=[d for d, c in zip(new.domains, candidates) if c],
@@ -110,7 +102,7 @@ class RetrainCycle:
             self.weights[flagged] = self.config.downweight
         elif action == "drop":
             self.dropped[flagged] = True
-        return {**result.stats(), "action": action, "candidates": int(candidates.sum())}
+        return RefinementStats.model_validate({**result.stats(), "action": action, "candidates": int(candidates.sum())})
 
     def _datasets(self, iteration: int) -> tuple[TrainData, TrainData]:
         """Train on new data minus this iteration's held-out fold, plus the replay minus its fold.
@@ -164,41 +156,38 @@ class RetrainCycle:
         challenger = Ensemble(members, weights, self.champion.label_names, info={**lineage, "iteration": iteration, "mode": self.mode},
                               class_bias=class_bias)
         metrics = self._evaluate(challenger, validation, val_probs)
-        metrics["refinement_rate"] = refinement["refinement_rate"]
-        metrics["data_quality_score"] = refinement["data_quality_score"]
         variance = prediction_variance(val_probs)
-        metrics["prediction_variance"] = variance
         new = self.pools.new  # the feedback pool: refinement flags refer to it
         bias = detect_data_bias(new.labels, len(self.champion.label_names), new.domains,
                                 sorted(set(self.pools.golden.domains)), self.flagged, val_probs)
         for check in bias:
             if check.flagged:
                 log.warning("iteration %d: bias in %s (score %.2f): %s", iteration, check.name, check.bias_score, check.description)
-        stop = detector.check(metrics["ensemble_accuracy"], refinement["refinement_rate"], variance)
-        result = IterationResult(iteration, metrics, refinement, weights,
-                                 {"contributions": balance.contributions, "ratio": balance.ratio, "flagged": balance.flagged},
-                                 [{"name": c.name, "bias_score": c.bias_score, "flagged": c.flagged, "description": c.description} for c in bias],
-                                 durations, strategies, stop)
+        stop = detector.check(metrics[ENSEMBLE][VALIDATION], refinement.refinement_rate, variance)
+        result = IterationResult(
+            iteration=iteration, metrics=metrics, prediction_variance=variance, refinement=refinement, weights=weights,
+            balance=Balance(contributions={k: float(v) for k, v in balance.contributions.items()}, ratio=float(balance.ratio),
+                            flagged=bool(balance.flagged)),
+            bias=tuple(BiasFinding(name=c.name, bias_score=float(c.bias_score), flagged=bool(c.flagged), description=c.description)
+                       for c in bias),
+            durations=durations, strategies=strategies, stop_reason=stop)
         challenger.metrics = {"iteration": metrics}
-        self.checkpoints.save_iteration(iteration, challenger, {
-            "metrics": metrics, "refinement": refinement, "weights": weights, "balance": result.balance,
-            "bias": result.bias, "durations": durations, "strategies": strategies, "stop_reason": stop,
-        }, optimizers)
+        self.checkpoints.save_iteration(iteration, challenger, result.model_dump(mode="json", exclude={"iteration"}), optimizers)
         return challenger, result
 
-    def _evaluate(self, challenger: Ensemble, validation: TrainData, val_probs: dict[str, np.ndarray]) -> dict[str, float]:
-        """ensemble_accuracy (on the held-out fold), golden/recent accuracy and each member's accuracy."""
-        metrics = {"ensemble_accuracy": accuracy(challenger.vote(val_probs), validation.labels)}
+    def _evaluate(self, challenger: Ensemble, validation: TrainData, val_probs: dict[str, np.ndarray]) -> Accuracy:
+        """``{"ensemble" | member: {split: accuracy}}``: the held-out folds (``validation``), golden and recent."""
+        metrics: Accuracy = {ENSEMBLE: {VALIDATION: accuracy(challenger.vote(val_probs), validation.labels)}}
+        metrics.update({name: {VALIDATION: accuracy(p, validation.labels)} for name, p in val_probs.items()})
         self._scored = (challenger, {})
-        for split, pool in (("golden", self.pools.golden), ("recent", self.pools.recent)):
+        splits: tuple[tuple[Split, Pool], ...] = ((GOLDEN, self.pools.golden), (RECENT, self.pools.recent))
+        for split, pool in splits:
             if len(pool):
                 probs = challenger.member_probabilities(pool.texts)
                 self._scored[1][split] = combined = challenger.vote(probs)
-                metrics[f"ensemble_{split}_accuracy"] = accuracy(combined, pool.labels)
+                metrics[ENSEMBLE][split] = accuracy(combined, pool.labels)
                 for name, p in probs.items():
-                    metrics[f"{name}_{split}_accuracy"] = accuracy(p, pool.labels)
-        for name, p in val_probs.items():
-            metrics[f"{name}_accuracy"] = accuracy(p, validation.labels)
+                    metrics.setdefault(name, {})[split] = accuracy(p, pool.labels)
         return metrics
 
     # -- the cycle -----------------------------------------------------------------------------
@@ -211,7 +200,7 @@ class RetrainCycle:
             log.info("retrain iteration %d/%d", iteration, self.config.max_iterations)
             challenger, outcome = self._iteration(iteration, reference, detector)
             if self.tracker is not None:
-                self.tracker.log_metrics(outcome.metrics, step=iteration)
+                self.tracker.log_metrics(outcome.mlflow_metrics(), step=iteration)
             if self.on_iteration is not None:
                 self.on_iteration(outcome)
             result = result or CycleResult(challenger)

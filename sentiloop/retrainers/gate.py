@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sentiloop.evaluation import accuracy, class_f1
+from sentiloop.retrainers.results import GOLDEN, RECENT, GateMetrics
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ class GateConfig:
 @dataclass
 class GateResult:
     promote: bool
+    metrics: GateMetrics
     reasons: list[str] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 BOOTSTRAP_RESAMPLES = 200
@@ -58,25 +59,22 @@ def promotion_gate(
     champion_recent: np.ndarray, challenger_recent: np.ndarray, recent_labels: np.ndarray,
     config: GateConfig = GateConfig(),
 ) -> GateResult:
-    metrics = {
-        "champion_golden_accuracy": accuracy(champion_golden, golden_labels),
-        "challenger_golden_accuracy": accuracy(challenger_golden, golden_labels),
-        "champion_recent_accuracy": accuracy(champion_recent, recent_labels),
-        "challenger_recent_accuracy": accuracy(challenger_recent, recent_labels),
-        "recent_holdout_size": float(len(recent_labels)),
-    }
+    champion_golden_accuracy = accuracy(champion_golden, golden_labels)
+    reference = max(champion_golden_accuracy, config.golden_reference or 0.0)
+    metrics = GateMetrics(
+        accuracy={"champion": {GOLDEN: champion_golden_accuracy, RECENT: accuracy(champion_recent, recent_labels)},
+                  "challenger": {GOLDEN: accuracy(challenger_golden, golden_labels), RECENT: accuracy(challenger_recent, recent_labels)}},
+        recent_holdout_size=len(recent_labels), golden_reference=reference)
     reasons = []
     if len(recent_labels) < config.min_holdout:
         reasons.append(f"recent holdout has {len(recent_labels)} labelled events, the gate needs {config.min_holdout}")
     else:
-        gain = metrics["challenger_recent_accuracy"] - metrics["champion_recent_accuracy"]
+        gain = metrics.gain(RECENT)
         if gain < config.min_delta:
             reasons.append(f"recent-holdout accuracy gain {gain:+.4f} < min_delta {config.min_delta}")
-    reference = max(metrics["champion_golden_accuracy"], config.golden_reference or 0.0)
-    metrics["golden_reference"] = reference
-    loss = reference - metrics["challenger_golden_accuracy"]
+    loss = reference - metrics.of("challenger", GOLDEN)
     if loss > config.golden_tolerance:
-        against = "the champion" if reference == metrics["champion_golden_accuracy"] else "the lineage's best"
+        against = "the champion" if reference == champion_golden_accuracy else "the lineage's best"
         reasons.append(f"golden-set accuracy {loss:.4f} below {against} > tolerance {config.golden_tolerance} (forgetting)")
     drops = class_f1_drops(champion_golden.argmax(axis=1), challenger_golden.argmax(axis=1), golden_labels,
                            champion_golden.shape[1]) if len(golden_labels) else []

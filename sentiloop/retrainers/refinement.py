@@ -8,8 +8,9 @@ otherwise refinement only echoes the model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class RefinementResult:
     action: str
 
     def stats(self) -> dict[str, float | int | str]:
-        return {"refined_samples": int(self.flagged.sum()), "pool": int(len(self.flagged)), "kept": len(self.texts),
+        return {"refined_samples": int(self.flagged.sum()), "pool": len(self.flagged), "kept": len(self.texts),
                 "refinement_rate": self.refinement_rate, "data_quality_score": self.data_quality_score, "action": self.action}
 
 

@@ -10,17 +10,21 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
 from sentiloop.config import Settings
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.store import ModelStore
 from sentiloop.retrainers.checkpoints import CheckpointManager, discard, interrupted_runs
-from sentiloop.retrainers.cycle import GOLDEN_BEST, RetrainCycle
+from sentiloop.retrainers.cycle import GOLDEN_BEST, CycleResult, RetrainCycle
+from sentiloop.retrainers.data import RETRAIN_MARK, CyclePools, assemble_pools
 from sentiloop.retrainers.progress import ProgressFile
-from sentiloop.retrainers.data import RETRAIN_MARK, assemble_pools
+from sentiloop.retrainers.results import GOLDEN, PoolSizes, RetrainStatus, RetrainSummary
 from sentiloop.retrainers.strategies import Mode
+
+if TYPE_CHECKING:
+    from sentiloop.monitoring.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,10 @@ def handle_interrupted(settings: Settings) -> list[str]:
 
 
 def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None = None, force: bool = False,
-                recent_since: int | None = None, progress: Path | None = None) -> dict[str, Any]:
-    """Run one retrain; returns a summary (also written to the run's state.json).
+                recent_since: int | None = None, progress: Path | None = None) -> RetrainSummary:
+    """Run one retrain; returns its summary (also written to the run's state.json): promoted, rejected or skipped.
+
+    A run that raises is recorded ``failed`` in its state.json and the exception propagates.
 
     ``recent_since`` (a buffer seq, e.g. where drift was detected) makes the gate judge on the holdout
     events after it: the regime the retrain is for. ``progress`` is a JSON file kept up to date with the
@@ -67,9 +73,9 @@ def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None
     try:
         pools = assemble_pools(settings, store, champion.info, recent_since)
         if len(pools.new) < settings.retrain.min_new_events and not force:
-            return {"status": "skipped", "trigger": trigger, "reason": reason,
-                    "why": f"{len(pools.new)} new labelled events < retrain.min_new_events {settings.retrain.min_new_events}",
-                    "pools": pools.summary()}
+            return RetrainSummary(
+                status=RetrainStatus.SKIPPED, trigger=trigger, reason=reason, pools=PoolSizes.model_validate(pools.summary()),
+                why=f"{len(pools.new)} new labelled events < retrain.min_new_events {settings.retrain.min_new_events}")
         checkpoints = CheckpointManager.start(retrain_root(settings), trigger, reason, settings.retrain.keep_checkpoints,
                                               {**seed_params(settings, mode), "champion": champion_version, **pools.summary()})
         tracker = _tracker(settings)
@@ -78,21 +84,29 @@ def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None
             if tracker is not None:
                 with tracker.run(f"retraining_{time.strftime('%Y%m%d_%H%M')}", seed_params(settings, mode),
                                  tags={"trigger": trigger, "reason": reason[:250], "run_id": checkpoints.run_id}):
-                    summary = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode, tracker, models, reporter)
+                    result, version, registered = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode,
+                                                                  tracker, models, reporter)
             else:
-                summary = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode, None, models, reporter)
+                result, version, registered = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode,
+                                                              None, models, reporter)
         except BaseException as exc:
             checkpoints.finish("failed", error=f"{type(exc).__name__}: {exc}")
             raise
         store.set_mark(RETRAIN_MARK, pools.until_seq)
-        summary.update(trigger=trigger, reason=reason, run_id=checkpoints.run_id, seconds=round(time.monotonic() - started, 1))
-        checkpoints.finish("completed", summary=summary)
+        gate = result.gate
+        assert gate is not None
+        summary = RetrainSummary(
+            status=RetrainStatus.PROMOTED if gate.promote else RetrainStatus.REJECTED, trigger=trigger, reason=reason,
+            run_id=checkpoints.run_id, seconds=round(time.monotonic() - started, 1), version=version, registered_version=registered,
+            champion_before=champion_version, stop_reason=result.stop_reason, gate_reasons=tuple(gate.reasons), gate_metrics=gate.metrics,
+            iterations=tuple(result.iterations), pools=PoolSizes.model_validate(pools.summary()))
+        checkpoints.finish("completed", summary=summary.record())
         return summary
     finally:
         store.close()
 
 
-def _tracker(settings: Settings):  # type: ignore[no-untyped-def]
+def _tracker(settings: Settings) -> Tracker | None:
     if not settings.mlflow.enabled:
         return None
     from sentiloop.monitoring.tracking import Tracker
@@ -100,8 +114,10 @@ def _tracker(settings: Settings):  # type: ignore[no-untyped-def]
     return Tracker(settings)
 
 
-def _cycle_and_gate(settings: Settings, champion: Ensemble, champion_version: int | None, pools, checkpoints: CheckpointManager,  # type: ignore[no-untyped-def]
-                    mode: Mode, tracker, models: ModelStore, progress: ProgressFile | None = None) -> dict[str, Any]:
+def _cycle_and_gate(settings: Settings, champion: Ensemble, champion_version: int | None, pools: CyclePools,
+                    checkpoints: CheckpointManager, mode: Mode, tracker: Tracker | None, models: ModelStore,
+                    progress: ProgressFile | None = None) -> tuple[CycleResult, int, int | None]:
+    """The cycle, the gate, the challenger saved (and promoted if the gate agrees): (result, its version, registry version)."""
     cycle = RetrainCycle(settings, champion, pools, checkpoints, mode, tracker, progress=progress)
     result = cycle.run()
     if progress is not None:
@@ -112,16 +128,17 @@ def _cycle_and_gate(settings: Settings, champion: Ensemble, champion_version: in
     challenger = result.challenger
     challenger.info.update(parent=champion_version, run_id=checkpoints.run_id, stop_reason=result.stop_reason)
     if pools.golden_fixed:  # carried down the lineage: the gate's floor against accumulated forgetting
-        challenger.info[GOLDEN_BEST] = max(gate.metrics["golden_reference"], gate.metrics["challenger_golden_accuracy"])
-    challenger.metrics = {"gate": gate.metrics, "iterations": [it.metrics for it in result.iterations]}
+        challenger.info[GOLDEN_BEST] = max(gate.metrics.golden_reference, gate.metrics.of("challenger", GOLDEN))
+    challenger.metrics = {"gate": gate.metrics.model_dump(mode="json"), "iterations": [it.metrics for it in result.iterations]}
     version, path = models.next_path()
     challenger.info["version"] = version
     challenger.save(path)
     if gate.promote:
-        models.set_champion(version, f"promoted by retrain {checkpoints.run_id}: " + ", ".join(f"{k}={v:.4f}" for k, v in gate.metrics.items()))
+        models.set_champion(version, f"promoted by retrain {checkpoints.run_id}: "
+                            + ", ".join(f"{k}={v:.4f}" for k, v in gate.metrics.flat().items()))
     registered = None
     if tracker is not None:
-        tracker.log_metrics({f"gate_{k}": v for k, v in gate.metrics.items()})
+        tracker.log_metrics({f"gate_{k}": v for k, v in gate.metrics.flat().items()})
         tracker.log_artifacts(checkpoints.iteration_dir(result.iterations[-1].iteration), "checkpoint")
         registered = tracker.register_ensemble(path, "challenger", f"v{version:04d} from retrain {checkpoints.run_id}")
         models.record_registration(version, registered)
@@ -129,10 +146,4 @@ def _cycle_and_gate(settings: Settings, champion: Ensemble, champion_version: in
             tracker.set_alias("champion", registered)
     log.info("retrain %s: %s; gate %s%s", checkpoints.run_id, result.stop_reason, "PROMOTED" if gate.promote else "refused",
              "" if gate.promote else ": " + "; ".join(gate.reasons))
-    return {"status": "promoted" if gate.promote else "rejected", "version": version, "registered_version": registered,
-            "champion_before": champion_version, "stop_reason": result.stop_reason, "gate_reasons": gate.reasons,
-            "gate_metrics": gate.metrics, "iterations": [
-                {"iteration": it.iteration, "metrics": it.metrics, "refinement": it.refinement, "weights": it.weights,
-                 "durations": it.durations, "strategies": it.strategies, "balance": it.balance,
-                 "bias": it.bias, "stop_reason": it.stop_reason} for it in result.iterations],
-            "pools": pools.summary()}
+    return result, version, registered

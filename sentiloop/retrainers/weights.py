@@ -8,8 +8,8 @@ contribution ratio above 3 (or a member that contributes nothing) is flagged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
