@@ -258,6 +258,7 @@ class RetrainController:
             finally:  # even if finishing failed: the process is gone, the policy goes back to idle
                 self.worker = None
                 self.policy.finished(self.outcomes[-1].status.value if len(self.outcomes) > seen else "failed")
+                self.metrics.retrain_running.set(0)  # only now: "not running" means a request is weighed again
         if self.models.champion() != self.champion_version:
             self.refresh_champion()  # promote/rollback from the CLI
         if not self.settings.retrain.enabled or self.champion_version is None:
@@ -330,7 +331,6 @@ class RetrainController:
     def _finish(self, worker: Worker) -> None:
         from sentiloop.retrainers.run import handle_interrupted
 
-        self.metrics.retrain_running.set(0)
         code = worker.process.returncode
         if code == 0:
             summary = RetrainSummary.read(worker.output)  # unreadable output: a failed summary saying so
