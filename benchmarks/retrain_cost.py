@@ -18,7 +18,7 @@ both modes in one run, on identical inputs:
                 own metrics (recent holdout, golden set).
 
 --profile (default fast) is the training budget of the bootstrap AND of both retrains (members'
-epochs/steps); with ``fast`` BERT gets the same 80-step cap in both modes (``retrain.bert_max_steps``),
+epochs/steps); with ``fast`` BERT gets the same 80-step cap in both modes (``models.bert.fine_tune_max_steps``),
 so the comparison is per equal step budget; ``full`` uses the library defaults (BERT full fit 3 epochs,
 strategic fine-tune up to 5).
 

@@ -195,6 +195,8 @@ class BertConfig(_Strict):
     max_steps: int | None = Field(default=1200, ge=1, description="stop after this many optimizer steps (≈ 2 epochs of the VADER split)")
     patience: int = Field(default=1, ge=0, description="evaluations without validation-loss improvement before stopping")
     eval_every: int = Field(default=200, ge=1, description="optimizer steps between validation checks")
+    fine_tune_epochs: int = Field(default=5, ge=1, le=5, description="epochs of a retrain's fine-tune (the seed: at most 5)")
+    fine_tune_max_steps: int | None = Field(default=None, ge=1, description="optimizer-step cap of a retrain's fine-tune")
 
 
 class RecurrentConfig(_Strict):
@@ -310,11 +312,21 @@ class GateSettings(_Strict):
     """The promotion gate (challenger vs champion)."""
 
     min_delta: float = Field(default=0.005, ge=0, lt=1, description="required accuracy gain on the recent holdout")
-    golden_tolerance: float = Field(default=0.01, ge=0, lt=1, description="max accuracy loss on the golden set")
+    golden_tolerance: float = Field(default=0.01, ge=0, le=1, description="max accuracy loss on the golden set (1: no forgetting check)")
     class_tolerance: float = Field(default=0.05, ge=0, lt=1, description="max F1 loss of any class on the golden set")
     min_holdout: int = Field(default=50, ge=1)
     class_z: float = Field(default=1.645, ge=0, description="a class's F1 drop must also exceed this many (bootstrap) standard errors")
     recent_holdout: int = Field(default=2000, ge=10, description="most recent holdout events used for the gate")
+
+
+class ConvergenceConfig(_Strict):
+    """When the refine → retrain cycle stops (the seed's ConvergenceDetector rules)."""
+
+    min_delta: float = Field(default=0.005, ge=0, description="an iteration must beat the best validation accuracy by more than this")
+    patience: int = Field(default=3, ge=1, description="iterations without such a gain before stopping")
+    min_refinement_rate: float = Field(default=0.01, ge=0, le=1, description="stop when fewer examples than this share are refined")
+    min_prediction_variance: float = Field(default=0.05, ge=0, le=1,
+                                           description="stop when members disagree on fewer texts than this share")
 
 
 class RetrainConfig(_Strict):
@@ -325,10 +337,7 @@ class RetrainConfig(_Strict):
     volume_threshold: int = Field(default=2000, ge=1, description="new labelled events since the last retrain")
     min_new_events: int = Field(default=200, ge=1, description="never retrain on fewer new labelled events")
     max_iterations: int = Field(default=5, ge=1, le=20)
-    convergence_threshold: float = Field(default=0.005, ge=0)
-    patience: int = Field(default=3, ge=1)
-    min_refinement_rate: float = Field(default=0.01, ge=0, le=1)
-    min_prediction_variance: float = Field(default=0.05, ge=0, le=1)
+    convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
     confidence_threshold: float = Field(default=0.8, gt=0, le=1)
     refinement_action: Literal["flag", "relabel", "downweight", "drop"] = "downweight"
     downweight: float = Field(default=0.3, gt=0, le=1)
@@ -337,8 +346,6 @@ class RetrainConfig(_Strict):
     folds: int = Field(default=5, ge=2, le=20, description="rotating held-out folds of new data (out-of-fold refinement)")
     warm_start_epochs: int = Field(default=3, ge=1, le=100,
                                    description="epoch cap of the warm-started LSTM transfer and BiLSTM partial retrains")
-    bert_epochs: int = Field(default=5, ge=1, le=5)
-    bert_max_steps: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=3, ge=1)
     schedule_cron: str | None = Field(default=None, description="crontab expression for scheduled retrains, e.g. '0 3 * * *'")
     misfire_grace_s: int = Field(default=3600, ge=1)
@@ -401,12 +408,25 @@ class Settings(_Strict):
         return self.data_dir / "buffer.sqlite3"
 
 
+# Keys that moved, old path → new path: an old config is refused with where the setting lives now.
+MOVED_KEYS = {
+    "retrain.convergence_threshold": "retrain.convergence.min_delta",
+    "retrain.patience": "retrain.convergence.patience",
+    "retrain.min_refinement_rate": "retrain.convergence.min_refinement_rate",
+    "retrain.min_prediction_variance": "retrain.convergence.min_prediction_variance",
+    "retrain.bert_epochs": "models.bert.fine_tune_epochs",
+    "retrain.bert_max_steps": "models.bert.fine_tune_max_steps",
+}
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "(root)"
         message = item["msg"]
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and path in MOVED_KEYS:
+            message = f"this key moved to {MOVED_KEYS[path]}: rename it there (same meaning and value)"
+        elif item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see `sentiloop config show` for all keys)"
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)

@@ -69,7 +69,7 @@ def demo_settings(data_dir: Path, members: Sequence[str], metrics_port: int) -> 
                   "group_id": "sentiloop-demo", "partitions": 1, "poll_timeout_ms": 200},
         "metrics": {"port": metrics_port},
         "models": tuned["models"],
-        "retrain": {**tuned["retrain"], "volume_threshold": 10**9, "min_new_events": 200, "max_iterations": 2,
+        "retrain": {"volume_threshold": 10**9, "min_new_events": 200, "max_iterations": 2,
                     "drift": CALIBRATED_DRIFT,
                     "policy": {"warmup_events": 500, "cooldown_s": 0, "hysteresis": 1, "drift_settle_events": 600}},
         "dictionary": {"snapshot_every": 1000},

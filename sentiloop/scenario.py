@@ -55,15 +55,16 @@ def profile_overrides(models: Mapping[str, Any], profile: Profile) -> dict[str, 
     """Config overrides that make retrains train with a profile's budget, as ``train --profile`` does.
 
     Retrains read ``models.*`` (epochs, BERT steps) from the settings, not from the profile, so the
-    profile's overrides are written there. The BERT fine-tune's step cap is ``retrain.bert_max_steps``:
+    profile's overrides are written there. The BERT fine-tune's step cap is ``models.bert.fine_tune_max_steps``:
     it gets the profile's cap too, so the strategic and the full retrain have the same BERT budget.
     """
     from sentiloop.training import profile_config
 
     base = Settings.model_validate({"models": dict(models)})
     tuned = profile_config(base.models, profile).model_dump(mode="json")
-    retrain = {"bert_max_steps": tuned["bert"]["max_steps"]} if tuned["bert"]["max_steps"] is not None else {}
-    return {"models": tuned, "retrain": retrain}
+    if tuned["bert"]["max_steps"] is not None:
+        tuned["bert"]["fine_tune_max_steps"] = tuned["bert"]["max_steps"]
+    return {"models": tuned}
 
 
 def bootstrap_champion(settings: Settings, records: Sequence[Record], profile: Profile, data_file: Path) -> tuple[int, float]:

@@ -27,6 +27,22 @@ def test_unknown_key_is_rejected_with_its_path(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "kafka:\n  topicc: x\n"), environ={})
 
 
+def test_a_moved_key_is_refused_naming_where_it_lives_now(tmp_path: Path) -> None:
+    text = "retrain:\n  bert_epochs: 2\n  patience: 4\n"
+    with pytest.raises(ConfigError) as refused:
+        load_settings(write(tmp_path, text), environ={})
+    assert "retrain.bert_epochs: this key moved to models.bert.fine_tune_epochs" in str(refused.value)
+    assert "retrain.patience: this key moved to retrain.convergence.patience" in str(refused.value)
+    moved = "models:\n  bert:\n    fine_tune_epochs: 2\nretrain:\n  convergence:\n    patience: 4\n"
+    settings = load_settings(write(tmp_path, moved), environ={})
+    assert settings.models.bert.fine_tune_epochs == 2 and settings.retrain.convergence.patience == 4
+
+
+def test_the_example_config_is_valid_and_matches_the_defaults() -> None:
+    example = Path(__file__).resolve().parent.parent / "deploy" / "config.example.yaml"
+    assert load_settings(example, environ={}).retrain == Settings().retrain
+
+
 def test_bad_value_names_path_and_reason(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"metrics\.port: Input should be less than or equal to 65535"):
         load_settings(write(tmp_path, "metrics:\n  port: 70000\n"), environ={})

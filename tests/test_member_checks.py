@@ -42,7 +42,8 @@ def _tiny_word(_spec: MemberSpec, num_classes: int, _seed: int, _bert: Path) -> 
 def _tiny_bert(_spec: MemberSpec, num_classes: int, seed: int, bert: Path) -> Member:
     from sentiloop.models.bert import BertMember
 
-    return BertMember(num_classes, BertConfig(model=str(bert), batch_size=8, max_length=16, learning_rate=1e-3, epochs=2), seed=seed)
+    config = BertConfig(model=str(bert), batch_size=8, max_length=16, learning_rate=1e-3, epochs=2, fine_tune_epochs=1, fine_tune_max_steps=4)
+    return BertMember(num_classes, config, seed=seed)
 
 
 FACTORIES: dict[str, Callable[[MemberSpec, int, int, Path], Member]] = {
@@ -123,7 +124,7 @@ def test_a_warm_start_returns_a_new_member_and_leaves_the_champion_untouched(tra
     if not isinstance(trained, WarmStartable):
         pytest.skip(f"{trained.kind} retrains only from scratch")
     before = trained.predict_proba(PROBE.texts)
-    budget = WarmStart(RetrainConfig(warm_start_epochs=1, bert_epochs=1, bert_max_steps=4), iteration=1, backup_dir=tmp_path)
+    budget = WarmStart(RetrainConfig(warm_start_epochs=1), iteration=1, backup_dir=tmp_path)
     challenger, report = trained.warm_start(data(120, seed=5), VALIDATION, budget)
     assert challenger is not trained and type(challenger) is type(trained)
     assert report.steps > 0

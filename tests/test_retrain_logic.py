@@ -4,12 +4,12 @@ weights, bias checks and the promotion gate."""
 import numpy as np
 import pytest
 
-from sentiloop.config import RetrainConfig
+from sentiloop.config import GateSettings, RetrainConfig
 from sentiloop.models.ensemble import apply_class_bias
 from sentiloop.monitoring.bias import detect_data_bias
 from sentiloop.monitoring.drift import ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal, calibrate, jensen_shannon
 from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
-from sentiloop.retrainers.gate import GateConfig, promotion_gate
+from sentiloop.retrainers.gate import promotion_gate
 from sentiloop.retrainers.policy import Decision, DecisionPolicy, RetrainState, TransitionError
 from sentiloop.retrainers.refinement import refine_dataset
 from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
@@ -262,14 +262,14 @@ def test_gate_refuses_worse_and_accepts_better() -> None:
     shuffled = promotion_gate(right(golden), wrong(golden), golden, half(recent), wrong(recent), recent)
     assert not shuffled.promote
     assert any("min_delta" in r for r in shuffled.reasons) and any("forgetting" in r for r in shuffled.reasons)
-    small = promotion_gate(right(golden), right(golden), golden, half(recent[:10]), right(recent[:10]), recent[:10], GateConfig(min_holdout=50))
+    small = promotion_gate(right(golden), right(golden), golden, half(recent[:10]), right(recent[:10]), recent[:10], GateSettings(min_holdout=50))
     assert not small.promote and "needs 50" in small.reasons[0]
 
 
 def test_gate_class_rule_ignores_sampling_noise_but_not_a_real_loss() -> None:
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), [60, 400, 400])
-    relaxed = GateConfig(min_delta=0, golden_tolerance=1)
+    relaxed = GateSettings(min_delta=0, golden_tolerance=1)
     champion = labels.copy()
     champion[rng.choice(np.flatnonzero(labels == 0), 15, replace=False)] = 1  # class 0: recall .75, F1 .86
 
@@ -329,6 +329,6 @@ def test_gate_golden_floor_is_the_lineages_best_so_forgetting_cannot_accumulate(
 
     champion, challenger = scoring(0.795), scoring(0.79)  # -0.5 point against the champion: allowed ...
     assert promotion_gate(champion, challenger, labels, champion, scoring(0.9), labels).promote
-    floored = promotion_gate(champion, challenger, labels, champion, scoring(0.9), labels, GateConfig(golden_reference=0.81))
+    floored = promotion_gate(champion, challenger, labels, champion, scoring(0.9), labels, golden_reference=0.81)
     assert not floored.promote and "lineage's best" in floored.reasons[0]  # ... but 2 points below an earlier champion
     assert floored.metrics.golden_reference == 0.81

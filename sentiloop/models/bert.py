@@ -141,7 +141,7 @@ class BertMember:
     def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[BertMember, FitReport]:
         """The seed's BERT "fine-tune" on a copy; "top 2 layers from the 3rd epoch" (epochs count from 0)."""
         challenger = copy.deepcopy(self)
-        report = challenger.fine_tune(train, validation, epochs=budget.retrain.bert_epochs, max_steps=budget.retrain.bert_max_steps,
+        report = challenger.fine_tune(train, validation, epochs=self.config.fine_tune_epochs, max_steps=self.config.fine_tune_max_steps,
                                       unfreeze_from_epoch=2, top_layers=2)
         return challenger, report
 

@@ -7,9 +7,10 @@ refinement rate below 1 %; prediction variance between members below 5 %. The re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
+
+from sentiloop.config import ConvergenceConfig
 
 
 def prediction_variance(member_probabilities: dict[str, np.ndarray]) -> float:
@@ -23,26 +24,26 @@ def prediction_variance(member_probabilities: dict[str, np.ndarray]) -> float:
     return float(np.mean(np.any(predicted != predicted[0], axis=0)))
 
 
-@dataclass
 class ConvergenceDetector:
-    patience: int = 3
-    min_delta: float = 0.005
-    min_refinement_rate: float = 0.01
-    min_prediction_variance: float = 0.05
-    best_score: float = -math.inf
-    wait: int = 0
+    """Fed one iteration at a time; its rules are ``retrain.convergence``."""
+
+    def __init__(self, config: ConvergenceConfig | None = None) -> None:
+        self.config = config or ConvergenceConfig()
+        self.best_score = -math.inf
+        self.wait = 0
 
     def check(self, score: float, refinement_rate: float | None = None, variance: float | None = None) -> str | None:
         """Feed one iteration's results; returns the reason to stop, or None to go on."""
-        if score > self.best_score + self.min_delta:
+        c = self.config
+        if score > self.best_score + c.min_delta:
             self.best_score = score
             self.wait = 0
         else:
             self.wait += 1
-            if self.wait >= self.patience:
-                return f"no improvement above {self.min_delta} for {self.patience} iterations (best {self.best_score:.4f})"
-        if refinement_rate is not None and refinement_rate < self.min_refinement_rate:
-            return f"refinement rate {refinement_rate:.4f} < {self.min_refinement_rate}"
-        if variance is not None and variance < self.min_prediction_variance:
-            return f"prediction variance between members {variance:.4f} < {self.min_prediction_variance}"
+            if self.wait >= c.patience:
+                return f"no improvement above {c.min_delta} for {c.patience} iterations (best {self.best_score:.4f})"
+        if refinement_rate is not None and refinement_rate < c.min_refinement_rate:
+            return f"refinement rate {refinement_rate:.4f} < {c.min_refinement_rate}"
+        if variance is not None and variance < c.min_prediction_variance:
+            return f"prediction variance between members {variance:.4f} < {c.min_prediction_variance}"
         return None

@@ -30,7 +30,7 @@ from sentiloop.monitoring.bias import detect_data_bias
 from sentiloop.retrainers.checkpoints import CheckpointManager
 from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
 from sentiloop.retrainers.data import CyclePools, Pool, fold_of
-from sentiloop.retrainers.gate import GateConfig, GateResult, promotion_gate
+from sentiloop.retrainers.gate import GateResult, promotion_gate
 from sentiloop.retrainers.progress import ProgressFile
 from sentiloop.retrainers.refinement import refine_dataset
 from sentiloop.retrainers.results import ENSEMBLE, GOLDEN, RECENT, VALIDATION, Accuracy, Balance, BiasFinding, IterationResult, RefinementStats, Split
@@ -192,8 +192,7 @@ class RetrainCycle:
 
     # -- the cycle -----------------------------------------------------------------------------
     def run(self, start_iteration: int = 1, reference: Ensemble | None = None) -> CycleResult:
-        detector = ConvergenceDetector(self.config.patience, self.config.convergence_threshold,
-                                       self.config.min_refinement_rate, self.config.min_prediction_variance)
+        detector = ConvergenceDetector(self.config.convergence)
         reference = reference or self.champion
         result: CycleResult | None = None
         for iteration in range(start_iteration, self.config.max_iterations + 1):
@@ -218,7 +217,6 @@ class RetrainCycle:
 
     def gate(self, challenger: Ensemble) -> GateResult:
         golden, recent = self.pools.golden, self.pools.recent
-        g = self.config.gate
         # The last iteration already scored golden and recent with the challenger: no second inference pass.
         scored = self._scored[1] if self._scored is not None and self._scored[0] is challenger else {}
 
@@ -228,6 +226,5 @@ class RetrainCycle:
         return promotion_gate(
             self.champion.predict_proba(golden.texts), challenger_probs("golden", golden), golden.labels,
             self.champion.predict_proba(recent.texts), challenger_probs("recent", recent), recent.labels,
-            GateConfig(g.min_delta, g.golden_tolerance, g.class_tolerance, g.min_holdout, g.class_z,
-                       self.champion.info.get(GOLDEN_BEST) if self.pools.golden_fixed else None),
+            self.config.gate, self.champion.info.get(GOLDEN_BEST) if self.pools.golden_fixed else None,
         )

@@ -19,18 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sentiloop.config import GateSettings
 from sentiloop.evaluation import accuracy, class_f1
 from sentiloop.retrainers.results import GOLDEN, RECENT, GateMetrics
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    min_delta: float = 0.005
-    golden_tolerance: float = 0.01
-    class_tolerance: float = 0.05
-    min_holdout: int = 50
-    class_z: float = 1.645
-    golden_reference: float | None = None  # best golden accuracy of the champion's lineage, if the set is fixed
 
 
 @dataclass
@@ -57,10 +48,13 @@ def class_f1_drops(before: np.ndarray, after: np.ndarray, labels: np.ndarray, nu
 def promotion_gate(
     champion_golden: np.ndarray, challenger_golden: np.ndarray, golden_labels: np.ndarray,
     champion_recent: np.ndarray, challenger_recent: np.ndarray, recent_labels: np.ndarray,
-    config: GateConfig = GateConfig(),
+    config: GateSettings | None = None, golden_reference: float | None = None,
 ) -> GateResult:
+    """Judge a challenger (``retrain.gate``); ``golden_reference`` is the best golden accuracy of the
+    champion's lineage, when the golden set is fixed (else the champion's own is the bar)."""
+    config = config or GateSettings()
     champion_golden_accuracy = accuracy(champion_golden, golden_labels)
-    reference = max(champion_golden_accuracy, config.golden_reference or 0.0)
+    reference = max(champion_golden_accuracy, golden_reference or 0.0)
     metrics = GateMetrics(
         accuracy={"champion": {GOLDEN: champion_golden_accuracy, RECENT: accuracy(champion_recent, recent_labels)},
                   "challenger": {GOLDEN: accuracy(challenger_golden, golden_labels), RECENT: accuracy(challenger_recent, recent_labels)}},

@@ -36,8 +36,8 @@ def retrain_root(settings: Settings) -> Path:
 def seed_params(settings: Settings, mode: Mode) -> dict[str, Any]:
     """The seed's logged parameters plus what makes a run reproducible."""
     r = settings.retrain
-    return {"max_iterations": r.max_iterations, "convergence_threshold": r.convergence_threshold,
-            "confidence_threshold": r.confidence_threshold, "patience": r.patience, "mode": mode,
+    return {"max_iterations": r.max_iterations, "convergence_threshold": r.convergence.min_delta,
+            "confidence_threshold": r.confidence_threshold, "patience": r.convergence.patience, "mode": mode,
             "refinement_action": r.refinement_action, "replay_ratio": r.replay_ratio, "folds": r.folds,
             "members": ",".join(settings.models.enabled), "seed": settings.models.seed}
 
