@@ -4,7 +4,7 @@ weights, bias checks and the promotion gate."""
 import numpy as np
 import pytest
 
-from sentiloop.config import GateSettings, RetrainConfig
+from sentiloop.config import GateSettings, PolicyConfig, RetrainConfig
 from sentiloop.models.ensemble import apply_class_bias
 from sentiloop.monitoring.bias import detect_data_bias
 from sentiloop.monitoring.drift import ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal, calibrate, jensen_shannon
@@ -63,7 +63,9 @@ class FakeClock:
 
 def policy_on(clock: FakeClock, warmup_events: int = 0, cooldown_s: float = 60, hysteresis: int = 1, max_retrains: int = 2,
               window_s: float = 1000, settle_events: int = 0) -> DecisionPolicy:
-    return DecisionPolicy(warmup_events, cooldown_s, hysteresis, max_retrains, window_s, settle_events, volume_threshold=500, clock=clock)
+    config = PolicyConfig(warmup_events=warmup_events, cooldown_s=cooldown_s, hysteresis=hysteresis, max_retrains=max_retrains,
+                          window_s=window_s, drift_settle_events=settle_events)
+    return DecisionPolicy(config, volume_threshold=500, clock=clock)
 
 
 def run_once(policy: DecisionPolicy, outcome: str = "rejected") -> Decision:
@@ -192,13 +194,13 @@ def test_policy_suppressed_drift_stays_latched_a_suppressed_schedule_does_not() 
 def test_policy_retune_keeps_the_history() -> None:
     clock = FakeClock()
     policy = DecisionPolicy.from_config(RetrainConfig.model_validate({"policy": {"cooldown_s": 60, "warmup_events": 0}}), clock)
-    assert policy.settle_events == 1000 and policy.volume_threshold == 2000
+    assert policy.config.drift_settle_events == 1000 and policy.volume_threshold == 2000
     policy.request("operator")
     run_once(policy)
     clock.now = 100
     assert policy.blocked() == ""
     policy.retune(RetrainConfig.model_validate({"volume_threshold": 7, "policy": {"cooldown_s": 3600, "drift_settle_events": 0}}))
-    assert "cool-down: 100s" in policy.blocked() and policy.volume_threshold == 7 and policy.settle_events == 0
+    assert "cool-down: 100s" in policy.blocked() and policy.volume_threshold == 7 and policy.config.drift_settle_events == 0
 
 
 def test_convergence_rules() -> None:

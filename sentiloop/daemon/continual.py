@@ -275,7 +275,7 @@ class RetrainController:
         if decision.retrain:
             self._start()
         elif settling is None and (pending := self.policy.settling) is not None:
-            log.info("drift retrain scheduled after %d more labelled events: %s", self.policy.settle_events, pending.reason)
+            log.info("drift retrain scheduled after %d more labelled events: %s", self.policy.config.drift_settle_events, pending.reason)
         elif decision.suppressed and decision.suppressed != self._last_suppressed:
             # The signal stays latched (the detector is not reset): a drift still there when the
             # cool-down ends starts its retrain then, instead of a blind window of fresh statistics.

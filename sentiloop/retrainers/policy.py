@@ -3,16 +3,16 @@
 States (``policy.state``)::
 
     idle      nothing pending; each tick weighs the triggers
-    settling  a drift was accepted: waiting for ``settle_events`` labelled events after its detection,
+    settling  a drift was accepted: waiting for ``drift_settle_events`` labelled events after its detection,
               so the retrain has data from the new regime to learn from and to be judged on
     due       a retrain should start now (trigger, reason, recent_since, mode): the caller starts it
     running   a retrain runs; nothing else starts and manual requests are refused
 
 Transitions (one method each; the caller feeds inputs with ``observe_*`` and then calls ``tick``)::
 
-    idle     --tick: persistent drift, allowed, settle_events > 0-->  settling
+    idle     --tick: persistent drift, allowed, drift_settle_events > 0-->  settling
     idle     --tick: allowed drift (settle 0), volume or schedule-->  due
-    settling --tick: settle_events labelled events collected----->  due      (recent_since = detection seq)
+    settling --tick: drift_settle_events labelled events collected->  due      (recent_since = detection seq)
     settling --tick: an allowed volume or schedule trigger-------->  due      (recent_since = detection seq)
     idle, settling, due --request() (allowed, or forced)--------->  due      (trigger manual)
     due      --started()------------------------------------------>  running  (cool-down, rate limit, streaks)
@@ -40,12 +40,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
+from sentiloop.config import PolicyConfig, RetrainConfig
 from sentiloop.monitoring.drift import Signal
-
-if TYPE_CHECKING:
-    from sentiloop.config import RetrainConfig
 
 Clock = Callable[[], float]
 
@@ -100,12 +97,9 @@ class RequestAnswer:
 
 
 class DecisionPolicy:
-    def __init__(self, warmup_events: int = 1000, cooldown_s: float = 1800.0, hysteresis: int = 2,
-                 max_retrains: int = 3, window_s: float = 86_400.0, settle_events: int = 1000,
-                 volume_threshold: int = 2000, clock: Clock = time.monotonic) -> None:
-        self.warmup_events, self.cooldown_s, self.hysteresis = warmup_events, cooldown_s, hysteresis
-        self.max_retrains, self.window_s = max_retrains, window_s
-        self.settle_events, self.volume_threshold = settle_events, volume_threshold
+    def __init__(self, config: PolicyConfig | None = None, volume_threshold: int = 2000, clock: Clock = time.monotonic) -> None:
+        self.config = config or PolicyConfig()  # retrain.policy, used as it is
+        self.volume_threshold = volume_threshold  # retrain.volume_threshold
         self.clock = clock
         self._lock = threading.Lock()
         self._state = RetrainState.IDLE
@@ -126,17 +120,12 @@ class DecisionPolicy:
 
     @classmethod
     def from_config(cls, retrain: RetrainConfig, clock: Clock = time.monotonic) -> DecisionPolicy:
-        policy = cls(clock=clock)
-        policy.retune(retrain)
-        return policy
+        return cls(retrain.policy, retrain.volume_threshold, clock)
 
     def retune(self, retrain: RetrainConfig) -> None:
         """New limits from a config reload; the state and the history (cool-down, rate limit) are kept."""
-        p = retrain.policy
         with self._lock:
-            self.warmup_events, self.cooldown_s, self.hysteresis = p.warmup_events, p.cooldown_s, p.hysteresis
-            self.max_retrains, self.window_s = p.max_retrains, p.window_s
-            self.settle_events, self.volume_threshold = p.drift_settle_events, retrain.volume_threshold
+            self.config, self.volume_threshold = retrain.policy, retrain.volume_threshold
 
     # -- what can be read ----------------------------------------------------------------------
     @property
@@ -216,7 +205,7 @@ class DecisionPolicy:
                 return replace(self._due, consumed=names)
 
             candidates: list[tuple[str, str]] = []
-            persistent = [s for s in fired if self._streak.get(s.name, 0) >= self.hysteresis]
+            persistent = [s for s in fired if self._streak.get(s.name, 0) >= self.config.hysteresis]
             if persistent:
                 candidates.append(("drift", "; ".join(s.reason for s in persistent)))
             if self._new_labelled >= self.volume_threshold:
@@ -227,11 +216,11 @@ class DecisionPolicy:
             if candidates:
                 trigger, reason = candidates[0]
                 blocked = self._blocked(now)
-                if self._scored < self.warmup_events:
-                    decision = Decision(False, trigger, reason, f"warm-up: {self._scored}/{self.warmup_events} events seen")
+                if self._scored < self.config.warmup_events:
+                    decision = Decision(False, trigger, reason, f"warm-up: {self._scored}/{self.config.warmup_events} events seen")
                 elif blocked:
                     decision = Decision(False, trigger, reason, blocked)
-                elif trigger == "drift" and self.settle_events:
+                elif trigger == "drift" and self.config.drift_settle_events:
                     # acted on: the evidence now lives in the settling record (a second detection joins it)
                     decision = Decision(False, consumed=names)
                     if self._settling is None:
@@ -239,7 +228,7 @@ class DecisionPolicy:
                         self._state = RetrainState.SETTLING
                 else:
                     decision = Decision(True, trigger, reason)
-            if not decision.retrain and settling_before is not None and self._after_drift >= self.settle_events:
+            if not decision.retrain and settling_before is not None and self._after_drift >= self.config.drift_settle_events:
                 decision = Decision(True, "drift", f"{settling_before.reason} (then {self._after_drift} labelled events collected)")
             if decision.retrain:
                 recent_since = self._settling.since_seq if self._settling else None
@@ -274,10 +263,10 @@ class DecisionPolicy:
         return decision
 
     def _blocked(self, now: float) -> str:
-        while self._history and now - self._history[0] > self.window_s:
+        while self._history and now - self._history[0] > self.config.window_s:
             self._history.popleft()
-        if self._last_retrain is not None and now - self._last_retrain < self.cooldown_s:
-            return f"cool-down: {now - self._last_retrain:.0f}s since the last retrain < {self.cooldown_s:.0f}s"
-        if len(self._history) >= self.max_retrains:
-            return f"rate limit: {len(self._history)} retrains in the last {self.window_s:.0f}s"
+        if self._last_retrain is not None and now - self._last_retrain < self.config.cooldown_s:
+            return f"cool-down: {now - self._last_retrain:.0f}s since the last retrain < {self.config.cooldown_s:.0f}s"
+        if len(self._history) >= self.config.max_retrains:
+            return f"rate limit: {len(self._history)} retrains in the last {self.config.window_s:.0f}s"
         return ""
