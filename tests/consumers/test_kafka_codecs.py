@@ -12,7 +12,7 @@ import pytest
 from sentiloop.config import KafkaConfig
 from sentiloop.consumers.clients import ensure_topics, make_producer
 from tests.conftest import buffer_stats, make_events, wait_until
-from tests.test_integration_ingest import http_get, metrics_port, read_topic
+from tests.consumers.test_integration_ingest import http_get, metrics_port, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import buffer_stats, dictionary_rows, make_events, produce, wait_until
-from tests.test_integration_ingest import assert_same_dictionary, clean_single_pass, http_get, metrics_port, read_topic
+from tests.consumers.test_integration_ingest import assert_same_dictionary, clean_single_pass, http_get, metrics_port, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from sentiloop.daemon.app import build_dictionary
 from sentiloop.errors import StorageUnavailable
 from sentiloop.monitoring.metrics import IngestMetrics
 from tests.conftest import make_events, produce, wait_until
-from tests.test_integration_ingest import assert_same_dictionary, clean_single_pass, read_topic
+from tests.consumers.test_integration_ingest import assert_same_dictionary, clean_single_pass, read_topic
 
 pytestmark = pytest.mark.integration
 

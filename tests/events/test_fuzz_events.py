@@ -23,7 +23,7 @@ from sentiloop.errors import InvalidEvent
 from sentiloop.events import REASONS, parse_event
 from sentiloop.models.word_sentiment import WordSentimentModel
 from tests.conftest import buffer_stats, wait_until
-from tests.test_integration_ingest import read_topic
+from tests.consumers.test_integration_ingest import read_topic
 
 LABELS = ["very_negative", "negative", "neutral", "positive", "very_positive"]
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)

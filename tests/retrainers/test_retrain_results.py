@@ -182,7 +182,7 @@ def test_the_controller_records_unreadable_output_and_a_crash_as_failed(tmp_path
 
 def test_cli_retrain_json_is_the_summary_the_daemon_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sentiloop.cli import main
-    from tests.test_retrain_cycle import NEW, bootstrap, feed, sentences, settings_for
+    from tests.retrainers.test_retrain_cycle import NEW, bootstrap, feed, sentences, settings_for
 
     settings = settings_for(tmp_path)
     bootstrap(settings)

@@ -21,11 +21,11 @@ import yaml
 
 from sentiloop.consumers.broker import free_port
 from tests.conftest import produce, wait_until
-from tests.test_integration_continual import NEW, OVERRIDES, events, metric, prepared
-from tests.test_integration_ingest import metrics_port
+from tests.consumers.test_integration_ingest import metrics_port
+from tests.daemon.test_integration_continual import NEW, OVERRIDES, events, metric, prepared
 
 pytestmark = pytest.mark.integration
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\bsentiloop_[a-z_]+\b")
 
 

@@ -13,8 +13,8 @@ import pytest
 from sentiloop.config import Settings
 from sentiloop.models.store import ModelStore
 from tests.conftest import admin_request, admin_token, buffer_stats, produce, wait_until
-from tests.test_integration_ingest import http_get, metrics_port, read_topic
-from tests.test_retrain_cycle import NEW, OLD, bootstrap, sentences
+from tests.consumers.test_integration_ingest import http_get, metrics_port, read_topic
+from tests.retrainers.test_retrain_cycle import NEW, OLD, bootstrap, sentences
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import yaml
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.store import ModelStore
 from tests.conftest import admin_request, admin_token, buffer_stats, produce, wait_until
-from tests.test_integration_continual import NEW, OVERRIDES, events, metric, prepared
-from tests.test_integration_ingest import http_get, metrics_port
+from tests.consumers.test_integration_ingest import http_get, metrics_port
+from tests.daemon.test_integration_continual import NEW, OVERRIDES, events, metric, prepared
 
 pytestmark = pytest.mark.integration
 
