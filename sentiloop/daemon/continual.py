@@ -2,9 +2,9 @@
 
 Nothing here runs on the poll loop. Every ``CHECK_S`` the controller thread gathers the triggers —
 volume (new labelled events since the last retrain), drift (latched signals from the DriftMonitor),
-schedule (APScheduler cron job) and manual (``POST /retrain``) — and feeds them to the DecisionPolicy,
+schedule (APScheduler cron job) and manual (``POST /v1/retrain``) — and feeds them to the DecisionPolicy,
 the state machine that decides (idle → settling → due → running; see ``sentiloop.retrainers.policy``).
-A drift retrain first waits for ``policy.drift_settle_events`` labelled events after the detection, so
+A drift retrain first waits for ``retrain.policy.drift_settle_events`` labelled events after the detection, so
 it has data from the new regime to train on, and its gate judges on the holdout after the detection.
 When the policy says a retrain is due the controller starts it, and tells the policy when it ends. A retrain
 runs as a separate process (``sentiloop retrain --json``), so the consumer never waits on it, its

@@ -32,7 +32,7 @@ from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_var
 from sentiloop.retrainers.data import CyclePools, Pool, fold_of
 from sentiloop.retrainers.gate import GateResult, promotion_gate
 from sentiloop.retrainers.progress import ProgressFile
-from sentiloop.retrainers.refinement import refine_dataset
+from sentiloop.retrainers.refinement import apply_action, refine_dataset
 from sentiloop.retrainers.results import ENSEMBLE, GOLDEN, RECENT, VALIDATION, Accuracy, Balance, BiasFinding, IterationResult, RefinementStats, Split
 from sentiloop.retrainers.strategies import Mode, retrain_member
 from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
@@ -96,12 +96,8 @@ class RetrainCycle:
         flagged = index[result.flagged]
         self.flagged[index] = result.flagged
         action = self.config.refinement_action
-        if action == "relabel":
-            self.labels[flagged] = probabilities[result.flagged].argmax(axis=1)
-        elif action == "downweight":
-            self.weights[flagged] = self.config.downweight
-        elif action == "drop":
-            self.dropped[flagged] = True
+        apply_action(action, flagged, probabilities[result.flagged].argmax(axis=1), self.labels, self.weights, self.dropped,
+                     self.config.downweight)
         return RefinementStats.model_validate({**result.stats(), "action": action, "candidates": int(candidates.sum())})
 
     def _datasets(self, iteration: int) -> tuple[TrainData, TrainData]:

@@ -34,6 +34,21 @@ class RefinementResult:
                 "refinement_rate": self.refinement_rate, "data_quality_score": self.data_quality_score, "action": self.action}
 
 
+def apply_action(action: Action, flagged: np.ndarray, predicted: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                 dropped: np.ndarray, downweight: float) -> None:
+    """Apply ``action`` in place to the examples at ``flagged`` (a mask or indices into the arrays).
+
+    ``predicted`` holds the reference's label for each flagged example (what ``relabel`` writes);
+    ``flag`` only records them. The one place the four actions are defined.
+    """
+    if action == "relabel":
+        labels[flagged] = predicted
+    elif action == "downweight":
+        weights[flagged] = downweight
+    elif action == "drop":
+        dropped[flagged] = True
+
+
 def refine_dataset(
     texts: Sequence[str],
     labels: np.ndarray,
@@ -54,13 +69,9 @@ def refine_dataset(
     confidence = probabilities.max(axis=1)
     flagged = (predicted != labels) & (confidence >= confidence_threshold)
     domains = list(domains) if domains is not None else ["unknown"] * len(texts)
-    new_labels, weights, keep = labels.copy(), np.ones(len(labels)), np.ones(len(labels), dtype=bool)
-    if action == "relabel":
-        new_labels[flagged] = predicted[flagged]
-    elif action == "downweight":
-        weights[flagged] = downweight
-    elif action == "drop":
-        keep = ~flagged
+    new_labels, weights, dropped = labels.copy(), np.ones(len(labels)), np.zeros(len(labels), dtype=bool)
+    apply_action(action, flagged, predicted[flagged], new_labels, weights, dropped, downweight)
+    keep = ~dropped
     given = probabilities[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
     quality = float(given.mean() / max(1e-12, confidence.mean())) if len(labels) else 1.0
     per_class = {int(c): int(np.sum(flagged & (labels == c))) for c in np.unique(labels)}
