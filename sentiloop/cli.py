@@ -41,11 +41,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def _bootstrap(settings: Settings) -> list[str]:
-    servers = settings.kafka.bootstrap_servers
-    return [f"127.0.0.1:{settings.kafka.embedded_port}"] if servers == "embedded" else list(servers)
-
-
 def _daemon_call(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The running daemon's answer (2xx), None when no daemon runs; its refusal becomes an error message."""
     from sentiloop.daemon.client import daemon_request
@@ -105,7 +100,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise SentiloopError(f"{path} does not exist or is not a file")
     if args.rate is not None and args.rate <= 0:
         raise SentiloopError("--rate must be a positive number of events per second")
-    bootstrap = args.bootstrap.split(",") if args.bootstrap else _bootstrap(settings)
+    bootstrap = args.bootstrap.split(",") if args.bootstrap else settings.kafka.bootstrap()
     sent = replay(path, settings.kafka, bootstrap, args.topic or settings.kafka.topic, args.rate, progress=not args.quiet)
     print(f"sent {sent} records to {args.topic or settings.kafka.topic} at {','.join(bootstrap)}")
     return 0

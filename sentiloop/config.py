@@ -74,6 +74,11 @@ class KafkaConfig(_Strict):
     ssl_keyfile: Path | None = None
     ssl_check_hostname: bool = True
 
+
+    def bootstrap(self) -> list[str]:
+        """Where clients connect: the configured servers, or the embedded broker on loopback."""
+        return [f"127.0.0.1:{self.embedded_port}"] if self.bootstrap_servers == "embedded" else list(self.bootstrap_servers)
+
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:

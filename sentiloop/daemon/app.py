@@ -23,8 +23,9 @@ from sentiloop.buffer.store import BatchResult
 from sentiloop.config import Settings, load_settings, secret_env
 from sentiloop.consumers.broker import EmbeddedBroker
 from sentiloop.consumers.loop import FeedbackConsumer
+from sentiloop.daemon.housekeeping import RetentionSweep, SnapshotCadence
 from sentiloop.daemon.serving import Serving
-from sentiloop.errors import CheckpointError, ConfigError, StorageUnavailable
+from sentiloop.errors import ConfigError
 from sentiloop.logs import configure_logging
 from sentiloop.models.lexicon import load_seed_lexicon
 from sentiloop.models.snapshots import DictionarySnapshots
@@ -33,7 +34,6 @@ from sentiloop.monitoring.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
-RETENTION_EVERY_S = 3600.0
 STALL_AFTER_S = 60.0
 
 
@@ -107,10 +107,8 @@ class Daemon:
         self.controller: Any = None
         self.announcer: Announcer | None = None
         self.metrics = IngestMetrics()
-        self.snapshots = DictionarySnapshots(settings.data_dir / "dictionary", settings.dictionary.keep_snapshots)
-        self._since_snapshot = 0
-        self._snapshot_retry_at = 0.0
-        self._last_retention = 0.0
+        self.snapshot_cadence: SnapshotCadence | None = None
+        self.retention: RetentionSweep | None = None
         self._buffer_count = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -127,6 +125,9 @@ class Daemon:
             bootstrap = self._start_broker()
             dictionary = build_dictionary(settings)
             self.store = open_store(settings, dictionary)
+            snapshots = DictionarySnapshots(settings.data_dir / "dictionary", settings.dictionary.keep_snapshots)
+            self.snapshot_cadence = SnapshotCadence(self.store, snapshots, settings.dictionary, settings.buffer, self.metrics)
+            self.retention = RetentionSweep(self.store, settings.buffer)
             self._buffer_count = self.store.stats().events_stored
             self.metrics.buffer_events.set(self._buffer_count)
             self.metrics.dictionary_words.set(len(dictionary.words))
@@ -175,13 +176,12 @@ class Daemon:
         self.stop_event.set()
 
     def _start_broker(self) -> list[str]:
-        servers = self.settings.kafka.bootstrap_servers
-        if servers != "embedded":
-            return list(servers)
-        self.broker = EmbeddedBroker("127.0.0.1", self.settings.kafka.embedded_port, self.settings.data_dir / "broker.log")
-        self.broker.start()
-        print(f"sentiloop: started the embedded in-memory broker on {self.broker.bootstrap} (development only)", flush=True)
-        return [self.broker.bootstrap]
+        kafka = self.settings.kafka
+        if kafka.bootstrap_servers == "embedded":
+            self.broker = EmbeddedBroker("127.0.0.1", kafka.embedded_port, self.settings.data_dir / "broker.log")
+            self.broker.start()
+            print(f"sentiloop: started the embedded in-memory broker on {self.broker.bootstrap} (development only)", flush=True)
+        return kafka.bootstrap()
 
     def _start_continual_learning(self, bootstrap: list[str]) -> None:
         """Drift monitor + retrain controller (both off the poll loop); idle until a champion exists."""
@@ -205,8 +205,8 @@ class Daemon:
             self.announcer.close()  # before the broker goes, or its client logs connection errors
         if self.monitor is not None:
             self.monitor.stop()
-        if self.store is not None and self.store.dictionary is not None and self._since_snapshot:
-            self._snapshot("shutdown")
+        if self.snapshot_cadence is not None:
+            self.snapshot_cadence.flush()
         if self.store is not None:
             self.store.close()
         for server in reversed(self.servers):
@@ -238,42 +238,10 @@ class Daemon:
     def _after_batch(self, result: BatchResult) -> None:
         if self.monitor is not None:
             self.monitor.offer(result.inserted)  # never blocks: scoring happens on the monitor thread
-        self._buffer_count += len(result.inserted)
+        assert self.snapshot_cadence is not None and self.retention is not None
+        self.snapshot_cadence.after_batch(result.dictionary_updates)
+        self._buffer_count += len(result.inserted) - self.retention.after_batch()
         self.metrics.buffer_events.set(self._buffer_count)
-        self._since_snapshot += result.dictionary_updates
-        every = self.settings.dictionary.snapshot_every
-        now = time.monotonic()
-        if every and self._since_snapshot >= every and now >= self._snapshot_retry_at:
-            self._snapshot("periodic")
-        if self.settings.buffer.retention_days and now - self._last_retention > RETENTION_EVERY_S:
-            assert self.store is not None
-            self._last_retention = now
-            try:
-                removed = self.store.apply_retention()
-            except StorageUnavailable as exc:
-                log.warning("retention skipped, tried again in %.0f s: %s", RETENTION_EVERY_S, exc)
-                return
-            if removed:
-                self._buffer_count -= removed
-                log.info("retention removed %d events older than %s days", removed, self.settings.buffer.retention_days)
-
-    def _snapshot(self, reason: str) -> None:
-        """Write a dictionary snapshot; a failure is counted and retried later, never raised.
-
-        The buffer holds the dictionary's durable state, so a missing snapshot loses nothing: it is
-        an export for people and tools, and must never take the daemon down.
-        """
-        assert self.store is not None and self.store.dictionary is not None
-        try:
-            version, path = self.snapshots.write(self.store.committed_dictionary(), reason=reason)
-        except (OSError, StorageUnavailable, CheckpointError) as exc:
-            self.metrics.snapshot_errors.inc()
-            retry_s = self.settings.buffer.retry_max_s
-            self._snapshot_retry_at = time.monotonic() + retry_s
-            log.warning("dictionary snapshot (%s) could not be written, retrying in %.0f s: %s", reason, retry_s, exc)
-            return
-        self._since_snapshot = 0
-        log.info("dictionary snapshot v%d written to %s (%s)", version, path, reason)
 
     # -- config reload -------------------------------------------------------------------------
     def reload_config(self, why: str = "request") -> dict[str, Any]:
@@ -308,6 +276,9 @@ class Daemon:
         configure_logging(settings.log_level, settings.log_format, secret_env(settings).values())
         if self.store is not None:
             self.store.apply(settings.dictionary, settings.buffer.retention_days)
+        if self.snapshot_cadence is not None and self.retention is not None:
+            self.snapshot_cadence.apply(settings.dictionary, settings.buffer)
+            self.retention.apply(settings.buffer)
         if self.consumer is not None:
             self.consumer.apply(settings)
         if self.monitor is not None and any(k.startswith("retrain.drift.") for k in changed):
