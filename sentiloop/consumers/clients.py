@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -73,3 +74,24 @@ def ensure_topics(config: KafkaConfig, bootstrap: Sequence[str], topics: Sequenc
                 raise
             log.warning("cannot reach Kafka at %s to check topics (%s); retrying", ",".join(bootstrap), exc)
             time.sleep(1.0)
+
+
+@dataclass(frozen=True)
+class KafkaClients:
+    """The one factory the daemon's components get Kafka clients from (built once, in ``Daemon``).
+
+    It is the transport seam: a test passes a subclass whose clients fail or record, and the
+    consumer, the DLQ path and the announcer run unchanged against it.
+    """
+
+    config: KafkaConfig
+    bootstrap: Sequence[str]
+
+    def consumer(self, **overrides: Any) -> KafkaConsumer:
+        return make_consumer(self.config, self.bootstrap, **overrides)
+
+    def producer(self, **overrides: Any) -> KafkaProducer:
+        return make_producer(self.config, self.bootstrap, **overrides)
+
+    def ensure_topics(self, topics: Sequence[str], timeout_s: float = 30.0) -> None:
+        ensure_topics(self.config, self.bootstrap, topics, timeout_s)

@@ -40,7 +40,7 @@ from sentiloop.buffer.sqlite import SQLiteBufferStore
 from sentiloop.buffer.store import BatchResult
 from sentiloop.config import Settings
 from sentiloop.consumers.batch import PendingBatch, Refused, prepare_batch
-from sentiloop.consumers.clients import ensure_topics, make_consumer, make_producer
+from sentiloop.consumers.clients import KafkaClients
 from sentiloop.consumers.outage import Outage
 from sentiloop.errors import DLQUnavailable, StorageUnavailable
 from sentiloop.monitoring.metrics import IngestMetrics
@@ -103,6 +103,7 @@ class FeedbackConsumer:
         store: SQLiteBufferStore,
         metrics: IngestMetrics,
         on_batch: BatchListener | None = None,
+        clients: KafkaClients | None = None,
     ) -> None:
         self.settings = settings
         self.kafka = settings.kafka
@@ -110,6 +111,7 @@ class FeedbackConsumer:
         self.store = store
         self.metrics = metrics
         self.on_batch = on_batch
+        self.clients = clients or KafkaClients(settings.kafka, bootstrap)
         self.state = LoopState()
         self._pending: dict[TopicPartition, OffsetAndMetadata] = {}  # stored, not yet committed
         self._held: PendingBatch | None = None  # a batch that could not be made durable yet
@@ -126,15 +128,15 @@ class FeedbackConsumer:
         topics = [self.kafka.topic, self.kafka.dlq_topic, self.kafka.models_topic]
         while not stop.is_set():  # Kafka may come up after us: wait (readiness says 503 meanwhile)
             try:
-                ensure_topics(self.kafka, self.bootstrap, topics)
+                self.clients.ensure_topics(topics)
                 break
             except KafkaError as exc:
                 log.warning("Kafka at %s is not reachable yet (%s); retrying", ",".join(self.bootstrap), exc)
                 stop.wait(2.0)
         if stop.is_set():
             return
-        self._consumer = make_consumer(self.kafka, self.bootstrap)
-        self._producer = make_producer(self.kafka, self.bootstrap)
+        self._consumer = self.clients.consumer()
+        self._producer = self.clients.producer()
         self._consumer.subscribe([self.kafka.topic], listener=_RebalanceListener(self))
         log.info("consuming %s as group %s from %s", self.kafka.topic, self.kafka.group_id, ",".join(self.bootstrap))
         try:

@@ -14,14 +14,16 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
 from sentiloop.buffer.store import BatchResult
-from sentiloop.config import Settings, load_settings, secret_env
+from sentiloop.config import KafkaConfig, Settings, load_settings, secret_env
 from sentiloop.consumers.broker import EmbeddedBroker
+from sentiloop.consumers.clients import KafkaClients
 from sentiloop.consumers.loop import FeedbackConsumer
 from sentiloop.daemon.housekeeping import RetentionSweep, SnapshotCadence
 from sentiloop.daemon.serving import Serving
@@ -63,18 +65,16 @@ def open_store(settings: Settings, dictionary: WordSentimentModel | None) -> SQL
 class Announcer:
     """Publishes champion changes on ``<topic>.models`` (JSON: version, previous, reason, metrics)."""
 
-    def __init__(self, settings: Settings, bootstrap: list[str]) -> None:
-        self.settings, self.bootstrap = settings, bootstrap
+    def __init__(self, settings: Settings, clients: KafkaClients) -> None:
+        self.settings, self.clients = settings, clients
         self._producer: Any = None
 
     def __call__(self, message: dict[str, Any]) -> None:
         from kafka.errors import KafkaError
 
-        from sentiloop.consumers.clients import make_producer
-
         try:
             if self._producer is None:
-                self._producer = make_producer(self.settings.kafka, self.bootstrap)
+                self._producer = self.clients.producer()
             self._producer.send(self.settings.kafka.models_topic, json.dumps(message).encode()).get(timeout=30)
             log.info("announced champion v%s on %s", message.get("version"), self.settings.kafka.models_topic)
         except KafkaError as exc:
@@ -89,9 +89,11 @@ class Announcer:
 class Daemon:
     """A running sentiloop: ``run()`` blocks until SIGTERM/SIGINT (or ``stop()``)."""
 
-    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None = None,
+                 kafka_clients: Callable[[KafkaConfig, list[str]], KafkaClients] = KafkaClients) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.kafka_clients = kafka_clients  # the transport seam: tests pass a factory of failing or recording clients
         self.stop_event = threading.Event()
         self.started = time.monotonic()
         self.broker: EmbeddedBroker | None = None
@@ -131,8 +133,9 @@ class Daemon:
             self._buffer_count = self.store.stats().events_stored
             self.metrics.buffer_events.set(self._buffer_count)
             self.metrics.dictionary_words.set(len(dictionary.words))
-            self.consumer = FeedbackConsumer(settings, bootstrap, self.store, self.metrics, on_batch=self._after_batch)
-            self._start_continual_learning(bootstrap)
+            clients = self.kafka_clients(settings.kafka, bootstrap)
+            self.consumer = FeedbackConsumer(settings, bootstrap, self.store, self.metrics, on_batch=self._after_batch, clients=clients)
+            self._start_continual_learning(clients)
             self._start_servers()
             if self.config_path is not None:
                 from sentiloop.daemon.reload import ConfigWatcher
@@ -183,14 +186,14 @@ class Daemon:
             print(f"sentiloop: started the embedded in-memory broker on {self.broker.bootstrap} (development only)", flush=True)
         return kafka.bootstrap()
 
-    def _start_continual_learning(self, bootstrap: list[str]) -> None:
+    def _start_continual_learning(self, clients: KafkaClients) -> None:
         """Drift monitor + retrain controller (both off the poll loop); idle until a champion exists."""
         from sentiloop.daemon.continual import RetrainController
         from sentiloop.monitoring.drift_monitor import DriftMonitor
 
         assert self.store is not None
         self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics).start()
-        self.announcer = Announcer(self.settings, bootstrap)
+        self.announcer = Announcer(self.settings, clients)
         self.controller = RetrainController(self.settings, self.store, self.metrics, self.monitor,
                                             announce=self.announcer, serving=self.serving).start()
 

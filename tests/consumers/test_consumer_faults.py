@@ -17,6 +17,7 @@ from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
 from sentiloop.buffer.store import BatchResult
 from sentiloop.config import KafkaConfig, MetricsConfig, Settings
 from sentiloop.consumers import batch as batch_module
+from sentiloop.consumers.clients import KafkaClients
 from sentiloop.consumers.loop import FeedbackConsumer
 from sentiloop.daemon.app import build_dictionary
 from sentiloop.errors import StorageUnavailable
@@ -60,8 +61,8 @@ def settings_for(broker_bootstrap: str, topic: str, data_dir: Path) -> Settings:
 def running_consumer(broker) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     started: list[tuple[threading.Thread, threading.Event, FeedbackConsumer]] = []
 
-    def start(settings: Settings, store: SQLiteBufferStore) -> FeedbackConsumer:
-        consumer = FeedbackConsumer(settings, [broker.bootstrap], store, IngestMetrics())
+    def start(settings: Settings, store: SQLiteBufferStore, clients: KafkaClients | None = None) -> FeedbackConsumer:
+        consumer = FeedbackConsumer(settings, [broker.bootstrap], store, IngestMetrics(), clients=clients)
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
         thread.start()
@@ -141,3 +142,46 @@ def test_nothing_is_committed_past_the_last_stored_batch_during_an_outage(broker
     assert store.stats().events_duplicate == 0
     assert consumer.metrics.buffer_write_errors.labels(kind="disk_full")._value.get() == 6
     assert_same_dictionary({w: (e.score, e.updates) for w, e in store.dictionary.words.items()}, clean_single_pass(events))
+
+
+class _DLQDownFirst:
+    """A real producer whose DLQ sends fail until ``healed`` is set (the broker refusing the DLQ topic)."""
+
+    def __init__(self, producer: Any, dlq_topic: str, healed: threading.Event) -> None:
+        self._producer, self._dlq_topic, self._healed = producer, dlq_topic, healed
+        self.refused_sends = 0
+
+    def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+        if topic == self._dlq_topic and not self._healed.is_set():
+            from kafka.errors import KafkaTimeoutError
+
+            self.refused_sends += 1
+            raise KafkaTimeoutError("injected: DLQ topic unavailable")
+        return self._producer.send(topic, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+
+def test_a_dlq_that_does_not_acknowledge_holds_the_batch_through_the_client_seam(broker, topic, tmp_path, running_consumer) -> None:  # type: ignore[no-untyped-def]
+    """The Kafka client factory is the transport seam: swapped here, the loop and its DLQ path run unchanged."""
+    settings = settings_for(broker.bootstrap, topic, tmp_path)
+    healed = threading.Event()
+    wrapped: list[_DLQDownFirst] = []
+
+    class FlakyDLQClients(KafkaClients):
+        def producer(self, **overrides: Any) -> Any:
+            wrapped.append(_DLQDownFirst(super().producer(**overrides), settings.kafka.dlq_topic, healed))
+            return wrapped[-1]
+
+    events = make_events(200, prefix="dq", seed=4)
+    produce(broker.bootstrap, topic, [*events[:100], {"event_id": "bad", "text": ""}, *events[100:]], partitions=1)
+    store = SQLiteBufferStore(settings.db_path, settings.label_names, build_dictionary(settings))
+    consumer = running_consumer(settings, store, FlakyDLQClients(settings.kafka, [broker.bootstrap]))
+    wait_until(lambda: bool(wrapped) and wrapped[0].refused_sends >= 2, what="the DLQ send refused, then retried")
+    assert consumer.metrics.dlq_errors._value.get() >= 1
+    assert committed_offset(broker.bootstrap, settings.kafka.group_id, topic) in (None, 0)  # nothing past the held batch
+    healed.set()
+    wait_until(lambda: consumer.metrics.events_stored._value.get() == 200, what="every valid event stored once the DLQ answers")
+    dlq = read_topic(broker.bootstrap, settings.kafka.dlq_topic, 1)
+    assert dict(dlq[0].headers)["sentiloop-reason"] == b"empty_text"
