@@ -27,6 +27,8 @@ RESTART_ONLY = (
     "dictionary.tokenizer", "dictionary.seed_lexicon", "models.threads", "models.seed", "models.bert", "models.lstm",
     "models.bilstm", "models.word_sentiment_lexicon",
 )
+# Live although under a restart-only section: retrain budgets, read by the next worker at its launch.
+LIVE_INSIDE_RESTART_ONLY = ("models.bert.fine_tune_epochs", "models.bert.fine_tune_max_steps")
 
 
 def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -47,6 +49,8 @@ def _restore(data: dict[str, Any], kept: dict[str, Any], path: str) -> None:
 
 
 def _restart_only(path: str) -> bool:
+    if path in LIVE_INSIDE_RESTART_ONLY:
+        return False
     return any(path == p or path.startswith(p + ".") for p in RESTART_ONLY)
 
 

@@ -13,14 +13,16 @@ from sentiloop.daemon.reload import ConfigWatcher, plan_reload
 def test_live_keys_apply_and_restart_only_keys_keep_their_running_value() -> None:
     running = Settings()
     new = Settings.model_validate({"data_dir": "/elsewhere", "kafka": {"topic": "other"}, "retrain": {"volume_threshold": 7},
-                                   "models": {"bert": {"max_length": 32}, "weights": {"bert": 1.0}}, "pause": {"ingestion": True}})
+                                   "models": {"bert": {"max_length": 32, "fine_tune_epochs": 2}, "weights": {"bert": 1.0}},
+                                   "pause": {"ingestion": True}})
     plan = plan_reload(running, new)
     assert plan.result == "partial"
     assert plan.ignored == ["data_dir", "kafka.topic", "models.bert.max_length"]
     assert "retrain.volume_threshold" in plan.applied and "pause.ingestion" in plan.applied
+    assert "models.bert.fine_tune_epochs" in plan.applied  # a retrain budget: the next worker reads it
     effective = plan.effective
     assert effective.data_dir == running.data_dir and effective.kafka.topic == running.kafka.topic
-    assert effective.models.bert.max_length == running.models.bert.max_length
+    assert effective.models.bert.max_length == running.models.bert.max_length and effective.models.bert.fine_tune_epochs == 2
     assert effective.retrain.volume_threshold == 7 and effective.pause.ingestion and effective.models.weights == {"bert": 1.0}
 
 
