@@ -45,7 +45,10 @@ def _restore(data: dict[str, Any], kept: dict[str, Any], path: str) -> None:
     *parents, last = path.split(".")
     for part in parents:
         data, kept = data[part], kept[part]
-    data[last] = kept[last]
+    if last in kept:
+        data[last] = kept[last]
+    else:  # a key the running settings do not have (a new map entry): not applied either
+        data.pop(last, None)
 
 
 def _restart_only(path: str) -> bool:
@@ -75,9 +78,8 @@ def plan_reload(running: Settings, new: Settings) -> ReloadPlan:
     ignored = [k for k in changed if _restart_only(k)]
     applied = [k for k in changed if not _restart_only(k)]
     data, kept = new.model_dump(), running.model_dump()
-    for prefix in RESTART_ONLY:
-        if any(k == prefix or k.startswith(prefix + ".") for k in ignored):
-            _restore(data, kept, prefix)
+    for key in ignored:  # leaf by leaf: a live key inside a restart-only section keeps its new value
+        _restore(data, kept, key)
     return ReloadPlan(Settings.model_validate(data), applied, ignored)
 
 
