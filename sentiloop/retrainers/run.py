@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,15 +64,42 @@ def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None
     events after it: the regime the retrain is for. ``progress`` is a JSON file kept up to date with the
     iteration, the member being retrained and the phase (the daemon shows it in /v1/status).
     """
-    mode = mode or settings.retrain.mode
-    handle_interrupted(settings)
-    models = ModelStore(settings.data_dir)
-    champion_version = models.champion()
-    champion_dir = models.champion_path()
-    champion = Ensemble.load(champion_dir, only=settings.models.enabled)
-    store = SQLiteBufferStore.for_settings(settings)
-    started = time.monotonic()
+    worker = RetrainWorker.build(settings)
     try:
+        return worker.run(trigger, reason, mode or settings.retrain.mode, force, recent_since, progress)
+    finally:
+        worker.close()
+
+
+@dataclass
+class RetrainWorker:
+    """The retrain worker's composition root: every part one run uses is built in ``build``, nowhere else.
+
+    The daemon's worker process and ``sentiloop retrain`` both go through it; a test can assemble one
+    from its own parts (another model store, a tracker factory that records).
+    """
+
+    settings: Settings
+    models: ModelStore
+    store: SQLiteBufferStore
+    tracker: Callable[[], Tracker | None]  # built only when a run gets past the skip check (MLflow takes seconds)
+
+    @classmethod
+    def build(cls, settings: Settings) -> RetrainWorker:
+        handle_interrupted(settings)  # before anything else reads the run records
+        models = ModelStore(settings.data_dir)
+        models.champion_path()  # no champion: refused here, before a buffer is opened (or created)
+        return cls(settings, models, SQLiteBufferStore.for_settings(settings), lambda: _tracker(settings))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def run(self, trigger: str, reason: str, mode: Mode, force: bool = False, recent_since: int | None = None,
+            progress: Path | None = None) -> RetrainSummary:
+        settings, models, store = self.settings, self.models, self.store
+        champion_version = models.champion()
+        champion = Ensemble.load(models.champion_path(), only=settings.models.enabled)
+        started = time.monotonic()
         pools = assemble_pools(settings, store, champion.info, recent_since)
         if len(pools.new) < settings.retrain.min_new_events and not force:
             return RetrainSummary(
@@ -78,7 +107,7 @@ def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None
                 why=f"{len(pools.new)} new labelled events < retrain.min_new_events {settings.retrain.min_new_events}")
         checkpoints = CheckpointManager.start(retrain_root(settings), trigger, reason, settings.retrain.keep_checkpoints,
                                               {**seed_params(settings, mode), "champion": champion_version, **pools.summary()})
-        tracker = _tracker(settings)
+        tracker = self.tracker()
         reporter = ProgressFile(progress, settings.retrain.max_iterations) if progress is not None else None
         try:
             if tracker is not None:
@@ -102,8 +131,6 @@ def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None
             iterations=tuple(result.iterations), pools=PoolSizes.model_validate(pools.summary()))
         checkpoints.finish("completed", summary=summary.record())
         return summary
-    finally:
-        store.close()
 
 
 def _tracker(settings: Settings) -> Tracker | None:
