@@ -189,13 +189,17 @@ class Daemon:
     def _start_continual_learning(self, clients: KafkaClients) -> None:
         """Drift monitor + retrain controller (both off the poll loop); idle until a champion exists."""
         from sentiloop.daemon.continual import RetrainController
+        from sentiloop.models.store import ModelStore
         from sentiloop.monitoring.drift_monitor import DriftMonitor
+        from sentiloop.retrainers.policy import DecisionPolicy
 
         assert self.store is not None
         self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics).start()
         self.announcer = Announcer(self.settings, clients)
         self.controller = RetrainController(self.settings, self.store, self.metrics, self.monitor,
-                                            announce=self.announcer, serving=self.serving).start()
+                                            announce=self.announcer, serving=self.serving,
+                                            policy=DecisionPolicy.from_config(self.settings.retrain),
+                                            models=ModelStore(self.settings.data_dir)).start()
 
     def _shutdown(self) -> None:
         from sentiloop.daemon.client import remove_runtime

@@ -112,8 +112,9 @@ class Worker:
 class RetrainController:
     def __init__(self, settings: Settings, store: SQLiteBufferStore, metrics: IngestMetrics, monitor: DriftSignals,
                  announce: Any | None = None, serving: Serving | None = None, clock: Clock = time.monotonic,
-                 spawn: Spawn = spawn_worker) -> None:
-        """``clock`` is the policy's (cool-down, rate limit); ``spawn`` starts the worker process."""
+                 spawn: Spawn = spawn_worker, policy: DecisionPolicy | None = None, models: ModelStore | None = None) -> None:
+        """The daemon's root passes ``policy`` and ``models``; left out, they are built from ``settings``
+        (``clock`` then drives the policy's cool-down and rate limit). ``spawn`` starts the worker process."""
         self.settings = settings
         self.serving = serving
         self.paused = settings.pause.retraining
@@ -121,9 +122,9 @@ class RetrainController:
         self.metrics = metrics
         self.monitor = monitor
         self.announce = announce
-        self.policy = DecisionPolicy.from_config(settings.retrain, clock)
+        self.policy = policy or DecisionPolicy.from_config(settings.retrain, clock)
         self.spawn = spawn
-        self.models = ModelStore(settings.data_dir)
+        self.models = models or ModelStore(settings.data_dir)
         self.worker: Worker | None = None
         self.champion_version: int | None = None
         self.outcomes: list[RetrainSummary] = []
