@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +90,16 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+@lru_cache(maxsize=1)
+def _renameat2() -> Any:
+    """libc's renameat2, looked up once (None where libc has none: non-Linux, old glibc)."""
+    libc_name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths; False where the platform or filesystem cannot."""
-    libc_name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name else None
-    renameat2 = getattr(libc, "renameat2", None)
+    renameat2 = _renameat2()
     if renameat2 is None:
         return False
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:

@@ -18,7 +18,7 @@ from sentiloop.datasets import Record, Split, load_labelled_file, load_vader_gro
 from sentiloop.evaluation import classification_report
 from sentiloop.models.base import Member, TrainData
 from sentiloop.models.ensemble import Ensemble
-from sentiloop.models.registry import build_member, in_training_order
+from sentiloop.models.registry import in_training_order, spec_for
 from sentiloop.models.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def train_ensemble(settings: Settings, profile: Profile = "full", data_file: str
     for name in in_training_order(models.enabled):
         started = time.monotonic()
         log.info("training %s on %d examples (%s profile)", name, len(train), profile)
-        member = build_member(name, settings, models)
+        member = spec_for(name).build(settings, models)
         member.fit(train, validation)
         members[name] = member
         timings[name] = round(time.monotonic() - started, 1)

@@ -69,10 +69,6 @@ def member_class(kind: str) -> type[Member]:
     return _BY_NAME[kind].member_class()
 
 
-def build_member(name: str, settings: Settings, models: ModelsConfig) -> Member:
-    return spec_for(name).build(settings, models)
-
-
 def in_training_order(names: Sequence[str]) -> list[str]:
     """``names`` sorted by the seed's training order (unknown names refused)."""
     return sorted(names, key=lambda name: spec_for(name).training_order)

@@ -81,7 +81,6 @@ class Settling:
 
     since_seq: int  # the buffer's last seq when the drift was accepted
     reason: str
-    since: float  # clock time of the acceptance
 
 
 @dataclass(frozen=True)
@@ -224,7 +223,7 @@ class DecisionPolicy:
                     # acted on: the evidence now lives in the settling record (a second detection joins it)
                     decision = Decision(False, consumed=names)
                     if self._settling is None:
-                        self._settling = Settling(self._head_seq, reason, now)
+                        self._settling = Settling(self._head_seq, reason)
                         self._state = RetrainState.SETTLING
                 else:
                     decision = Decision(True, trigger, reason)

@@ -85,6 +85,19 @@ def test_every_registered_member_has_a_tiny_factory() -> None:
     assert set(FACTORIES) == set(MEMBER_NAMES)
 
 
+def test_the_registry_names_real_config_sections_the_seed_weights_and_the_seed_order() -> None:
+    from sentiloop.config import Settings
+
+    settings = Settings()
+    for spec in REGISTRY:
+        section: object = settings
+        for part in spec.config_section.split("."):
+            section = getattr(section, part)  # the path the registry names is a real config section
+        assert section is not None
+    assert sum(spec.default_weight for spec in REGISTRY) == pytest.approx(1.0)
+    assert [spec.name for spec in sorted(REGISTRY, key=lambda s: s.training_order)] == ["word_sentiment", "lstm", "bilstm", "bert"]
+
+
 def test_is_a_member_of_its_registered_kind(trained: Member) -> None:
     assert isinstance(trained, Member)
     assert trained.kind in MEMBER_NAMES and SPECS[trained.kind].member_class() is type(trained)
