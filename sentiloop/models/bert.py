@@ -21,6 +21,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +36,7 @@ from sentiloop.config import BertConfig, ModelsConfig, Settings
 from sentiloop.errors import CheckpointError, ConfigError, DataError
 from sentiloop.files import read_json
 from sentiloop.models.base import FitReport, TrainData, WarmStart
+from sentiloop.models.bert_prefix import FrozenPrefix, SplitEncoder, pad_batch, supports_prefix_cache
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
 from sentiloop.models.pretrained import resolve_pretrained
 from sentiloop.models.torch_common import (
@@ -101,12 +103,7 @@ class BertMember:
 
     def _collate(self, sequences: list[list[int]]) -> dict[str, torch.Tensor]:
         """Pad to the longest sequence in the batch (dynamic padding) and build the attention mask."""
-        width = max(len(seq) for seq in sequences)
-        ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
+        ids, mask = pad_batch(sequences, self.tokenizer.pad_token_id)
         return {"input_ids": ids, "attention_mask": mask}
 
     def _logits(self, encoded: list[list[int]]) -> torch.Tensor:
@@ -133,10 +130,13 @@ class BertMember:
     # -- training -----------------------------------------------------------------------------
     def fit(self, train: TrainData, validation: TrainData | None = None) -> FitReport:
         """Fine-tune every parameter at ``config.learning_rate`` for ≤ ``config.epochs`` epochs."""
+        self._check_labels(train)
         self.model.requires_grad_(True)
         groups = _param_groups(self.model.named_parameters(), self.config.learning_rate, self.config.weight_decay)
         with seeded(self.seed):
-            return self._train(train, validation, groups, epochs=self.config.epochs, max_steps=self.config.max_steps)
+            validator = self._token_validator(validation) if validation is not None and len(validation) else None
+            return self._train(train, self._token_inputs(train), validator, groups, epochs=self.config.epochs,
+                               max_steps=self.config.max_steps)
 
     def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[BertMember, FitReport]:
         """The seed's BERT "fine-tune" on a copy; "top 2 layers from the 3rd epoch" (epochs count from 0)."""
@@ -157,6 +157,7 @@ class BertMember:
         top_layers: int = 2,
         epochs: int = MAX_EPOCHS,
         max_steps: int | None = None,
+        cache_frozen: bool = True,
     ) -> FitReport:
         """The seed's BERT retraining: new head, differential learning rates, progressive unfreezing.
 
@@ -168,24 +169,42 @@ class BertMember:
         Epochs count from 0, as in the seed's ``for epoch in range(epochs): if epoch > 2:
         unfreeze_top_layers(model, num_layers=2)``: with the defaults, epochs 0-2 train the head
         only and epochs 3-4 also the top two encoder layers (and the pooler above them). The
-        embeddings and lower layers stay frozen, as in the seed.
+        embeddings and lower layers stay frozen, as in the seed. With ``cache_frozen`` (and a
+        BERT-family model) frozen layers run once per text (:mod:`sentiloop.models.bert_prefix`).
         """
         if not 1 <= epochs <= MAX_EPOCHS:
             raise ValueError(f"epochs must be 1..{MAX_EPOCHS} (the seed caps BERT retraining at {MAX_EPOCHS}), got {epochs}")
         if unfreeze_from_epoch < 0 or top_layers < 0:
             raise ValueError(f"unfreeze_from_epoch and top_layers must be >= 0, got {unfreeze_from_epoch} and {top_layers}")
-        def on_epoch(epoch: int) -> None:
-            self.apply_unfreezing(epoch, unfreeze_from_epoch, top_layers)
-
+        self._check_labels(train)
+        encoder = self.model.base_model
+        head = [(name, p) for name, p in self.model.named_parameters() if not name.startswith(self.model.base_model_prefix + ".")]
+        groups = _param_groups(encoder.named_parameters(), encoder_lr, self.config.weight_decay)
+        groups += _param_groups(head, head_lr, self.config.weight_decay)
+        has_validation = validation is not None and len(validation) > 0
         with seeded(self.seed):
             if reinit_head:
                 self._reinit_head()
-                self._probe_head(train)
-            encoder = self.model.base_model
-            head = [(name, p) for name, p in self.model.named_parameters() if not name.startswith(self.model.base_model_prefix + ".")]
-            groups = _param_groups(encoder.named_parameters(), encoder_lr, self.config.weight_decay)
-            groups += _param_groups(head, head_lr, self.config.weight_decay)
-            return self._train(train, validation, groups, epochs=epochs, max_steps=max_steps, on_epoch=on_epoch)
+            if cache_frozen and supports_prefix_cache(self.model):
+                layers = len(_transformer_layers(encoder))
+                split = SplitEncoder(self.model, max(0, layers - top_layers))
+                phases = _CachedPhases(self, split, train, validation if has_validation else None, unfreeze_from_epoch)
+                if reinit_head:  # on every training text's pooled features: they are already computed
+                    self._fit_probe(phases.train.pooled_features(), _labels(train), _weights(train))
+                inputs, validator = phases.inputs(), phases.validator()
+            else:
+                phases = None
+                if reinit_head:
+                    self._probe_head(train)
+                inputs = self._token_inputs(train)
+                validator = self._token_validator(validation) if validation is not None and has_validation else None
+
+            def on_epoch(epoch: int) -> None:
+                self.apply_unfreezing(epoch, unfreeze_from_epoch, top_layers)
+                if phases is not None:
+                    phases.epoch = epoch
+
+            return self._train(train, inputs, validator, groups, epochs=epochs, max_steps=max_steps, on_epoch=on_epoch)
 
     def apply_unfreezing(self, epoch: int, unfreeze_from_epoch: int, top_layers: int) -> None:
         """Set ``requires_grad`` for ``epoch`` (0-based) of the progressive-unfreezing schedule."""
@@ -218,9 +237,8 @@ class BertMember:
                         torch.nn.init.zeros_(module.bias)
 
     def _probe_head(self, train: TrainData) -> None:
-        """Fit the head's output layer by L2-regularised logistic regression on frozen encoder features."""
-        self._check_labels(train)
-        output = [m for head in self._head_modules() for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        """Fit the head's output layer as a linear probe on frozen-encoder features of a training sample."""
+        output = self._output_layer()
         index = np.sort(np.random.default_rng(self.seed).choice(len(train), size=min(len(train), PROBE_EXAMPLES), replace=False))
         encoded = self._encode([train.texts[i] for i in index])
         features: list[torch.Tensor] = []
@@ -230,17 +248,23 @@ class BertMember:
             self._eval_pass(encoded, lambda rows, _: order.extend(rows.tolist()))
         finally:
             hook.remove()
-        rows = index[order]
-        x = torch.cat(features).clone()  # a normal tensor (inference-mode tensors cannot enter autograd)
-        y = torch.as_tensor(np.asarray(train.labels)[rows], dtype=torch.long)
-        w = None if train.weights is None else torch.as_tensor(np.asarray(train.weights)[rows], dtype=torch.float32)
+        rows = torch.as_tensor(index[order])
+        weights = _weights(train)
+        self._fit_probe(torch.cat(features).clone(), _labels(train)[rows], None if weights is None else weights[rows])
+
+    def _output_layer(self) -> torch.nn.Linear:
+        return [m for head in self._head_modules() for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+    def _fit_probe(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> None:
+        """L2-regularised logistic regression (sklearn's C=1) of ``y`` on ``x``, written into the output layer."""
+        output = self._output_layer()
         weight = torch.zeros_like(output.weight, requires_grad=True)
         bias = torch.zeros(output.out_features, requires_grad=True)
         optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
-            loss = weighted_cross_entropy(x @ weight.T + bias, y, w) + 0.5 * weight.pow(2).sum() / len(x)  # sklearn's C=1
+            loss = weighted_cross_entropy(x @ weight.T + bias, y, w) + 0.5 * weight.pow(2).sum() / len(x)
             loss.backward()
             return loss
 
@@ -250,10 +274,20 @@ class BertMember:
             if output.bias is not None:
                 output.bias.copy_(bias)
 
+    def _token_inputs(self, data: TrainData) -> _Inputs:
+        """Rows of ``data`` through the whole model, tokenised once (no cache)."""
+        encoded = self._encode(data.texts)
+        return _Inputs(np.array([len(seq) for seq in encoded]), lambda rows: self.model(**self._collate([encoded[i] for i in rows])).logits)
+
+    def _token_validator(self, validation: TrainData) -> _Validator:
+        inputs = self._token_inputs(validation)
+        return _Validator(self.model, self.config, validation, inputs, self.num_classes)
+
     def _train(
         self,
         train: TrainData,
-        validation: TrainData | None,
+        inputs: _Inputs,
+        checker: _Validator | None,
         groups: list[dict[str, Any]],
         *,
         epochs: int,
@@ -262,21 +296,18 @@ class BertMember:
     ) -> FitReport:
         """The one training loop: AdamW over ``groups``, linear warmup/decay, early stopping."""
         self._check_labels(train)
-        encoded = self._encode(train.texts)
-        labels = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
-        weights = None if train.weights is None else torch.as_tensor(np.asarray(train.weights), dtype=torch.float32)
-        checker = _Validator(self, validation) if validation is not None and len(validation) else None
+        labels, weights = _labels(train), _weights(train)
         planned = epochs * math.ceil(len(train) / self.config.batch_size)
         total = planned if max_steps is None else min(max_steps, planned)
         optimizer = torch.optim.AdamW(groups)
         scheduler = get_linear_schedule_with_warmup(optimizer, round(self.config.warmup_ratio * total), total)
         report = FitReport(stopped="max_steps" if total < planned else "completed")
-        batches = self._epoch_batches(np.array([len(seq) for seq in encoded]), epochs, on_epoch)
+        batches = self._epoch_batches(inputs.lengths, epochs, on_epoch)
         running: list[float] = []
         self.model.train()
         with tqdm(total=total, desc="bert", unit="step", disable=None) as bar:
             for epoch, index in itertools.islice(batches, total):
-                running.append(self._step(encoded, labels, weights, index, optimizer, scheduler))
+                running.append(self._step(inputs, labels, weights, index, optimizer, scheduler))
                 report.steps, report.epochs = report.steps + 1, epoch + 1
                 bar.update()
                 bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}", epoch=epoch)
@@ -305,7 +336,7 @@ class BertMember:
 
     def _step(
         self,
-        encoded: list[list[int]],
+        inputs: _Inputs,
         labels: torch.Tensor,
         weights: torch.Tensor | None,
         index: np.ndarray,
@@ -313,9 +344,8 @@ class BertMember:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
     ) -> float:
         """One optimiser step on one batch; returns its (weighted) training loss."""
-        batch = self._collate([encoded[i] for i in index])
         rows = torch.as_tensor(index)
-        loss = weighted_cross_entropy(self.model(**batch).logits, labels[rows], None if weights is None else weights[rows])
+        loss = weighted_cross_entropy(inputs.logits(index), labels[rows], None if weights is None else weights[rows])
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], GRAD_CLIP)
         optimizer.step()
@@ -386,18 +416,62 @@ class BertMember:
         return member
 
 
+@dataclass
+class _Inputs:
+    """Training or validation rows as the loop sees them: their token lengths (for batching) and a
+    forward pass giving their logits in the model's current train/eval mode."""
+
+    lengths: np.ndarray
+    logits: Callable[[np.ndarray], torch.Tensor]
+
+
+class _CachedPhases:
+    """The fine-tune's inputs over cached frozen-layer outputs, following the unfreezing schedule:
+    pooled features before ``unfreeze_from_epoch`` (head only), the top layers' input after it."""
+
+    def __init__(self, member: BertMember, split: SplitEncoder, train: TrainData, validation: TrainData | None,
+                 unfreeze_from_epoch: int) -> None:
+        pad_id, size = member.tokenizer.pad_token_id, member.config.batch_size
+        self.member, self.unfreeze_from_epoch, self.epoch = member, unfreeze_from_epoch, 0
+        self.train = FrozenPrefix(split, member._encode(train.texts), pad_id, size)
+        self.validation = validation
+        self.held_out = None if validation is None else FrozenPrefix(split, member._encode(validation.texts), pad_id, size)
+        for prefix in (self.train, self.held_out):  # before any top layer trains: the head phase's inputs
+            if prefix is not None:
+                prefix.pooled_features()
+
+    def _head_only(self) -> bool:
+        return self.epoch < self.unfreeze_from_epoch
+
+    def inputs(self) -> _Inputs:
+        return _Inputs(self.train.lengths, lambda rows: self.train.logits(rows, self._head_only()))
+
+    def validator(self) -> _Validator | None:
+        held_out, validation = self.held_out, self.validation
+        if held_out is None or validation is None:
+            return None
+        return _Validator(self.member.model, self.member.config, validation,
+                          _Inputs(held_out.lengths, lambda rows: held_out.logits(rows, self._head_only())), self.member.num_classes)
+
+
 class _Validator:
     """Validation loss/accuracy on a fixed split, feeding early stopping and the fit history."""
 
-    def __init__(self, member: BertMember, data: TrainData) -> None:
-        self.member = member
-        self.encoded = member._encode(data.texts)
-        self.labels = torch.as_tensor(np.asarray(data.labels), dtype=torch.long)
-        self.weights = None if data.weights is None else torch.as_tensor(np.asarray(data.weights), dtype=torch.float32)
-        self.stopper = EarlyStopping(member.config.patience)
+    def __init__(self, model: PreTrainedModel, config: BertConfig, data: TrainData, inputs: _Inputs, num_classes: int) -> None:
+        self.model, self.batch_size, self.inputs, self.num_classes = model, config.batch_size, inputs, num_classes
+        self.labels, self.weights = _labels(data), _weights(data)
+        self.stopper = EarlyStopping(config.patience)
 
     def loss_and_accuracy(self) -> tuple[float, float]:
-        logits = self.member._logits(self.encoded)
+        logits = torch.empty((len(self.labels), self.num_classes))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for index in length_sorted_batches(self.inputs.lengths.tolist(), self.batch_size):
+                    logits[torch.as_tensor(index)] = self.inputs.logits(index).float()
+        finally:
+            self.model.train(was_training)
         loss = float(weighted_cross_entropy(logits, self.labels, self.weights))
         return loss, float((logits.argmax(dim=-1) == self.labels).float().mean())
 
@@ -408,7 +482,15 @@ class _Validator:
                "val_loss": loss, "val_accuracy": accuracy}
         report.history.append(row)
         log.info("bert step %(step)d epoch %(epoch)d: train %(train_loss).4f, val %(val_loss).4f, acc %(val_accuracy).4f", row)
-        return self.stopper.update(loss, self.member.model)
+        return self.stopper.update(loss, self.model)
+
+
+def _labels(data: TrainData) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(data.labels), dtype=torch.long)
+
+
+def _weights(data: TrainData) -> torch.Tensor | None:
+    return None if data.weights is None else torch.as_tensor(np.asarray(data.weights), dtype=torch.float32)
 
 
 def _transformer_layers(encoder: torch.nn.Module) -> torch.nn.ModuleList:

@@ -233,3 +233,43 @@ def test_bundled_minilm_predicts_offline() -> None:
     probabilities = member.predict_proba(["What a wonderful film!", "Terrible.", "It is a table."])
     assert probabilities.shape == (3, 5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("split_at", [0, 1, 2])
+def test_split_encoder_gives_the_models_own_logits(tiny_bert: Path, split_at: int) -> None:
+    from sentiloop.models.bert_prefix import FrozenPrefix, SplitEncoder, supports_prefix_cache
+
+    member = make_member(tiny_bert)
+    texts = make_data(20, seed=5).texts
+    assert supports_prefix_cache(member.model)
+    prefix = FrozenPrefix(SplitEncoder(member.model, split_at), member._encode(texts), member.tokenizer.pad_token_id, 8)
+    member.model.eval()
+    with torch.no_grad():
+        rows = np.arange(len(texts))
+        through_top = prefix.logits(rows, head_only=False)
+        from_pooled = prefix.logits(rows, head_only=True)
+    expected = torch.log(torch.as_tensor(member.predict_proba(texts)))
+    torch.testing.assert_close(torch.log_softmax(through_top, -1), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.log_softmax(from_pooled, -1), expected, atol=1e-5, rtol=1e-4)
+
+
+def _lowest_layer_calls(member: BertMember, cache_frozen: bool = True) -> int:
+    calls = 0
+
+    def count(*_: object) -> None:
+        nonlocal calls
+        calls += 1
+
+    hook = member.model.bert.encoder.layer[0].register_forward_hook(count)
+    try:
+        member.fine_tune(make_data(32), make_data(16, seed=1), top_layers=1, epochs=5, cache_frozen=cache_frozen)
+    finally:
+        hook.remove()
+    return calls
+
+
+def test_cached_fine_tune_runs_the_frozen_layer_once_per_text(tiny_bert: Path) -> None:
+    cached = _lowest_layer_calls(make_member(tiny_bert, eval_every=2))
+    uncached = _lowest_layer_calls(make_member(tiny_bert, eval_every=2), cache_frozen=False)
+    assert cached == 4 + 2  # one pass over 32 training and 16 validation texts in batches of 8, whatever the epochs
+    assert uncached > 5 * 4  # every epoch's every step, plus each validation check
