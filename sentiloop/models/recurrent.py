@@ -5,8 +5,8 @@ embedding (id 0 = padding) → LSTM over packed sequences → max+mean pooling �
 * ``fit``: a new vocabulary from the training texts and a new model (the first champion).
 * ``partial_retrain`` (seed, BiLSTM): keep the champion's weights and vocabulary, freeze the embedding,
   retrain the LSTM and classifier.
-* ``transfer_retrain`` (seed, LSTM): a new model (he_normal init) over the new data's vocabulary merged
-  with the champion's, warm-started with the champion's word vectors.
+* ``transfer_retrain`` (seed, LSTM): the champion's LSTM and word vectors over the new data's vocabulary
+  merged with the champion's, with a fresh he_normal classifier.
 
 All three share one training loop: shuffled mini-batches, per-example weighted cross-entropy, Adam with
 exponential LR decay, gradient clipping, early stopping on validation loss (best epoch restored).
@@ -212,28 +212,35 @@ class RecurrentMember:
 
     def transfer_retrain(self, train: TrainData, validation: TrainData | None, champion: RecurrentMember,
                          epochs: int | None = None) -> FitReport:
-        """Seed's LSTM retrain: fresh he_normal model warm-started from the champion's word vectors."""
+        """Seed's LSTM retrain: the champion's network carried over, a he_normal classifier, the seed's LR schedule."""
         self.transfer_from(champion, train.texts)
         return self._train(train, validation, epochs)
 
     def transfer_from(self, champion: RecurrentMember, texts: Sequence[str]) -> int:
-        """Build a fresh model warm-started from ``champion``; returns how many vectors were copied.
+        """Build this member from ``champion``; returns how many word vectors were carried over.
 
-        The vocabulary is the words of ``texts`` followed by the champion's (so nothing it knew is
-        forgotten); every shared word, and the unknown-word vector, starts from the champion's vector.
+        Transfer learning keeps what the champion learnt and replaces only the task layer: the LSTM
+        weights are the champion's, every word it knew keeps its vector (the vocabulary is the words of
+        ``texts`` merged with the champion's, so nothing it knew is forgotten; new words start from
+        the pretrained vectors), and the classifier is re-initialised with he_normal, the initialiser
+        the seed names, and learns with the LR schedule from 1e-2.
         """
-        source = champion._require_model().embedding.weight.detach()
-        if source.size(1) != self.config.embedding_dim:
-            raise ConfigError(f"champion embedding_dim {source.size(1)} != configured models.{self.kind}.embedding_dim "
-                              f"{self.config.embedding_dim}; keep the champion's or retrain in full mode")
+        source = champion._require_model()
+        if (source.embedding.weight.size(1), source.lstm.hidden_size, source.lstm.num_layers) != (
+                self.config.embedding_dim, self.config.hidden_size, self.config.num_layers):
+            raise ConfigError(f"the champion {self.kind} has embedding_dim/hidden_size/num_layers "
+                              f"{source.embedding.weight.size(1)}/{source.lstm.hidden_size}/{source.lstm.num_layers}, "
+                              f"models.{self.kind} says {self.config.embedding_dim}/{self.config.hidden_size}/{self.config.num_layers}: "
+                              "keep the champion's shape or retrain in full mode")
         old = champion._require_vocab()
         self.vocab = self._build_vocab(texts).merged(old, self.config.max_vocab)
         self.model = self._new_model()
+        self.model.lstm.load_state_dict(source.lstm.state_dict())
         shared = [(i, old.stoi[word]) for i, word in enumerate(self.vocab.itos) if i > PAD and word in old.stoi]
         if shared:
             new_ids, old_ids = torch.tensor(shared).T
             with torch.no_grad():
-                self.model.embedding.weight[new_ids] = source[old_ids]
+                self.model.embedding.weight[new_ids] = source.embedding.weight.detach()[old_ids]
         return len(shared)
 
     def clone(self) -> RecurrentMember:

@@ -1,8 +1,10 @@
 """The data a retrain cycle works on, assembled from the buffer and the original dataset.
 
 - new: labelled training-split feedback stored since the last retrain (the refinement pool);
-- replay: a class-balanced sample of older data (the original training split, then older feedback),
-  ``replay_ratio`` × |new| but at least ``min_replay``, so the members do not forget (see ``replay_sample``);
+- replay: for a strategic retrain, a class-balanced sample of older data (the original training split,
+  then older feedback), ``replay_ratio`` × |new| but at least ``min_replay``, so the warm-started
+  members do not forget (see ``replay_sample``); for a ``full`` retrain, all of the older data: a model
+  trained from scratch knows only what it is shown, and that is what retraining in full means;
 - recent: the newest labelled events of the holdout split (reserved by event_id hash, never trained on);
 - golden: a fixed set from the original distribution (the original validation split).
 """
@@ -137,7 +139,7 @@ def _recent_holdout(holdout: list[StoredEvent], starts: Sequence[int], minimum: 
 
 
 def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: dict[str, Any],
-                   recent_since: int | None = None) -> CyclePools:
+                   recent_since: int | None = None, full: bool = False) -> CyclePools:
     """The pools of one run. The gate judges on holdout feedback after ``recent_since`` (the drift point)
     or else after the last retrain; when that is under ``gate.min_holdout`` events, on the newest holdout."""
     since = store.mark_seq(RETRAIN_MARK)
@@ -154,8 +156,10 @@ def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: 
     else:
         replay_source = older
         golden = Pool.from_events([e for e in holdout if e.seq <= since][: gate.recent_holdout])
-    # A few hundred new events must not become most of what a member sees: replay has a floor.
-    ratio = settings.retrain.replay_ratio
-    replay_size = max(int(round(ratio * len(new))), settings.retrain.min_replay) if ratio > 0 else 0
-    replay = replay_sample(replay_source, replay_size, len(settings.labels), settings.models.seed)
+    if full:
+        replay = replay_source
+    else:  # a few hundred new events must not become most of what a member sees: replay has a floor
+        ratio = settings.retrain.replay_ratio
+        replay_size = max(int(round(ratio * len(new))), settings.retrain.min_replay) if ratio > 0 else 0
+        replay = replay_sample(replay_source, replay_size, len(settings.labels), settings.models.seed)
     return CyclePools(new, replay, recent, golden, since, until, golden_fixed=original is not None)

@@ -100,7 +100,7 @@ class RetrainWorker:
         champion_version = models.champion()
         champion = Ensemble.load(models.champion_path(), only=settings.models.enabled)
         started = time.monotonic()
-        pools = assemble_pools(settings, store, champion.info, recent_since)
+        pools = assemble_pools(settings, store, champion.info, recent_since, full=mode == "full")
         if len(pools.new) < settings.retrain.min_new_events and not force:
             return RetrainSummary(
                 status=RetrainStatus.SKIPPED, trigger=trigger, reason=reason, pools=PoolSizes.model_validate(pools.summary()),

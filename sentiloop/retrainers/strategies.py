@@ -6,13 +6,13 @@ capability); the strategy names come from :mod:`sentiloop.models.registry`:
 
 - word_sentiment "incremental": the champion's dictionary updated by the 0.7·old + 0.3·new rule from
   the refined examples, re-calibrated; a JSON backup per iteration (``word_sentiment_dict_iter_N.json``);
-- lstm "transfer": a fresh he_normal LSTM (LR 1e-2 ×0.96/100 steps, dropout 0.3) warm-started from the
-  champion's word vectors;
+- lstm "transfer": the champion's LSTM and word vectors with a fresh he_normal classifier (LR 1e-2
+  ×0.96/100 steps, dropout 0.3);
 - bilstm "partial": the champion's weights with the embedding frozen; LSTM + classifier retrained;
   both warm starts train at most ``retrain.warm_start_epochs`` epochs (the ``full`` mode: the member's own);
 - bert "fine-tune": the champion, head re-initialised, encoder 1e-5 / head 1e-3, top 2 layers unfrozen
   from the 3rd epoch, weight decay 0.01, ≤ 5 epochs, early stopping on validation loss.
-``full`` retrains the member from scratch on the same data (for comparison).
+``full`` retrains the member from scratch, on all the old data and the new (see ``assemble_pools``).
 """
 
 from __future__ import annotations

@@ -209,7 +209,7 @@ def test_partial_retrain_freezes_the_embedding_and_changes_the_lstm(trained: dic
     assert accuracy(challenger, sentiment_data(200, seed=2)) > 0.8
 
 
-def test_transfer_copies_the_champions_vectors_for_shared_words(trained: dict[str, RecurrentMember]) -> None:
+def test_transfer_carries_the_champions_network_and_replaces_the_classifier(trained: dict[str, RecurrentMember]) -> None:
     champion = trained["lstm"]
     assert champion.vocab is not None and champion.model is not None
     new_data = TrainData([t + " brandnew" for t in sentiment_data(200, seed=7).texts], sentiment_data(200, seed=7).labels)
@@ -223,13 +223,17 @@ def test_transfer_copies_the_champions_vectors_for_shared_words(trained: dict[st
         new_row = challenger.model.embedding.weight[challenger.vocab.stoi[word]]
         assert torch.equal(new_row, champion.model.embedding.weight[champion.vocab.stoi[word]])
     assert torch.count_nonzero(challenger.model.embedding.weight[PAD]) == 0
+    for name, weight in champion.model.lstm.state_dict().items():  # the sequence layers are the champion's ...
+        assert torch.equal(challenger.model.lstm.state_dict()[name], weight)
+    assert not torch.equal(challenger.model.classifier.weight, champion.model.classifier.weight)  # ... the task layer is new
     report = challenger.transfer_retrain(new_data, sentiment_data(60, seed=8), champion)
     assert report.steps > 0 and accuracy(challenger, sentiment_data(200, seed=2)) > 0.8
 
 
-def test_transfer_needs_matching_embedding_size(trained: dict[str, RecurrentMember]) -> None:
-    with pytest.raises(ConfigError, match="embedding_dim"):
-        make(LSTMMember, embedding_dim=32).transfer_from(trained["lstm"], ["good"])
+@pytest.mark.parametrize("shape", [{"embedding_dim": 32}, {"hidden_size": 24}, {"num_layers": 2}])
+def test_transfer_needs_the_champions_shape(trained: dict[str, RecurrentMember], shape: dict[str, int]) -> None:
+    with pytest.raises(ConfigError, match="embedding_dim/hidden_size/num_layers"):
+        make(LSTMMember, **shape).transfer_from(trained["lstm"], ["good"])
 
 
 # -- pretrained word vectors ------------------------------------------------------------------
