@@ -133,3 +133,22 @@ def test_mlflow_registry_round_trip_by_alias(tmp_path: Path) -> None:
     assert {"params.max_iterations", "params.convergence_threshold", "params.confidence_threshold"} <= set(runs.columns)
     assert "metrics.ensemble_accuracy" in runs.columns and "metrics.refinement_rate" in runs.columns
     assert {"metrics.word_sentiment_recent_accuracy", "metrics.gate_challenger_golden_accuracy"} <= set(runs.columns)  # flat names
+
+
+def test_a_full_retrain_replays_all_the_old_data_a_strategic_one_a_sample(tmp_path: Path) -> None:
+    from sentiloop.retrainers.data import assemble_pools
+
+    settings = settings_for(tmp_path)
+    settings = settings.model_copy(update={"retrain": settings.retrain.model_copy(update={"min_replay": 40, "replay_ratio": 0.5})})
+    bootstrap(settings)
+    feed(settings, *sentences(NEW, 100, 3), prefix="new")
+    store = SQLiteBufferStore(settings.db_path, settings.label_names)
+    try:
+        older = len(list(store.iter_events(until_seq=store.mark_seq("last_retrain"), labelled_only=True, split="train")))
+        strategic = assemble_pools(settings, store, {"data": "synthetic"})
+        full = assemble_pools(settings, store, {"data": "synthetic"}, full=True)
+    finally:
+        store.close()
+    assert len(full.replay) == older > 100
+    assert len(strategic.replay) == pytest.approx(max(0.5 * len(strategic.new), 40), abs=3)  # class shares round
+    assert strategic.new.ids == full.new.ids and strategic.golden.ids == full.golden.ids
