@@ -189,12 +189,14 @@ class Daemon:
     def _start_continual_learning(self, clients: KafkaClients) -> None:
         """Drift monitor + retrain controller (both off the poll loop); idle until a champion exists."""
         from sentiloop.daemon.continual import RetrainController
+        from sentiloop.models.scores import ScoreStore
         from sentiloop.models.store import ModelStore
         from sentiloop.monitoring.drift_monitor import DriftMonitor
         from sentiloop.retrainers.policy import DecisionPolicy
 
         assert self.store is not None
-        self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics).start()
+        self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics,
+                                    scores=ScoreStore.for_settings(self.settings)).start()
         self.announcer = Announcer(self.settings, clients)
         self.controller = RetrainController(self.settings, self.store, self.metrics, self.monitor,
                                             announce=self.announcer, serving=self.serving,
@@ -212,6 +214,8 @@ class Daemon:
             self.announcer.close()  # before the broker goes, or its client logs connection errors
         if self.monitor is not None:
             self.monitor.stop()
+            if self.monitor.scores is not None:
+                self.monitor.scores.close()
         if self.snapshot_cadence is not None:
             self.snapshot_cadence.flush()
         if self.store is not None:

@@ -1,7 +1,8 @@
 """Drift monitoring off the poll loop: the champion scores labelled events in a background thread.
 
 The consumer only enqueues (never blocks: a full queue drops the event from *monitoring*, counted;
-it is still stored). The thread scores batches with the champion, feeds the detectors, and latches
+it is still stored). The thread scores batches with the champion (keeping the scores for the retrain
+worker, :mod:`sentiloop.models.scores`), feeds the detectors, and latches
 fired signals until the retrain controller consumes them (then the detectors are reset, so a flag is
 never stuck). ``swap`` replaces the champion atomically and re-baselines every detector.
 """
@@ -21,6 +22,7 @@ from sentiloop.config import DriftConfig
 from sentiloop.events import FeedbackEvent
 from sentiloop.models.base import HasVocabulary
 from sentiloop.models.registry import in_training_order
+from sentiloop.models.scores import ScoreStore
 from sentiloop.models.tokenize import Tokenizer
 from sentiloop.monitoring.drift import ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal
 
@@ -46,10 +48,12 @@ def champion_vocabulary(ensemble: Any) -> tuple[Tokenizer, set[str]] | None:
 
 
 class DriftMonitor:
-    def __init__(self, config: DriftConfig, num_classes: int, metrics: Any, queue_size: int = 100_000) -> None:
+    def __init__(self, config: DriftConfig, num_classes: int, metrics: Any, queue_size: int = 100_000,
+                 scores: ScoreStore | None = None) -> None:
         self.config = config
         self.num_classes = num_classes
         self.metrics = metrics
+        self.scores = scores
         self.reference_texts: list[str] = []
         self.reference: np.ndarray | None = None
         self.queue: queue.Queue[FeedbackEvent] = queue.Queue(maxsize=queue_size)
@@ -148,8 +152,11 @@ class DriftMonitor:
         with self.lock:
             champion = self.champion
             assert champion is not None
-            predicted = champion.predict_proba([e.text for e in batch]).argmax(axis=1)
-            for event, guess in zip(batch, predicted):
+            texts = [e.text for e in batch]
+            probabilities = champion.predict_proba(texts)
+            if self.scores is not None and self.champion_version is not None:  # a retrain of this champion reuses them
+                self.scores.put(self.champion_version, texts, probabilities)
+            for event, guess in zip(batch, probabilities.argmax(axis=1)):
                 self._update(event, int(guess))
 
     def _update(self, event: FeedbackEvent, guess: int) -> None:

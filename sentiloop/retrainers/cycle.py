@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -62,8 +62,11 @@ class RetrainCycle:
 
     def __init__(self, settings: Settings, champion: Ensemble, pools: CyclePools, checkpoints: CheckpointManager,
                  mode: Mode = "strategic", tracker: Tracker | None = None, on_iteration: Listener | None = None,
-                 progress: ProgressFile | None = None) -> None:
+                 progress: ProgressFile | None = None, champion_scores: Callable[[Sequence[str]], np.ndarray] | None = None) -> None:
+        """``champion_scores``: the champion's probabilities for texts, where they may already be known
+        (:func:`sentiloop.models.scores.champion_proba`); by default the champion scores them."""
         self.settings = settings
+        self.champion_scores = champion_scores or champion.predict_proba
         self.progress = progress
         self.config = settings.retrain
         self.champion = champion
@@ -88,7 +91,7 @@ class RetrainCycle:
         texts = [t for t, c in zip(new.texts, candidates) if c]
         if not texts:
             return RefinementStats(refinement_rate=0.0, data_quality_score=1.0, refined_samples=0, pool=0)
-        probabilities = reference.predict_proba(texts)
+        probabilities = self.champion_scores(texts) if reference is self.champion else reference.predict_proba(texts)
         result = refine_dataset(texts, new.labels[candidates], probabilities,
                                 domains=[d for d, c in zip(new.domains, candidates) if c],
                                 confidence_threshold=self.config.confidence_threshold, action="flag")
@@ -220,7 +223,7 @@ class RetrainCycle:
             return scored[split] if split in scored else challenger.predict_proba(pool.texts)
 
         return promotion_gate(
-            self.champion.predict_proba(golden.texts), challenger_probs("golden", golden), golden.labels,
-            self.champion.predict_proba(recent.texts), challenger_probs("recent", recent), recent.labels,
+            self.champion_scores(golden.texts), challenger_probs("golden", golden), golden.labels,
+            self.champion_scores(recent.texts), challenger_probs("recent", recent), recent.labels,
             self.config.gate, self.champion.info.get(GOLDEN_BEST) if self.pools.golden_fixed else None,
         )

@@ -11,16 +11,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
 from sentiloop.config import Settings
 from sentiloop.models.ensemble import Ensemble
+from sentiloop.models.scores import ScoreStore, champion_proba
 from sentiloop.models.store import ModelStore
 from sentiloop.retrainers.checkpoints import CheckpointManager, discard, interrupted_runs
 from sentiloop.retrainers.cycle import GOLDEN_BEST, CycleResult, RetrainCycle
-from sentiloop.retrainers.data import RETRAIN_MARK, CyclePools, assemble_pools
+from sentiloop.retrainers.data import RETRAIN_MARK, assemble_pools
 from sentiloop.retrainers.progress import ProgressFile
 from sentiloop.retrainers.results import GOLDEN, PoolSizes, RetrainStatus, RetrainSummary
 from sentiloop.retrainers.strategies import Mode
@@ -82,6 +84,7 @@ class RetrainWorker:
     settings: Settings
     models: ModelStore
     store: SQLiteBufferStore
+    scores: ScoreStore  # the champion's scores the daemon already computed; this run adds the rest
     tracker: Callable[[], Tracker | None]  # built only when a run gets past the skip check (MLflow takes seconds)
 
     @classmethod
@@ -89,10 +92,12 @@ class RetrainWorker:
         handle_interrupted(settings)  # before anything else reads the run records
         models = ModelStore(settings.data_dir)
         models.champion_path()  # no champion: refused here, before a buffer is opened (or created)
-        return cls(settings, models, SQLiteBufferStore.for_settings(settings), lambda: _tracker(settings))
+        return cls(settings, models, SQLiteBufferStore.for_settings(settings), ScoreStore.for_settings(settings),
+                   lambda: _tracker(settings))
 
     def close(self) -> None:
         self.store.close()
+        self.scores.close()
 
     def run(self, trigger: str, reason: str, mode: Mode, force: bool = False, recent_since: int | None = None,
             progress: Path | None = None) -> RetrainSummary:
@@ -109,19 +114,20 @@ class RetrainWorker:
                                               {**seed_params(settings, mode), "champion": champion_version, **pools.summary()})
         tracker = self.tracker()
         reporter = ProgressFile(progress, settings.retrain.max_iterations) if progress is not None else None
+        cycle = RetrainCycle(settings, champion, pools, checkpoints, mode, tracker, progress=reporter,
+                             champion_scores=partial(champion_proba, self.scores, champion_version, champion))
         try:
             if tracker is not None:
                 with tracker.run(f"retraining_{time.strftime('%Y%m%d_%H%M')}", seed_params(settings, mode),
                                  tags={"trigger": trigger, "reason": reason[:250], "run_id": checkpoints.run_id}):
-                    result, version, registered = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode,
-                                                                  tracker, models, reporter)
+                    result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, tracker, models, reporter)
             else:
-                result, version, registered = _cycle_and_gate(settings, champion, champion_version, pools, checkpoints, mode,
-                                                              None, models, reporter)
+                result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, None, models, reporter)
         except BaseException as exc:
             checkpoints.finish("failed", error=f"{type(exc).__name__}: {exc}")
             raise
         store.set_mark(RETRAIN_MARK, pools.until_seq)
+        self.scores.retain({v for v in (champion_version, models.champion()) if v is not None})  # older champions' are of no use
         gate = result.gate
         assert gate is not None
         summary = RetrainSummary(
@@ -141,11 +147,10 @@ def _tracker(settings: Settings) -> Tracker | None:
     return Tracker(settings)
 
 
-def _cycle_and_gate(settings: Settings, champion: Ensemble, champion_version: int | None, pools: CyclePools,
-                    checkpoints: CheckpointManager, mode: Mode, tracker: Tracker | None, models: ModelStore,
-                    progress: ProgressFile | None = None) -> tuple[CycleResult, int, int | None]:
+def _cycle_and_gate(cycle: RetrainCycle, champion_version: int | None, checkpoints: CheckpointManager, tracker: Tracker | None,
+                    models: ModelStore, progress: ProgressFile | None = None) -> tuple[CycleResult, int, int | None]:
     """The cycle, the gate, the challenger saved (and promoted if the gate agrees): (result, its version, registry version)."""
-    cycle = RetrainCycle(settings, champion, pools, checkpoints, mode, tracker, progress=progress)
+    pools = cycle.pools
     result = cycle.run()
     if progress is not None:
         progress.update(phase="gate decided", promote=bool(result.gate and result.gate.promote),

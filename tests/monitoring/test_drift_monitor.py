@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +88,26 @@ def test_the_page_hinkley_statistic_read_from_river_crosses_the_threshold_when_i
             break
     assert 300 < len(statistics) < 400, "fires soon after the error rate rises"
     assert statistics[-1] > 10.0 >= max(statistics[30:-1])
+
+
+def test_the_champions_scores_are_kept_for_the_retrain_worker(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sentiloop.config import DriftConfig
+    from sentiloop.events import FeedbackEvent
+    from sentiloop.models.ensemble import Ensemble
+    from sentiloop.models.scores import ScoreStore
+    from sentiloop.monitoring.drift_monitor import DriftMonitor
+    from sentiloop.monitoring.metrics import IngestMetrics
+
+    member = WordSentimentMember([-1.0, 0.0, 1.0], min_count=1, seed_lexicon="none")
+    member.fit(TrainData(["good film", "bad film", "fine film"], np.array([2, 0, 1])))
+    champion = Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, ["negative", "neutral", "positive"])
+    scores = ScoreStore(tmp_path / "scores.sqlite", 3)
+    monitor = DriftMonitor(DriftConfig(), 3, IngestMetrics(CollectorRegistry()), scores=scores)
+    monitor.swap(champion, 4)
+    texts = ["good good film", "bad film indeed", "a fine film"]
+    monitor.process([FeedbackEvent(f"e{i}", t, 1, None, None, "d", "en", 0) for i, t in enumerate(texts)])
+    kept = scores.get(4, texts)
+    assert sorted(kept) == [0, 1, 2]
+    np.testing.assert_array_equal(np.stack([kept[i] for i in range(3)]), champion.predict_proba(texts))

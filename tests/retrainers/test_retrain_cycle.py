@@ -152,3 +152,30 @@ def test_a_full_retrain_replays_all_the_old_data_a_strategic_one_a_sample(tmp_pa
     assert len(full.replay) == older > 100
     assert len(strategic.replay) == pytest.approx(max(0.5 * len(strategic.new), 40), abs=3)  # class shares round
     assert strategic.new.ids == full.new.ids and strategic.golden.ids == full.golden.ids
+
+
+def test_the_champion_scores_a_text_once_across_retrains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentiloop.models.scores import ScoreStore
+
+    settings = settings_for(tmp_path)
+    bootstrap(settings)
+    stored: list[list[str]] = []
+    original_put = ScoreStore.put
+
+    def recording_put(self: ScoreStore, version: int, texts: list[str], probabilities: np.ndarray) -> None:
+        stored.append(list(texts))
+        original_put(self, version, texts, probabilities)
+
+    monkeypatch.setattr(ScoreStore, "put", recording_put)
+    feed(settings, *sentences(OLD, 300, 4), prefix="noise", shuffle=True)
+    assert run_retrain(settings, "manual", "first").status is RetrainStatus.REJECTED  # v1 stays the champion
+    first = {t for texts in stored for t in texts}
+    stored.clear()
+    texts, labels = sentences(OLD, 300, 5)
+    feed(settings, [f"{t} number{i}" for i, t in enumerate(texts)], labels, prefix="more", shuffle=True)  # texts not seen before
+    assert run_retrain(settings, "manual", "second").champion_before == 1
+    second = {t for texts in stored for t in texts}
+    golden = {e.event.text for e in SQLiteBufferStore(settings.db_path, settings.label_names).iter_events(split="holdout")
+              if e.event.event_id.startswith("old")}
+    assert golden & first and not golden & second  # the golden set was scored by the first run only
+    assert {t for t in second if 'number' in t}  # the new feedback had not been scored before
