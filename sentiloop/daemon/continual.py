@@ -330,14 +330,14 @@ class RetrainController:
         return self.worker
 
     def _finish(self, worker: Worker) -> None:
-        from sentiloop.retrainers.run import handle_interrupted
+        from sentiloop.retrainers.run import mark_interrupted
 
         code = worker.process.returncode
         if code == 0:
             summary = RetrainSummary.read(worker.output)  # unreadable output: a failed summary saying so
         else:
             summary = RetrainSummary.failed(f"worker exited with code {code}; see {worker.output.with_suffix('.log')}")
-            handle_interrupted(self.settings)  # close its run record: the champion is untouched
+            mark_interrupted(self.settings, f"worker exited with code {code}")  # the next retrain resumes it; the champion is untouched
         summary = summary.model_copy(update={"trigger": worker.trigger, "exit_code": code,
                                              "seconds": round(time.monotonic() - worker.started, 1)})
         status = summary.status

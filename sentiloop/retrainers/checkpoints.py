@@ -1,12 +1,14 @@
 """Unified per-iteration checkpoints of a retrain cycle (seed ``UnifiedCheckpointManager``).
 
-Layout: ``data_dir/retrain/<run_id>/state.json`` (status, trigger, history) and
+Layout: ``data_dir/retrain/<run_id>/state.json`` (status, trigger, parameters, a line per iteration) and
 ``iteration_NNNN/`` = the ensemble (``members/<name>/`` + ``ensemble.json``), ``optimizers/<name>.safetensors``
-(+ ``.json`` for the scalar parts), ``cycle.json`` (metrics, weights, refinement statistics) and a
-sha256 ``manifest.json`` over everything. Each iteration directory is written with
+(+ ``.json`` for the scalar parts; the seed's record of each member's optimiser), ``cycle.json`` (this
+iteration's metrics, weights, refinement statistics), ``history.json`` (every iteration's so far),
+``refinement.safetensors`` (the refined labels, weights, dropped and flagged marks of the new data) and
+a sha256 ``manifest.json`` over everything. Each iteration directory is written with
 :func:`sentiloop.files.atomic_directory`, so it exists whole or not at all, the old or the new; only the
-newest ``keep`` are retained. A run whose state says ``running`` after a restart was interrupted:
-``discard`` frees it (the next run starts again from the same pools; resuming is not implemented).
+newest ``keep`` are retained. The newest one is all a resume needs (:meth:`CheckpointManager.resume_point`):
+a run whose state still says ``running`` after its process died continues from it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from sentiloop.errors import CheckpointError
 from sentiloop.files import atomic_directory, atomic_write_json, read_json
@@ -30,7 +35,19 @@ from sentiloop.models.ensemble import Ensemble
 
 _ITERATION = re.compile(r"^iteration_(\d{4})$")
 CYCLE_FILE = "cycle.json"
+HISTORY_FILE = "history.json"
+REFINEMENT_FILE = "refinement.safetensors"
 STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The newest complete iteration of an interrupted run: enough to run the next one as if never stopped."""
+
+    iteration: int
+    ensemble: Ensemble  # that iteration's challenger: the next iteration's refinement reference
+    history: list[dict[str, Any]]  # every iteration's result up to it, as saved
+    refinement: dict[str, np.ndarray]  # the refined labels, weights, dropped and flagged marks
 
 
 class CheckpointManager:
@@ -71,14 +88,19 @@ class CheckpointManager:
     def iteration_dir(self, iteration: int) -> Path:
         return self.run_dir / f"iteration_{iteration:04d}"
 
-    def save_iteration(self, iteration: int, ensemble: Ensemble, cycle: dict[str, Any],
-                       optimizer_states: Mapping[str, OptimizerState] | None = None) -> Path:
+    def save_iteration(self, iteration: int, ensemble: Ensemble, history: Sequence[dict[str, Any]],
+                       optimizer_states: Mapping[str, OptimizerState] | None = None,
+                       refinement: Mapping[str, np.ndarray] | None = None) -> Path:
         """Write iteration ``iteration`` atomically; prune to the newest ``keep``.
 
-        ``optimizer_states``: member → (tensors by name, JSON-able rest), as members' ``optimizer_state()``.
+        ``history``: every iteration's result so far, this one last. ``optimizer_states``: member →
+        (tensors by name, JSON-able rest), as members' ``optimizer_state()``. ``refinement``: named
+        arrays of the cycle's refinement state.
         """
+        from safetensors.numpy import save_file as save_arrays
         from safetensors.torch import save_file
 
+        cycle = history[-1]
         target = self.iteration_dir(iteration)
         with atomic_directory(target) as tmp:
             for name, member in ensemble.members.items():
@@ -91,6 +113,9 @@ class CheckpointManager:
                 save_file(tensors, str(tmp / "optimizers" / f"{name}.safetensors"))
                 (tmp / "optimizers" / f"{name}.json").write_text(json.dumps(scalars, default=float), encoding="utf-8")
             atomic_write_json(tmp / CYCLE_FILE, {"iteration": iteration, "timestamp_ms": int(time.time() * 1000), **cycle})
+            atomic_write_json(tmp / HISTORY_FILE, list(history))
+            if refinement:
+                save_arrays({name: np.ascontiguousarray(value) for name, value in refinement.items()}, str(tmp / REFINEMENT_FILE))
             write_manifest(tmp, "retrain-iteration", {"iteration": iteration, "run_id": self.run_id})
         state = self.state()
         state["iterations"].append({"iteration": iteration, **{k: v for k, v in cycle.items() if k in ("metrics", "stop_reason")}})
@@ -110,24 +135,30 @@ class CheckpointManager:
         cycle = read_json(directory / CYCLE_FILE)
         return iteration, Ensemble.load(directory), cycle
 
-    def load_optimizer_state(self, iteration: int, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(tensors, JSON part) of a member's optimizer, as saved; feed to the member's ``load_optimizer_state``."""
-        from safetensors.torch import load_file
+    def resume_point(self) -> ResumePoint:
+        """The newest iteration checkpoint, verified, with what the cycle needs to go on from it."""
+        from safetensors.numpy import load_file as load_arrays
 
-        directory = self.iteration_dir(iteration) / "optimizers"
-        verify_member_dir(self.iteration_dir(iteration), "retrain-iteration")
-        scalars = read_json(directory / f"{name}.json")
-        return load_file(str(directory / f"{name}.safetensors")), scalars
+        iteration, ensemble, _cycle = self.load_iteration()
+        directory = self.iteration_dir(iteration)
+        history = read_json(directory / HISTORY_FILE) if (directory / HISTORY_FILE).is_file() else None
+        if not isinstance(history, list) or not history:
+            raise CheckpointError(f"{directory} has no {HISTORY_FILE}: written by a version that could not resume")
+        refinement = load_arrays(str(directory / REFINEMENT_FILE)) if (directory / REFINEMENT_FILE).is_file() else {}
+        return ResumePoint(iteration, ensemble, history, refinement)
+
+
+INTERRUPTED = ("running", "interrupted")  # left running by a dead process; marked so by the daemon that saw it die
 
 
 def interrupted_runs(root: Path) -> list[CheckpointManager]:
-    """Runs left in status ``running`` (the process died mid-cycle)."""
+    """Runs whose process died mid-cycle, oldest first (run ids start with their start time)."""
     if not root.is_dir():
         return []
     runs = []
     for run_dir in sorted(root.iterdir()):
         manager = CheckpointManager(root, run_dir.name)
-        if (run_dir / STATE_FILE).is_file() and manager.state().get("status") == "running":
+        if (run_dir / STATE_FILE).is_file() and manager.state().get("status") in INTERRUPTED:
             runs.append(manager)
     return runs
 

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sentiloop.config import Settings
+from sentiloop.errors import CheckpointError
 from sentiloop.evaluation import accuracy
 from sentiloop.models.base import HasOptimizerState, TrainData, WarmStart
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.registry import in_training_order
 from sentiloop.monitoring.bias import detect_data_bias
-from sentiloop.retrainers.checkpoints import CheckpointManager
+from sentiloop.retrainers.checkpoints import CheckpointManager, ResumePoint
 from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
 from sentiloop.retrainers.data import CyclePools, Pool, fold_of
 from sentiloop.retrainers.gate import GateResult, promotion_gate
@@ -124,7 +125,8 @@ class RetrainCycle:
         return train, validation
 
     # -- one iteration ---------------------------------------------------------------------------
-    def _iteration(self, iteration: int, reference: Ensemble, detector: ConvergenceDetector) -> tuple[Ensemble, IterationResult]:
+    def _iteration(self, iteration: int, reference: Ensemble, detector: ConvergenceDetector,
+                   history: Sequence[IterationResult]) -> tuple[Ensemble, IterationResult]:
         refinement = self._refine(iteration, reference)
         train, validation = self._datasets(iteration)
         budget = WarmStart(self.config, iteration, self.checkpoints.run_dir / "dictionary_backups")
@@ -171,8 +173,24 @@ class RetrainCycle:
                        for c in bias),
             durations=durations, strategies=strategies, stop_reason=stop)
         challenger.metrics = {"iteration": metrics}
-        self.checkpoints.save_iteration(iteration, challenger, result.model_dump(mode="json", exclude={"iteration"}), optimizers)
+        self.checkpoints.save_iteration(iteration, challenger, [r.model_dump(mode="json") for r in (*history, result)], optimizers,
+                                        self._refinement_state())
         return challenger, result
+
+    # -- resume --------------------------------------------------------------------------------
+    def _refinement_state(self) -> dict[str, np.ndarray]:
+        return {"labels": self.labels, "weights": self.weights, "dropped": self.dropped, "flagged": self.flagged}
+
+    def restore(self, point: ResumePoint) -> tuple[int, Ensemble, list[IterationResult]]:
+        """Take up an interrupted run at ``point``: (next iteration, its refinement reference, the results so far)."""
+        state = point.refinement
+        for name, current in self._refinement_state().items():
+            saved = state.get(name)
+            if saved is None or saved.shape != current.shape:
+                raise CheckpointError(f"iteration {point.iteration}'s refinement state has no {name!r} of {len(current)} values for this pool")
+            current[...] = saved
+        history = [IterationResult.model_validate(entry) for entry in point.history]
+        return point.iteration + 1, point.ensemble, history
 
     def _evaluate(self, challenger: Ensemble, validation: TrainData, val_probs: dict[str, np.ndarray]) -> Accuracy:
         """``{"ensemble" | member: {split: accuracy}}``: the held-out folds (``validation``), golden and recent."""
@@ -190,13 +208,22 @@ class RetrainCycle:
         return metrics
 
     # -- the cycle -----------------------------------------------------------------------------
-    def run(self, start_iteration: int = 1, reference: Ensemble | None = None) -> CycleResult:
+    def run(self, start_iteration: int = 1, reference: Ensemble | None = None, history: Sequence[IterationResult] = ()) -> CycleResult:
+        """Iterate from ``start_iteration``; ``reference`` and ``history`` continue an interrupted run
+        (:meth:`restore`): the convergence rules see the earlier iterations again, as if never stopped."""
         detector = ConvergenceDetector(self.config.convergence)
+        result = CycleResult(reference, list(history)) if reference is not None and history else None
+        for done in history:
+            detector.check(done.metrics[ENSEMBLE][VALIDATION], done.refinement.refinement_rate, done.prediction_variance)
+            if done.stop_reason:
+                assert result is not None
+                result.stop_reason = f"converged at iteration {done.iteration}: {done.stop_reason}"
         reference = reference or self.champion
-        result: CycleResult | None = None
         for iteration in range(start_iteration, self.config.max_iterations + 1):
+            if result is not None and result.stop_reason:
+                break
             log.info("retrain iteration %d/%d", iteration, self.config.max_iterations)
-            challenger, outcome = self._iteration(iteration, reference, detector)
+            challenger, outcome = self._iteration(iteration, reference, detector, result.iterations if result else ())
             if self.tracker is not None:
                 self.tracker.log_metrics(outcome.mlflow_metrics(), step=iteration)
             if self.on_iteration is not None:
@@ -207,7 +234,6 @@ class RetrainCycle:
             reference = challenger
             if outcome.stop_reason:
                 result.stop_reason = f"converged at iteration {iteration}: {outcome.stop_reason}"
-                break
         assert result is not None, "max_iterations must be >= start_iteration"
         if not result.stop_reason:
             result.stop_reason = f"reached max_iterations ({self.config.max_iterations})"

@@ -80,6 +80,13 @@ class CyclePools:
     until_seq: int
     golden_fixed: bool = False  # the original validation split: the same set for every retrain of a lineage
 
+    def fingerprint(self) -> str:
+        """sha256 of every pool's ids and labels: a resumed run must see exactly the pools it started with."""
+        digest = hashlib.sha256(f"{self.since_seq}:{self.until_seq}:{self.golden_fixed}".encode())
+        for pool in (self.new, self.replay, self.recent, self.golden):
+            digest.update(b"\0".join(i.encode() for i in pool.ids) + b"\1" + pool.labels.astype(np.int64).tobytes())
+        return digest.hexdigest()
+
     def summary(self) -> dict[str, int]:
         return {"new": len(self.new), "replay": len(self.replay), "recent_holdout": len(self.recent), "golden": len(self.golden),
                 "since_seq": self.since_seq, "until_seq": self.until_seq}
@@ -139,11 +146,12 @@ def _recent_holdout(holdout: list[StoredEvent], starts: Sequence[int], minimum: 
 
 
 def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: dict[str, Any],
-                   recent_since: int | None = None, full: bool = False) -> CyclePools:
+                   recent_since: int | None = None, full: bool = False, until_seq: int | None = None) -> CyclePools:
     """The pools of one run. The gate judges on holdout feedback after ``recent_since`` (the drift point)
-    or else after the last retrain; when that is under ``gate.min_holdout`` events, on the newest holdout."""
+    or else after the last retrain; when that is under ``gate.min_holdout`` events, on the newest holdout.
+    ``until_seq`` (default: the newest event) ends the window: a resumed run takes the pools it started with."""
     since = store.mark_seq(RETRAIN_MARK)
-    until = store.max_seq()
+    until = store.max_seq() if until_seq is None else until_seq
     new = Pool.from_events(list(store.iter_events(since_seq=since, until_seq=until, labelled_only=True, split="train")))
     gate = settings.retrain.gate
     holdout = list(store.iter_events(until_seq=until, labelled_only=True, split="holdout"))

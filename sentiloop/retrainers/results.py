@@ -151,6 +151,7 @@ class RetrainSummary(_Frozen):
     why: str | None = None  # skipped: why nothing was trained
     error: str | None = None  # failed: what went wrong
     exit_code: int | None = None  # the worker process's, when the daemon ran it
+    resumed_after_iteration: int | None = None  # a run a killed worker left: it went on after this checkpoint
 
     @model_validator(mode="after")
     def _complete(self) -> RetrainSummary:

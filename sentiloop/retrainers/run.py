@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from sentiloop.buffer.sqlite import SQLiteBufferStore
 from sentiloop.config import Settings
+from sentiloop.errors import CheckpointError
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.scores import ScoreStore, champion_proba
 from sentiloop.models.store import ModelStore
-from sentiloop.retrainers.checkpoints import CheckpointManager, discard, interrupted_runs
+from sentiloop.retrainers.checkpoints import CheckpointManager, ResumePoint, discard, interrupted_runs
 from sentiloop.retrainers.cycle import GOLDEN_BEST, CycleResult, RetrainCycle
-from sentiloop.retrainers.data import RETRAIN_MARK, assemble_pools
+from sentiloop.retrainers.data import RETRAIN_MARK, CyclePools, assemble_pools
 from sentiloop.retrainers.progress import ProgressFile
 from sentiloop.retrainers.results import GOLDEN, PoolSizes, RetrainStatus, RetrainSummary
 from sentiloop.retrainers.strategies import Mode
@@ -46,14 +47,32 @@ def seed_params(settings: Settings, mode: Mode) -> dict[str, Any]:
             "members": ",".join(settings.models.enabled), "seed": settings.models.seed}
 
 
-def handle_interrupted(settings: Settings) -> list[str]:
-    """Runs a dead process left ``running``: discarded (resume happens by re-running on the same pools)."""
-    handled = []
-    for run in interrupted_runs(retrain_root(settings)):
-        discard(run, "the process running it stopped before it finished")
-        log.warning("discarded interrupted retrain run %s", run.run_id)
-        handled.append(run.run_id)
-    return handled
+def pending_resume(settings: Settings) -> CheckpointManager | None:
+    """The run a dead worker left ``running``, if one can be resumed; every other such run is discarded.
+
+    Only the newest can be: an older one's pools were taken up by a later run. A run killed before its
+    first iteration checkpoint has nothing to resume from.
+    """
+    interrupted = interrupted_runs(retrain_root(settings))
+    for run in interrupted[:-1]:
+        _discard(run, "a newer run was interrupted after it")
+    if interrupted and not interrupted[-1].iterations():
+        _discard(interrupted[-1], "the process running it stopped before its first iteration checkpoint")
+        return None
+    return interrupted[-1] if interrupted else None
+
+
+def mark_interrupted(settings: Settings, why: str) -> list[str]:
+    """Record that the runs left ``running`` lost their process (``why``); the next retrain resumes the newest."""
+    runs = interrupted_runs(retrain_root(settings))
+    for run in runs:
+        run.finish("interrupted", interrupted_because=why)
+    return [run.run_id for run in runs]
+
+
+def _discard(run: CheckpointManager, reason: str) -> None:
+    discard(run, reason)
+    log.warning("discarded interrupted retrain run %s: %s", run.run_id, reason)
 
 
 def run_retrain(settings: Settings, trigger: str, reason: str, mode: Mode | None = None, force: bool = False,
@@ -84,15 +103,16 @@ class RetrainWorker:
     settings: Settings
     models: ModelStore
     store: SQLiteBufferStore
+    interrupted: CheckpointManager | None  # a run a killed worker left behind, resumed by the next run if still valid
     scores: ScoreStore  # the champion's scores the daemon already computed; this run adds the rest
     tracker: Callable[[], Tracker | None]  # built only when a run gets past the skip check (MLflow takes seconds)
 
     @classmethod
     def build(cls, settings: Settings) -> RetrainWorker:
-        handle_interrupted(settings)  # before anything else reads the run records
+        interrupted = pending_resume(settings)  # before anything else reads the run records
         models = ModelStore(settings.data_dir)
         models.champion_path()  # no champion: refused here, before a buffer is opened (or created)
-        return cls(settings, models, SQLiteBufferStore.for_settings(settings), ScoreStore.for_settings(settings),
+        return cls(settings, models, SQLiteBufferStore.for_settings(settings), interrupted, ScoreStore.for_settings(settings),
                    lambda: _tracker(settings))
 
     def close(self) -> None:
@@ -105,13 +125,21 @@ class RetrainWorker:
         champion_version = models.champion()
         champion = Ensemble.load(models.champion_path(), only=settings.models.enabled)
         started = time.monotonic()
-        pools = assemble_pools(settings, store, champion.info, recent_since, full=mode == "full")
-        if len(pools.new) < settings.retrain.min_new_events and not force:
-            return RetrainSummary(
-                status=RetrainStatus.SKIPPED, trigger=trigger, reason=reason, pools=PoolSizes.model_validate(pools.summary()),
-                why=f"{len(pools.new)} new labelled events < retrain.min_new_events {settings.retrain.min_new_events}")
-        checkpoints = CheckpointManager.start(retrain_root(settings), trigger, reason, settings.retrain.keep_checkpoints,
-                                              {**seed_params(settings, mode), "champion": champion_version, **pools.summary()})
+        resumed = self._resumable(champion, champion_version, mode)
+        if resumed is not None:
+            checkpoints, pools, point = resumed
+            trigger, reason = checkpoints.state().get("trigger", trigger), checkpoints.state().get("reason", reason)
+            log.info("resuming retrain %s after iteration %d", checkpoints.run_id, point.iteration)
+        else:
+            point = None
+            pools = assemble_pools(settings, store, champion.info, recent_since, full=mode == "full")
+            if len(pools.new) < settings.retrain.min_new_events and not force:
+                return RetrainSummary(
+                    status=RetrainStatus.SKIPPED, trigger=trigger, reason=reason, pools=PoolSizes.model_validate(pools.summary()),
+                    why=f"{len(pools.new)} new labelled events < retrain.min_new_events {settings.retrain.min_new_events}")
+            checkpoints = CheckpointManager.start(retrain_root(settings), trigger, reason, settings.retrain.keep_checkpoints,
+                                                  {**seed_params(settings, mode), "champion": champion_version, "recent_since": recent_since,
+                                                   "pools_fingerprint": pools.fingerprint(), **pools.summary()})
         tracker = self.tracker()
         reporter = ProgressFile(progress, settings.retrain.max_iterations) if progress is not None else None
         cycle = RetrainCycle(settings, champion, pools, checkpoints, mode, tracker, progress=reporter,
@@ -120,9 +148,9 @@ class RetrainWorker:
             if tracker is not None:
                 with tracker.run(f"retraining_{time.strftime('%Y%m%d_%H%M')}", seed_params(settings, mode),
                                  tags={"trigger": trigger, "reason": reason[:250], "run_id": checkpoints.run_id}):
-                    result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, tracker, models, reporter)
+                    result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, tracker, models, reporter, point)
             else:
-                result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, None, models, reporter)
+                result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, None, models, reporter, point)
         except BaseException as exc:
             checkpoints.finish("failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -134,9 +162,40 @@ class RetrainWorker:
             status=RetrainStatus.PROMOTED if gate.promote else RetrainStatus.REJECTED, trigger=trigger, reason=reason,
             run_id=checkpoints.run_id, seconds=round(time.monotonic() - started, 1), version=version, registered_version=registered,
             champion_before=champion_version, stop_reason=result.stop_reason, gate_reasons=tuple(gate.reasons), gate_metrics=gate.metrics,
-            iterations=tuple(result.iterations), pools=PoolSizes.model_validate(pools.summary()))
+            iterations=tuple(result.iterations), pools=PoolSizes.model_validate(pools.summary()),
+            resumed_after_iteration=None if point is None else point.iteration)
         checkpoints.finish("completed", summary=summary.record())
         return summary
+
+    def _resumable(self, champion: Ensemble, champion_version: int | None,
+                   mode: Mode) -> tuple[CheckpointManager, CyclePools, ResumePoint] | None:
+        """The interrupted run, its pools assembled again and its newest checkpoint, if nothing it depends
+        on changed since; else it is discarded, with the reason in its state.json and the log."""
+        run, self.interrupted = self.interrupted, None
+        if run is None:
+            return None
+        params = run.state().get("params", {})
+        expected = {**seed_params(self.settings, mode), "champion": champion_version}
+        changed = sorted(key for key, value in expected.items() if params.get(key) != value)
+        if changed:
+            what = "the champion" if changed == ["champion"] else "the retrain settings (" + ", ".join(changed) + ")"
+            _discard(run, f"{what} changed since it started")
+            return None
+        try:
+            pools = assemble_pools(self.settings, self.store, champion.info, params.get("recent_since"), full=mode == "full",
+                                   until_seq=params.get("until_seq"))
+            if pools.fingerprint() != params.get("pools_fingerprint"):
+                _discard(run, "its data pools changed since it started (events removed, or another retrain moved the mark)")
+                return None
+            point = run.resume_point()
+        except CheckpointError as exc:
+            _discard(run, f"its newest checkpoint cannot be resumed from: {exc}")
+            return None
+        state = run.state()
+        state["status"] = "running"
+        state.setdefault("resumed", []).append({"after_iteration": point.iteration, "at_ms": int(time.time() * 1000)})
+        run.write_state(state)
+        return run, pools, point
 
 
 def _tracker(settings: Settings) -> Tracker | None:
@@ -148,10 +207,12 @@ def _tracker(settings: Settings) -> Tracker | None:
 
 
 def _cycle_and_gate(cycle: RetrainCycle, champion_version: int | None, checkpoints: CheckpointManager, tracker: Tracker | None,
-                    models: ModelStore, progress: ProgressFile | None = None) -> tuple[CycleResult, int, int | None]:
-    """The cycle, the gate, the challenger saved (and promoted if the gate agrees): (result, its version, registry version)."""
+                    models: ModelStore, progress: ProgressFile | None = None,
+                    resume: ResumePoint | None = None) -> tuple[CycleResult, int, int | None]:
+    """The cycle (from ``resume`` if given), the gate, the challenger saved (and promoted if the gate agrees):
+    (result, its version, registry version)."""
     pools = cycle.pools
-    result = cycle.run()
+    result = cycle.run(*cycle.restore(resume)) if resume is not None else cycle.run()
     if progress is not None:
         progress.update(phase="gate decided", promote=bool(result.gate and result.gate.promote),
                         gate_reasons=result.gate.reasons if result.gate else [])

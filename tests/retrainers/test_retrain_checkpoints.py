@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sentiloop.errors import CheckpointError
 from sentiloop.models.base import TrainData
@@ -29,17 +30,18 @@ def test_iterations_are_atomic_verified_and_pruned(tmp_path: Path) -> None:
     ensemble = small_ensemble()
     state = optimizer_state()
     for iteration in (1, 2, 3):
-        manager.save_iteration(iteration, ensemble, {"metrics": {"ensemble": {"validation": 0.5 + iteration / 100}}},
-                               {"bilstm": state})
+        manager.save_iteration(iteration, ensemble, [{"metrics": {"ensemble": {"validation": 0.5 + iteration / 100}}}],
+                               {"bilstm": state}, {"labels": np.arange(4) + iteration, "dropped": np.array([True, False, False, True])})
     assert manager.iterations() == [2, 3]
     assert not [p for p in manager.run_dir.iterdir() if p.name.startswith(".")]  # no temp dirs left
     iteration, loaded, cycle = manager.load_iteration()
     assert iteration == 3 and cycle["metrics"]["ensemble"]["validation"] == pytest.approx(0.53)
     assert np.array_equal(loaded.predict_proba(["good"]), ensemble.predict_proba(["good"]))
-    tensors, meta = manager.load_optimizer_state(3, "bilstm")
-    assert torch.equal(tensors["lstm.weight/exp_avg"], state[0]["lstm.weight/exp_avg"])
-    assert meta["param_groups"][0]["lr"] == 1e-3
     weights = manager.iteration_dir(3) / "optimizers" / "bilstm.safetensors"
+    assert torch.equal(load_file(str(weights))["lstm.weight/exp_avg"], state[0]["lstm.weight/exp_avg"])  # the seed's record
+    point = manager.resume_point()
+    assert point.iteration == 3 and point.history[-1]["metrics"]["ensemble"]["validation"] == pytest.approx(0.53)
+    assert point.refinement["labels"].tolist() == [3, 4, 5, 6] and point.refinement["dropped"].tolist() == [True, False, False, True]
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
@@ -49,7 +51,7 @@ def test_iterations_are_atomic_verified_and_pruned(tmp_path: Path) -> None:
 
 def test_interrupted_runs_are_found_and_discarded(tmp_path: Path) -> None:
     running = CheckpointManager.start(tmp_path, "drift", "error rate up")
-    running.save_iteration(1, small_ensemble(), {"metrics": {}})
+    running.save_iteration(1, small_ensemble(), [{"metrics": {}}])
     done = CheckpointManager.start(tmp_path, "volume", "2000 new")
     done.finish("completed")
     found = interrupted_runs(tmp_path)
