@@ -189,8 +189,11 @@ class BertMember:
                 layers = len(_transformer_layers(encoder))
                 split = SplitEncoder(self.model, max(0, layers - top_layers))
                 phases = _CachedPhases(self, split, train, validation if has_validation else None, unfreeze_from_epoch)
-                if reinit_head:  # on every training text's pooled features: they are already computed
-                    self._fit_probe(phases.train.pooled_features(), _labels(train), _weights(train))
+                if reinit_head:
+                    rows, features = phases.probe_features(self.seed)
+                    weights = _weights(train)
+                    self._fit_probe(features, _labels(train)[torch.as_tensor(rows)],
+                                    None if weights is None else weights[torch.as_tensor(rows)])
                 inputs, validator = phases.inputs(), phases.validator()
             else:
                 phases = None
@@ -431,17 +434,23 @@ class _CachedPhases:
 
     def __init__(self, member: BertMember, split: SplitEncoder, train: TrainData, validation: TrainData | None,
                  unfreeze_from_epoch: int) -> None:
-        pad_id, size = member.tokenizer.pad_token_id, member.config.batch_size
+        pad_id = member.tokenizer.pad_token_id
         self.member, self.unfreeze_from_epoch, self.epoch = member, unfreeze_from_epoch, 0
-        self.train = FrozenPrefix(split, member._encode(train.texts), pad_id, size)
+        self.train = FrozenPrefix(split, member._encode(train.texts), pad_id)
         self.validation = validation
-        self.held_out = None if validation is None else FrozenPrefix(split, member._encode(validation.texts), pad_id, size)
-        for prefix in (self.train, self.held_out):  # before any top layer trains: the head phase's inputs
-            if prefix is not None:
-                prefix.pooled_features()
+        self.held_out = None if validation is None else FrozenPrefix(split, member._encode(validation.texts), pad_id)
 
     def _head_only(self) -> bool:
         return self.epoch < self.unfreeze_from_epoch
+
+    def probe_features(self, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+        """(rows, pooled features) of the training sample the linear probe is fitted on; the features
+        stay cached for the head-only epochs."""
+        lengths = self.train.lengths
+        rows = np.random.default_rng(seed).choice(len(lengths), size=min(len(lengths), PROBE_EXAMPLES), replace=False)
+        rows = rows[np.argsort(lengths[rows], kind="stable")]  # batches of similar length pad little
+        size = self.member.config.batch_size
+        return rows, torch.cat([self.train.pooled_features(rows[i : i + size]) for i in range(0, len(rows), size)])
 
     def inputs(self) -> _Inputs:
         return _Inputs(self.train.lengths, lambda rows: self.train.logits(rows, self._head_only()))

@@ -2,9 +2,9 @@
 
 The seed's fine-tune trains the head alone for three epochs, then the top two encoder layers with
 it. While a layer is frozen, its output for a given text never changes, so the retrain runs the
-frozen lower layers once over the training and validation texts and trains the rest on what they
-returned: a head-only epoch costs a few matrix products instead of a full encoder pass, a top-two
-epoch a third of one on MiniLM's six layers.
+frozen lower layers once per training and validation text (the first time a batch needs it) and
+trains the rest on what they returned: after the first epoch a head-only epoch costs a few matrix
+products instead of a full encoder pass, a top-two epoch a third of one on MiniLM's six layers.
 
 Frozen layers run in eval mode (no dropout), which is what makes their output a function of the text;
 it is the usual practice for frozen feature extractors, and the only difference from running them in
@@ -21,8 +21,6 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
-
-from sentiloop.models.torch_common import length_sorted_batches
 
 
 def supports_prefix_cache(model: PreTrainedModel) -> bool:
@@ -74,46 +72,58 @@ class SplitEncoder:
 
 
 class FrozenPrefix:
-    """One split's lower-layer outputs (per text, unpadded) and, once asked, its pooled features."""
+    """One split's lower-layer outputs per text (unpadded), and its pooled features, each computed the
+    first time a batch needs that text and kept: never more work than running the frozen layers in the
+    loop, and none at all from the second epoch on."""
 
-    def __init__(self, split: SplitEncoder, encoded: Sequence[Sequence[int]], pad_id: int, batch_size: int) -> None:
+    def __init__(self, split: SplitEncoder, encoded: Sequence[Sequence[int]], pad_id: int) -> None:
         self.split = split
+        self.encoded = encoded
+        self.pad_id = pad_id
         self.lengths = np.array([len(seq) for seq in encoded])
-        self.hidden: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
-        self.pooled: torch.Tensor | None = None
-        self._batch_size = batch_size
-        with _eval(split.model), torch.inference_mode():
-            for index in length_sorted_batches(self.lengths.tolist(), batch_size):
-                ids, mask = pad_batch([encoded[i] for i in index], pad_id)
-                out = split.lower(ids, mask)
-                for row, i in enumerate(index):
-                    self.hidden[i] = out[row, : self.lengths[i]].clone()
+        self.hidden: list[torch.Tensor | None] = [None] * len(encoded)
+        self.pooled = torch.zeros(len(encoded), split.config.hidden_size)
+        self.pooled_known = np.zeros(len(encoded), dtype=bool)
+
+    def _lower(self, index: np.ndarray) -> None:
+        missing = [i for i in index if self.hidden[i] is None]
+        if not missing:
+            return
+        with _eval(self.split.model), torch.no_grad():
+            out = self.split.lower(*pad_batch([self.encoded[i] for i in missing], self.pad_id))
+        for row, i in enumerate(missing):
+            self.hidden[i] = out[row, : self.lengths[i]].clone()
 
     def batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cached hidden states of ``index``, zero-padded, with their attention mask."""
+        """The lower layers' outputs for ``index``, zero-padded, with their attention mask."""
+        self._lower(index)
+        rows = [self.hidden[i] for i in index]
         width = int(self.lengths[index].max())
-        hidden = torch.zeros(len(index), width, self.hidden[index[0]].size(-1))
+        hidden = torch.zeros(len(index), width, self.split.config.hidden_size)
         mask = torch.zeros(len(index), width, dtype=torch.long)
-        for row, i in enumerate(index):
-            hidden[row, : self.lengths[i]] = self.hidden[i]
+        for row, (i, states) in enumerate(zip(index, rows)):
+            assert states is not None
+            hidden[row, : self.lengths[i]] = states
             mask[row, : self.lengths[i]] = 1
         return hidden, mask
 
-    def pooled_features(self) -> torch.Tensor:
-        """(n, hidden) classifier inputs with the top layers as they are now (eval mode); computed once."""
-        if self.pooled is None:
-            pooled = torch.empty(len(self.lengths), self.split.config.hidden_size)
-            with _eval(self.split.model), torch.inference_mode():
-                for index in length_sorted_batches(self.lengths.tolist(), self._batch_size):
-                    pooled[torch.as_tensor(index)] = self.split.upper_pooled(*self.batch(index))
-            self.pooled = pooled.clone()  # a normal tensor: inference-mode tensors cannot enter autograd
-        return self.pooled
+    def pooled_features(self, index: np.ndarray) -> torch.Tensor:
+        """The classifier's inputs for ``index`` with the top layers as they are now (eval mode).
+
+        Only valid while the top layers are frozen (the head-only phase): that is when they are used."""
+        missing = index[~self.pooled_known[index]]
+        if len(missing):
+            hidden, mask = self.batch(missing)
+            with _eval(self.split.model), torch.no_grad():
+                self.pooled[torch.as_tensor(missing)] = self.split.upper_pooled(hidden, mask)
+            self.pooled_known[missing] = True
+        return self.pooled[torch.as_tensor(index)]
 
     def logits(self, index: np.ndarray, head_only: bool) -> torch.Tensor:
         """Logits of ``index`` in the model's current train/eval mode: from pooled features (head-only
         phase) or through the top layers (from the unfreezing epoch on)."""
         if head_only:
-            return self.split.head(self.pooled_features()[torch.as_tensor(index)])
+            return self.split.head(self.pooled_features(index))
         return self.split.head(self.split.upper_pooled(*self.batch(index)))
 
 

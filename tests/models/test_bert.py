@@ -242,7 +242,7 @@ def test_split_encoder_gives_the_models_own_logits(tiny_bert: Path, split_at: in
     member = make_member(tiny_bert)
     texts = make_data(20, seed=5).texts
     assert supports_prefix_cache(member.model)
-    prefix = FrozenPrefix(SplitEncoder(member.model, split_at), member._encode(texts), member.tokenizer.pad_token_id, 8)
+    prefix = FrozenPrefix(SplitEncoder(member.model, split_at), member._encode(texts), member.tokenizer.pad_token_id)
     member.model.eval()
     with torch.no_grad():
         rows = np.arange(len(texts))
@@ -271,5 +271,5 @@ def _lowest_layer_calls(member: BertMember, cache_frozen: bool = True) -> int:
 def test_cached_fine_tune_runs_the_frozen_layer_once_per_text(tiny_bert: Path) -> None:
     cached = _lowest_layer_calls(make_member(tiny_bert, eval_every=2))
     uncached = _lowest_layer_calls(make_member(tiny_bert, eval_every=2), cache_frozen=False)
-    assert cached == 4 + 2  # one pass over 32 training and 16 validation texts in batches of 8, whatever the epochs
+    assert cached == 4 + 2  # each text once, whatever the epochs: 32 training texts (the probe needs them all) and 16 validation ones, in batches of 8
     assert uncached > 5 * 4  # every epoch's every step, plus each validation check
