@@ -48,6 +48,9 @@ class FitReport:
     best_val_loss: float | None = None
     stopped: str = "completed"
     history: list[dict[str, float]] = field(default_factory=list)
+    # The returned model's predict_proba on the validation split, when training computed it anyway
+    # (early stopping scores every check): the retrain cycle then needs no second pass over it.
+    validation_probabilities: np.ndarray | None = None
 
 
 @runtime_checkable

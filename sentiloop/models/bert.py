@@ -324,6 +324,8 @@ class BertMember:
                 checker.check(report, running)
             checker.stopper.restore(self.model)
             report.best_val_loss = checker.stopper.best
+            if checker.stopper.best_logits is not None:
+                report.validation_probabilities = torch.softmax(checker.stopper.best_logits, dim=-1).numpy()
         self.model.eval()
         self._optimizer_state = named_optimizer_state(optimizer, self.model)
         return report
@@ -471,7 +473,7 @@ class _Validator:
         self.labels, self.weights = _labels(data), _weights(data)
         self.stopper = EarlyStopping(config.patience)
 
-    def loss_and_accuracy(self) -> tuple[float, float]:
+    def loss_and_accuracy(self) -> tuple[float, float, torch.Tensor]:
         logits = torch.empty((len(self.labels), self.num_classes))
         was_training = self.model.training
         self.model.eval()
@@ -482,16 +484,16 @@ class _Validator:
         finally:
             self.model.train(was_training)
         loss = float(weighted_cross_entropy(logits, self.labels, self.weights))
-        return loss, float((logits.argmax(dim=-1) == self.labels).float().mean())
+        return loss, float((logits.argmax(dim=-1) == self.labels).float().mean()), logits
 
     def check(self, report: FitReport, running: list[float]) -> bool:
         """Evaluate, record the history row, and say whether early stopping fires."""
-        loss, accuracy = self.loss_and_accuracy()
+        loss, accuracy, logits = self.loss_and_accuracy()
         row = {"step": report.steps, "epoch": report.epochs, "train_loss": float(np.mean(running)) if running else math.nan,
                "val_loss": loss, "val_accuracy": accuracy}
         report.history.append(row)
         log.info("bert step %(step)d epoch %(epoch)d: train %(train_loss).4f, val %(val_loss).4f, acc %(val_accuracy).4f", row)
-        return self.stopper.update(loss, self.model)
+        return self.stopper.update(loss, self.model, logits)
 
 
 def _labels(data: TrainData) -> torch.Tensor:

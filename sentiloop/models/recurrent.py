@@ -309,13 +309,16 @@ class RecurrentMember:
                 report.history.append(record)
                 if held_out is None:
                     continue
-                record["val_loss"], record["val_accuracy"] = self._evaluate(held_out)
+                logits = self._logits(held_out.ids)
+                record["val_loss"], record["val_accuracy"] = _loss_and_accuracy(logits, held_out)
                 bar.set_postfix(val_loss=f"{record['val_loss']:.4f}", val_acc=f"{record['val_accuracy']:.3f}")
-                if stopper.update(record["val_loss"], model):
+                if stopper.update(record["val_loss"], model, logits):
                     report.stopped = "early_stopping"
                     break
         stopper.restore(model)
         report.best_val_loss = stopper.best if math.isfinite(stopper.best) else None
+        if stopper.best_logits is not None:
+            report.validation_probabilities = _probabilities(stopper.best_logits)
         self._optimizer = optimizer
         return report
 
@@ -347,19 +350,13 @@ class RecurrentMember:
         weights = None if data.weights is None else torch.as_tensor(np.asarray(data.weights, dtype=np.float32))
         return _Encoded(self._require_vocab().ids(data.texts, self.config.max_length), torch.as_tensor(labels), weights)
 
-    def _evaluate(self, data: _Encoded) -> tuple[float, float]:
-        """Weighted loss and accuracy on a held-out split (eval mode, no dropout)."""
-        logits = self._logits(data.ids)
-        loss = float(weighted_cross_entropy(logits, data.labels, data.weights))
-        return loss, float((logits.argmax(1) == data.labels).float().mean())
-
     # -- prediction ---------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(n, num_classes) probabilities; batches of similar length, returned in input order."""
         if not len(texts):
             return np.zeros((0, self.num_classes))
         ids = self._require_vocab().ids(texts, self.config.max_length)
-        return torch.softmax(self._logits(ids), dim=1).double().numpy()
+        return _probabilities(self._logits(ids))
 
     def _logits(self, ids: list[list[int]]) -> torch.Tensor:
         model = self._require_model()
@@ -487,6 +484,16 @@ class BiLSTMMember(RecurrentMember):
         """The seed's BiLSTM "partial" retrain, on a clone: the embedding frozen, the rest adapts."""
         challenger = self.clone()
         return challenger, challenger.partial_retrain(train, validation, epochs=budget.retrain.warm_start_epochs)
+
+
+def _probabilities(logits: torch.Tensor) -> np.ndarray:
+    return torch.softmax(logits, dim=1).double().numpy()
+
+
+def _loss_and_accuracy(logits: torch.Tensor, data: _Encoded) -> tuple[float, float]:
+    """Weighted loss and accuracy of eval-mode logits on a held-out split."""
+    loss = float(weighted_cross_entropy(logits, data.labels, data.weights))
+    return loss, float((logits.argmax(1) == data.labels).float().mean())
 
 
 _RECURRENT_KINDS: dict[str, type[RecurrentMember]] = {"lstm": LSTMMember, "bilstm": BiLSTMMember}

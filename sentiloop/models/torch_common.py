@@ -58,13 +58,15 @@ class EarlyStopping:
     best: float = math.inf
     bad_checks: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    best_logits: torch.Tensor | None = None  # the validation logits of the best state, when given
 
-    def update(self, loss: float, model: torch.nn.Module) -> bool:
-        """Record a validation loss; returns True when training should stop."""
+    def update(self, loss: float, model: torch.nn.Module, logits: torch.Tensor | None = None) -> bool:
+        """Record a validation loss (and the logits it came from); returns True when training should stop."""
         if loss < self.best - 1e-4:
             self.best = loss
             self.bad_checks = 0
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best_logits = logits
             return False
         self.bad_checks += 1
         return self.bad_checks > self.patience

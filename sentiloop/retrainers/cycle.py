@@ -130,7 +130,7 @@ class RetrainCycle:
         refinement = self._refine(iteration, reference)
         train, validation = self._datasets(iteration)
         budget = WarmStart(self.config, iteration, self.checkpoints.run_dir / "dictionary_backups")
-        members, durations, strategies, optimizers = {}, {}, {}, {}
+        members, durations, strategies, optimizers, scored = {}, {}, {}, {}, {}
         if self.progress is not None:
             self.progress.update(iteration=iteration, phase="training", members_done={})
         for name in in_training_order(list(self.champion.members)):
@@ -138,8 +138,10 @@ class RetrainCycle:
             log.info("iteration %d: retraining %s (%s) on %d examples", iteration, name, self.mode, len(train))
             if self.progress is not None:
                 self.progress.update(member=name)
-            member, _report, strategy = retrain_member(name, self.champion.members[name], train, validation, self.mode, self.settings, budget)
+            member, report, strategy = retrain_member(name, self.champion.members[name], train, validation, self.mode, self.settings, budget)
             members[name], strategies[name] = member, strategy
+            if (known := report.validation_probabilities) is not None and len(known) == len(validation):
+                scored[name] = known  # what early stopping already scored: no second pass
             durations[name] = time.monotonic() - started
             if self.progress is not None:
                 self.progress.member_done(name, durations[name])
@@ -147,7 +149,7 @@ class RetrainCycle:
                 optimizers[name] = state
         if self.progress is not None:
             self.progress.update(phase="evaluating")
-        val_probs = {name: m.predict_proba(validation.texts) for name, m in members.items()}
+        val_probs = {name: scored[name] if name in scored else m.predict_proba(validation.texts) for name, m in members.items()}
         weights = optimise_weights(val_probs, validation.labels, start=self.champion.weights) if len(members) > 1 else {n: 1.0 for n in members}
         class_bias = fit_class_bias(Ensemble.combine(val_probs, weights), validation.labels)
         balance = balance_check(val_probs, weights, validation.labels)

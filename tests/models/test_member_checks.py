@@ -145,6 +145,20 @@ def test_a_warm_start_returns_a_new_member_and_leaves_the_champion_untouched(tra
     assert challenger.predict_proba(PROBE.texts).shape == before.shape
 
 
+def test_validation_scores_a_fit_reports_are_its_own_predictions(build: Callable[..., Member], tmp_path: Path) -> None:
+    """The retrain cycle uses a report's validation probabilities instead of scoring the split again;
+    members trained by gradient steps score it for early stopping, so they must report it."""
+    member = build()
+    runs = [(member, member.fit(TRAIN, VALIDATION))]
+    if isinstance(member, WarmStartable):
+        runs.append(member.warm_start(data(120, seed=5), VALIDATION, WarmStart(RetrainConfig(warm_start_epochs=2), 1, tmp_path)))
+    for trained, report in runs:
+        if isinstance(trained, HasOptimizerState):
+            assert report.validation_probabilities is not None
+        if report.validation_probabilities is not None:
+            np.testing.assert_allclose(report.validation_probabilities, trained.predict_proba(VALIDATION.texts), atol=1e-5)
+
+
 def test_capabilities_hold_what_they_promise(trained: Member) -> None:
     if isinstance(trained, HasVocabulary):
         words = set(trained.known_words())
