@@ -346,8 +346,10 @@ class RetrainConfig(_Strict):
     confidence_threshold: float = Field(default=0.8, gt=0, le=1)
     refinement_action: Literal["flag", "relabel", "downweight", "drop"] = "downweight"
     downweight: float = Field(default=0.3, gt=0, le=1)
-    replay_ratio: float = Field(default=1.0, ge=0, description="replayed old examples per new example (class-balanced)")
-    min_replay: int = Field(default=5000, ge=0, description="replay at least this many old examples (all, if fewer) unless replay_ratio is 0")
+    replay_ratio: float = Field(default=1.0, ge=0, description="replayed old examples per new example in a strategic retrain "
+                                "(class-balanced; a full retrain trains on all the old data)")
+    min_replay: int = Field(default=5000, ge=0, description="a strategic retrain replays at least this many old examples (all, if fewer) "
+                            "unless replay_ratio is 0")
     folds: int = Field(default=5, ge=2, le=20, description="rotating held-out folds of new data (out-of-fold refinement)")
     warm_start_epochs: int = Field(default=3, ge=1, le=100,
                                    description="epoch cap of the warm-started LSTM transfer and BiLSTM partial retrains")
