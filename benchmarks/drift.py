@@ -421,7 +421,8 @@ def periodic_baseline(period: int, blocks: Sequence[Block]) -> dict[str, Any]:
 def read_retrains(data_dir: Path, pauses: Sequence[dict[str, Any]], blocks: Sequence[Block]) -> list[dict[str, Any]]:
     """Every retrain worker's outcome (its JSON summary), with the stream position and domain it started at."""
     out = []
-    for i, path in enumerate(sorted((data_dir / "retrain").glob("worker-*.json"))):
+    outputs = [p for p in (data_dir / "retrain").glob("worker-*.json") if not p.name.endswith(".progress.json")]  # not the progress files
+    for i, path in enumerate(sorted(outputs)):
         try:
             summary = RetrainSummary.from_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):  # no summary (the worker failed): its log says why

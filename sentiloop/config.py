@@ -334,6 +334,13 @@ class ConvergenceConfig(_Strict):
                                            description="stop when members disagree on fewer texts than this share")
 
 
+class DistillationConfig(_Strict):
+    """Learning without forgetting: a warm-started member also matches the champion's soft answers on replayed data."""
+
+    weight: float = Field(default=2.0, ge=0, description="weight of the distillation loss on replayed rows (0: off)")
+    temperature: float = Field(default=2.0, gt=0, le=20, description="softens both distributions before they are compared")
+
+
 class RetrainConfig(_Strict):
     """The refine → retrain cycle (seed IterativeRetrainingSystem) and its triggers."""
 
@@ -343,6 +350,7 @@ class RetrainConfig(_Strict):
     min_new_events: int = Field(default=200, ge=1, description="never retrain on fewer new labelled events")
     max_iterations: int = Field(default=5, ge=1, le=20)
     convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
+    distillation: DistillationConfig = Field(default_factory=DistillationConfig)
     confidence_threshold: float = Field(default=0.8, gt=0, le=1)
     refinement_action: Literal["flag", "relabel", "downweight", "drop"] = "downweight"
     downweight: float = Field(default=0.3, gt=0, le=1)

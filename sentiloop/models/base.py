@@ -30,10 +30,13 @@ class TrainData:
     labels: np.ndarray
     weights: np.ndarray | None = None
     domains: Sequence[str] | None = None
+    replay: np.ndarray | None = None  # rows of old data replayed against forgetting (a warm start distils the champion on them)
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        if self.replay is not None and len(self.replay) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.replay)} replay marks")
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -45,6 +45,8 @@ from sentiloop.models.pretrained import BUNDLED_MINILM, resolve_pretrained
 from sentiloop.models.torch_common import (
     EarlyStopping,
     OptimizerState,
+    Teacher,
+    champion_teacher,
     length_sorted_batches,
     minibatches,
     named_optimizer_state,
@@ -196,25 +198,27 @@ class RecurrentMember:
         self.model = self._new_model()
         return self._train(train, validation)
 
-    def partial_retrain(self, train: TrainData, validation: TrainData | None = None, epochs: int | None = None) -> FitReport:
+    def partial_retrain(self, train: TrainData, validation: TrainData | None = None, epochs: int | None = None,
+                        teacher: Teacher | None = None) -> FitReport:
         """Seed's BiLSTM retrain: keep the loaded weights and vocabulary, freeze the word embedding.
 
         Word representations stay stable; only the sequence layers and classifier adapt to new data.
         Call it on a ``clone()`` of the champion so the serving model is never touched. ``epochs``
-        caps the configured epochs (a warm start needs fewer).
+        caps the configured epochs (a warm start needs fewer); ``teacher`` keeps the champion's answers on
+        replayed rows.
         """
         model = self._require_model()
         model.embedding.weight.requires_grad_(False)
         try:
-            return self._train(train, validation, epochs)
+            return self._train(train, validation, epochs, teacher)
         finally:
             model.embedding.weight.requires_grad_(True)
 
     def transfer_retrain(self, train: TrainData, validation: TrainData | None, champion: RecurrentMember,
-                         epochs: int | None = None) -> FitReport:
+                         epochs: int | None = None, teacher: Teacher | None = None) -> FitReport:
         """Seed's LSTM retrain: the champion's network carried over, a he_normal classifier, the seed's LR schedule."""
         self.transfer_from(champion, train.texts)
-        return self._train(train, validation, epochs)
+        return self._train(train, validation, epochs, teacher)
 
     def transfer_from(self, champion: RecurrentMember, texts: Sequence[str]) -> int:
         """Build this member from ``champion``; returns how many word vectors were carried over.
@@ -281,14 +285,15 @@ class RecurrentMember:
         self._optimizer = None
         return model
 
-    def _train(self, train: TrainData, validation: TrainData | None, epochs: int | None = None) -> FitReport:
+    def _train(self, train: TrainData, validation: TrainData | None, epochs: int | None = None,
+               teacher: Teacher | None = None) -> FitReport:
         with seeded(self.seed):  # dropout masks: the member's own, repeatable randomness
-            return self._training_loop(train, validation, epochs)
+            return self._training_loop(train, validation, epochs, teacher)
 
-    def _training_loop(self, train: TrainData, validation: TrainData | None, epochs: int | None) -> FitReport:
+    def _training_loop(self, train: TrainData, validation: TrainData | None, epochs: int | None, teacher: Teacher | None) -> FitReport:
         """The loop every training mode shares; leaves the best-validation weights in the model.
 
-        ``epochs`` (if given) caps ``config.epochs``.
+        ``epochs`` (if given) caps ``config.epochs``; ``teacher`` adds the champion's answers on replayed rows.
         The LR decays continuously as ``rate ** (step / decay_steps)`` (Keras' ExponentialDecay, the seed's).
         """
         model, cfg = self._require_model(), self.config
@@ -304,7 +309,7 @@ class RecurrentMember:
         epochs = cfg.epochs if epochs is None else max(1, min(epochs, cfg.epochs))
         with tqdm(total=epochs * steps_per_epoch, desc=f"{self.kind} training", unit="step", disable=None, leave=False) as bar:
             for epoch in range(1, epochs + 1):
-                record = {"epoch": float(epoch), **self._epoch(data, optimizer, decay, rng, bar)}
+                record = {"epoch": float(epoch), **self._epoch(data, optimizer, decay, rng, bar, teacher)}
                 report.steps, report.epochs = report.steps + steps_per_epoch, epoch
                 report.history.append(record)
                 if held_out is None:
@@ -323,20 +328,24 @@ class RecurrentMember:
         return report
 
     def _epoch(self, data: _Encoded, optimizer: torch.optim.Optimizer, decay: torch.optim.lr_scheduler.LRScheduler,
-               rng: np.random.Generator, bar: tqdm) -> dict[str, float]:
+               rng: np.random.Generator, bar: tqdm, teacher: Teacher | None) -> dict[str, float]:
         """One shuffled pass over ``data``; returns the mean training loss and the LR reached."""
         self._require_model().train()
         losses = []
         for index in minibatches(len(data.ids), self.config.batch_size, rng):
-            losses.append(self._step(optimizer, *data.select(index)))
+            losses.append(self._step(optimizer, index, data, teacher))
             decay.step()
             bar.update()
         return {"train_loss": float(np.mean(losses)), "lr": float(optimizer.param_groups[0]["lr"])}
 
-    def _step(self, optimizer: torch.optim.Optimizer, batch: list[list[int]], labels: torch.Tensor, weights: torch.Tensor | None) -> float:
+    def _step(self, optimizer: torch.optim.Optimizer, index: np.ndarray, data: _Encoded, teacher: Teacher | None) -> float:
         model = self._require_model()
+        batch, labels, weights = data.select(index)
         optimizer.zero_grad(set_to_none=True)
-        loss = weighted_cross_entropy(model(*pad(batch)), labels, weights)
+        logits = model(*pad(batch))
+        loss = weighted_cross_entropy(logits, labels, weights)
+        if teacher is not None:
+            loss = loss + teacher.loss(logits, torch.as_tensor(index))
         loss.backward()
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
@@ -469,7 +478,8 @@ class LSTMMember(RecurrentMember):
     def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[LSTMMember, FitReport]:
         """The seed's LSTM "transfer": a fresh model with this champion's architecture and word vectors."""
         challenger = LSTMMember(self.num_classes, self.config, self.seed)
-        return challenger, challenger.transfer_retrain(train, validation, self, epochs=budget.retrain.warm_start_epochs)
+        teacher = champion_teacher(self, train, budget.retrain.distillation)
+        return challenger, challenger.transfer_retrain(train, validation, self, epochs=budget.retrain.warm_start_epochs, teacher=teacher)
 
 
 class BiLSTMMember(RecurrentMember):
@@ -482,8 +492,9 @@ class BiLSTMMember(RecurrentMember):
 
     def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[RecurrentMember, FitReport]:
         """The seed's BiLSTM "partial" retrain, on a clone: the embedding frozen, the rest adapts."""
+        teacher = champion_teacher(self, train, budget.retrain.distillation)
         challenger = self.clone()
-        return challenger, challenger.partial_retrain(train, validation, epochs=budget.retrain.warm_start_epochs)
+        return challenger, challenger.partial_retrain(train, validation, epochs=budget.retrain.warm_start_epochs, teacher=teacher)
 
 
 def _probabilities(logits: torch.Tensor) -> np.ndarray:

@@ -14,6 +14,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from sentiloop.config import DistillationConfig
+from sentiloop.models.base import TrainData
+from sentiloop.models.scores import Scorer
+
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
@@ -74,6 +78,43 @@ class EarlyStopping:
     def restore(self, model: torch.nn.Module) -> None:
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+
+
+@dataclass
+class Teacher:
+    """The champion's answers on the replayed rows of a training set (learning without forgetting, Li & Hoiem 2016).
+
+    ``probabilities`` (n, classes) are the champion's; ``mask`` marks the rows they hold for. The loss
+    is ``weight · T² · KL(teacher_T ‖ student_T)`` summed over a batch's masked rows and divided by
+    the batch size, so it scales with the share of replay in the batch; T² keeps its gradients on the
+    scale of the cross-entropy's (Hinton et al. 2015).
+    """
+
+    probabilities: torch.Tensor
+    mask: torch.Tensor
+    weight: float
+    temperature: float
+
+    def loss(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        keep = self.mask[rows]
+        if not bool(keep.any()):
+            return logits.new_zeros(())
+        t = self.temperature
+        target = torch.softmax(torch.log(self.probabilities[rows][keep].clamp_min(1e-12)) / t, dim=1)
+        student = torch.log_softmax(logits[keep] / t, dim=1)
+        divergence = torch.nn.functional.kl_div(student, target, reduction="sum")
+        return self.weight * t * t * divergence / len(rows)
+
+
+def champion_teacher(champion: Scorer, train: TrainData, distillation: DistillationConfig) -> Teacher | None:
+    """``champion``'s answers on ``train``'s replayed rows (None when there are none, or distillation is off)."""
+    if distillation.weight == 0 or train.replay is None or not train.replay.any():
+        return None
+    rows = np.flatnonzero(train.replay)
+    answers = np.asarray(champion.predict_proba([train.texts[int(i)] for i in rows]), dtype=np.float32)
+    probabilities = torch.zeros(len(train), answers.shape[1])
+    probabilities[torch.as_tensor(rows)] = torch.as_tensor(answers)
+    return Teacher(probabilities, torch.as_tensor(np.asarray(train.replay, dtype=bool)), distillation.weight, distillation.temperature)
 
 
 class OptimizerState(NamedTuple):

@@ -13,6 +13,7 @@ The last iteration's ensemble is the challenger; the promotion gate then compare
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -107,6 +108,7 @@ class RetrainCycle:
     def _datasets(self, iteration: int) -> tuple[TrainData, TrainData]:
         """Train on new data minus this iteration's held-out fold, plus the replay minus its fold.
 
+        The replayed rows are marked (``TrainData.replay``): a warm start distils the champion on them.
         Validation (early stopping, ensemble weights, the convergence metric) is both held-out folds,
         with stated labels (refinement never grades itself): the replay fold keeps the old distribution
         in view, so the weights and the stopping point are not chosen for the new data alone.
@@ -116,8 +118,10 @@ class RetrainCycle:
         held_out, replay_held = self.folds == fold, self.replay_folds == fold
         keep = ~held_out & ~self.dropped
         refined = Pool(new.ids, new.texts, self.labels, new.domains)
+        replayed = int((~replay_held).sum())
         train = Pool.concat(refined.subset(keep), replay.subset(~replay_held)).data(
-            weights=np.concatenate([self.weights[keep], np.ones(int((~replay_held).sum()))]))
+            weights=np.concatenate([self.weights[keep], np.ones(replayed)]))
+        train = dataclasses.replace(train, replay=np.concatenate([np.zeros(int(keep.sum()), dtype=bool), np.ones(replayed, dtype=bool)]))
         if held_out.sum() >= MIN_VALIDATION:
             validation = Pool.concat(new.subset(held_out), replay.subset(replay_held)).data()
         else:

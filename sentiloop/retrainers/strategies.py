@@ -11,7 +11,8 @@ capability); the strategy names come from :mod:`sentiloop.models.registry`:
 - bilstm "partial": the champion's weights with the embedding frozen; LSTM + classifier retrained;
   both warm starts train at most ``retrain.warm_start_epochs`` epochs (the ``full`` mode: the member's own);
 - bert "fine-tune": the champion, head re-initialised, encoder 1e-5 / head 1e-3, top 2 layers unfrozen
-  from the 3rd epoch, weight decay 0.01, ≤ 5 epochs, early stopping on validation loss.
+  from the 3rd epoch, weight decay 0.01, ≤ 5 epochs, early stopping on validation loss; frozen layers
+  run once per text (:mod:`sentiloop.models.bert_prefix`), so head-only epochs cost almost nothing.
 ``full`` retrains the member from scratch, on all the old data and the new (see ``assemble_pools``).
 """
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from sentiloop.config import RecurrentConfig
+from sentiloop.config import RecurrentConfig, RetrainConfig
 from sentiloop.errors import CheckpointError, ConfigError, DataError
-from sentiloop.models.base import Member, TrainData
+from sentiloop.models.base import Member, TrainData, WarmStart, WarmStartable
 from sentiloop.models.recurrent import BiLSTMMember, LSTMMember, RecurrentMember, pretrained_vectors
 from sentiloop.models.vocab import PAD, UNK, Vocabulary
 from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE
@@ -207,6 +207,41 @@ def test_partial_retrain_freezes_the_embedding_and_changes_the_lstm(trained: dic
     assert not torch.equal(challenger.model.lstm.state_dict()["weight_ih_l0"], champion.model.lstm.state_dict()["weight_ih_l0"])
     assert challenger.model.embedding.weight.requires_grad  # frozen only while retraining
     assert accuracy(challenger, sentiment_data(200, seed=2)) > 0.8
+
+
+def test_the_teacher_loss_is_zero_at_the_teachers_answers_and_counts_only_replayed_rows() -> None:
+    from sentiloop.models.torch_common import Teacher
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 3.0]], requires_grad=True)
+    teacher = Teacher(torch.softmax(logits.detach(), dim=1), torch.tensor([True, True, False]), weight=2.0, temperature=2.0)
+    rows = torch.arange(3)
+    assert float(teacher.loss(logits, rows)) == pytest.approx(0.0, abs=1e-6)
+    moved = logits.detach().clone()
+    moved[2] = torch.tensor([5.0, -5.0, 0.0])  # a row the teacher does not hold for moves freely
+    assert float(teacher.loss(moved, rows)) == pytest.approx(0.0, abs=1e-6)
+    moved[0] = torch.tensor([-3.0, 0.0, 3.0])
+    assert float(teacher.loss(moved, rows)) > 0.1
+    assert float(teacher.loss(moved, torch.tensor([2]))) == 0.0
+
+
+@pytest.mark.parametrize("cls", KINDS)
+def test_distillation_keeps_the_champions_answers_on_replayed_rows(trained: dict[str, RecurrentMember], tmp_path: Path,
+                                                                  cls: type[RecurrentMember]) -> None:
+    champion = trained[cls.kind]
+    assert isinstance(champion, WarmStartable)
+    old = sentiment_data(200, seed=11)
+    flipped = TrainData(list(old.texts), (2 - old.labels) % 3)  # new feedback that contradicts the old data
+    replayed = sentiment_data(200, seed=12)
+    train = TrainData([*flipped.texts, *replayed.texts], np.concatenate([flipped.labels, replayed.labels]),
+                      replay=np.array([False] * 200 + [True] * 200))
+
+    def agreement(weight: float) -> float:
+        budget = WarmStart(RetrainConfig(warm_start_epochs=3, distillation={"weight": weight}), 1, tmp_path)
+        challenger, _ = champion.warm_start(train, sentiment_data(60, seed=13), budget)
+        probe = sentiment_data(200, seed=14).texts
+        return float(np.mean(challenger.predict_proba(probe).argmax(1) == champion.predict_proba(probe).argmax(1)))
+
+    assert agreement(5.0) > agreement(0.0)
 
 
 def test_transfer_carries_the_champions_network_and_replaces_the_classifier(trained: dict[str, RecurrentMember]) -> None:
