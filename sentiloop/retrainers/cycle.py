@@ -37,7 +37,7 @@ from sentiloop.retrainers.progress import ProgressFile
 from sentiloop.retrainers.refinement import apply_action, refine_dataset
 from sentiloop.retrainers.results import ENSEMBLE, GOLDEN, RECENT, VALIDATION, Accuracy, Balance, BiasFinding, IterationResult, RefinementStats, Split
 from sentiloop.retrainers.strategies import Mode, retrain_member
-from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
+from sentiloop.retrainers.weights import balance_check, class_bias_for, optimise_weights
 
 if TYPE_CHECKING:
     from sentiloop.monitoring.tracking import Tracker
@@ -124,9 +124,11 @@ class RetrainCycle:
         train = dataclasses.replace(train, replay=np.concatenate([np.zeros(int(keep.sum()), dtype=bool), np.ones(replayed, dtype=bool)]))
         if held_out.sum() >= MIN_VALIDATION:
             validation = Pool.concat(new.subset(held_out), replay.subset(replay_held)).data()
+            old = np.concatenate([np.zeros(int(held_out.sum()), dtype=bool), np.ones(int(replay_held.sum()), dtype=bool)])
         else:
             validation = self.pools.golden.data()
-        return train, validation
+            old = np.ones(len(validation), dtype=bool)
+        return train, dataclasses.replace(validation, replay=old)
 
     # -- one iteration ---------------------------------------------------------------------------
     def _iteration(self, iteration: int, reference: Ensemble, detector: ConvergenceDetector,
@@ -155,7 +157,8 @@ class RetrainCycle:
             self.progress.update(phase="evaluating")
         val_probs = {name: scored[name] if name in scored else m.predict_proba(validation.texts) for name, m in members.items()}
         weights = optimise_weights(val_probs, validation.labels, start=self.champion.weights) if len(members) > 1 else {n: 1.0 for n in members}
-        class_bias = fit_class_bias(Ensemble.combine(val_probs, weights), validation.labels)
+        assert validation.replay is not None
+        class_bias = class_bias_for(Ensemble.combine(val_probs, weights), validation.labels, validation.replay)
         balance = balance_check(val_probs, weights, validation.labels)
         if balance.flagged:
             log.warning("iteration %d: %s", iteration, balance.reason)
