@@ -12,7 +12,7 @@ from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_var
 from sentiloop.retrainers.gate import promotion_gate
 from sentiloop.retrainers.policy import Decision, DecisionPolicy, RetrainState, TransitionError
 from sentiloop.retrainers.refinement import refine_dataset
-from sentiloop.retrainers.weights import balance_check, fit_class_bias, optimise_weights
+from sentiloop.retrainers.weights import balance_check, class_bias_for, fit_class_bias, optimise_weights
 
 
 def error_stream(rate_before: float, rate_after: float, n: int, change_at: int, seed: int = 0) -> list[bool]:
@@ -310,6 +310,22 @@ def test_class_bias_recalibrates_a_drifted_class_mix() -> None:
     assert bias[1] < min(bias[0], bias[2])
     assert np.mean(corrected.argmax(axis=1) == labels) > np.mean(probabilities.argmax(axis=1) == labels) + 0.05
     assert np.allclose(corrected.sum(axis=1), 1) and apply_class_bias(probabilities, None) is probabilities
+
+
+def test_a_class_bias_that_costs_the_old_data_accuracy_is_not_kept() -> None:
+    rng = np.random.default_rng(4)
+    old_labels, new_labels = rng.integers(0, 3, 1000), np.full(1000, 2)  # new data: nearly all class 2
+    labels = np.concatenate([old_labels, new_labels])
+    logits = np.eye(3)[labels] * 1.2 + rng.normal(0, 1, (2000, 3))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    old = np.arange(2000) < 1000
+    assert fit_class_bias(probabilities, labels)[2] > 0.3  # the pooled fit follows the new data's mix ...
+    assert class_bias_for(probabilities, labels, old) is None  # ... which would cost the old rows: not kept
+    balanced = np.concatenate([old_labels, rng.integers(0, 3, 1000)])
+    skewed = np.eye(3)[balanced] * 1.2 + rng.normal(0, 1, (2000, 3))
+    skewed[:, 1] += 1.2  # a vote that over-predicts class 1 everywhere: correcting it helps the old rows too
+    probabilities = np.exp(skewed) / np.exp(skewed).sum(axis=1, keepdims=True)
+    assert class_bias_for(probabilities, balanced, old) is not None
 
 
 def test_calibration_measures_label_distance_to_the_daemons_reference() -> None:
