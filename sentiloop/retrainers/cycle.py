@@ -37,7 +37,7 @@ from sentiloop.retrainers.progress import ProgressFile
 from sentiloop.retrainers.refinement import apply_action, refine_dataset
 from sentiloop.retrainers.results import ENSEMBLE, GOLDEN, RECENT, VALIDATION, Accuracy, Balance, BiasFinding, IterationResult, RefinementStats, Split
 from sentiloop.retrainers.strategies import Mode, retrain_member
-from sentiloop.retrainers.weights import balance_check, class_bias_for, optimise_weights
+from sentiloop.retrainers.weights import balance_check, class_bias_for, weights_for
 
 if TYPE_CHECKING:
     from sentiloop.monitoring.tracking import Tracker
@@ -156,8 +156,9 @@ class RetrainCycle:
         if self.progress is not None:
             self.progress.update(phase="evaluating")
         val_probs = {name: scored[name] if name in scored else m.predict_proba(validation.texts) for name, m in members.items()}
-        weights = optimise_weights(val_probs, validation.labels, start=self.champion.weights) if len(members) > 1 else {n: 1.0 for n in members}
         assert validation.replay is not None
+        weights = (weights_for(val_probs, validation.labels, validation.replay, self.champion.weights) if len(members) > 1
+                   else {n: 1.0 for n in members})
         class_bias = class_bias_for(Ensemble.combine(val_probs, weights), validation.labels, validation.replay)
         balance = balance_check(val_probs, weights, validation.labels)
         if balance.flagged:

@@ -12,7 +12,7 @@ from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_var
 from sentiloop.retrainers.gate import promotion_gate
 from sentiloop.retrainers.policy import Decision, DecisionPolicy, RetrainState, TransitionError
 from sentiloop.retrainers.refinement import refine_dataset
-from sentiloop.retrainers.weights import balance_check, class_bias_for, fit_class_bias, optimise_weights
+from sentiloop.retrainers.weights import balance_check, class_bias_for, fit_class_bias, optimise_weights, weights_for
 
 
 def error_stream(rate_before: float, rate_after: float, n: int, change_at: int, seed: int = 0) -> list[bool]:
@@ -326,6 +326,23 @@ def test_a_class_bias_that_costs_the_old_data_accuracy_is_not_kept() -> None:
     skewed[:, 1] += 1.2  # a vote that over-predicts class 1 everywhere: correcting it helps the old rows too
     probabilities = np.exp(skewed) / np.exp(skewed).sum(axis=1, keepdims=True)
     assert class_bias_for(probabilities, balanced, old) is not None
+
+
+def test_re_fitted_weights_that_cost_the_old_data_accuracy_are_not_kept() -> None:
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 2000)
+    old = np.arange(2000) < 600  # the replayed rows; the rest is new-domain data
+
+    def member(right_on_old: float, right_on_new: float) -> np.ndarray:
+        right = np.where(old, rng.random(2000) < right_on_old, rng.random(2000) < right_on_new)
+        guess = np.where(right, labels, (labels + rng.integers(1, 3, 2000)) % 3)
+        return np.eye(3)[guess] * 0.6 + 0.4 / 3
+
+    probabilities = {"steady": member(0.8, 0.4), "adapting": member(0.45, 0.9)}
+    champion = {"steady": 0.8, "adapting": 0.2}
+    assert optimise_weights(probabilities, labels, start=champion)["adapting"] > 0.5  # the pooled fit follows the new data ...
+    assert weights_for(probabilities, labels, old, champion) == pytest.approx(champion)  # ... the old rows keep the champion's
+    assert weights_for(probabilities, labels, np.zeros(2000, dtype=bool), champion)["adapting"] > 0.5  # no old rows: the fit
 
 
 def test_calibration_measures_label_distance_to_the_daemons_reference() -> None:
