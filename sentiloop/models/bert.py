@@ -36,7 +36,7 @@ from sentiloop.config import BertConfig, ModelsConfig, Settings
 from sentiloop.errors import CheckpointError, ConfigError, DataError
 from sentiloop.files import read_json
 from sentiloop.models.base import FitReport, TrainData, WarmStart
-from sentiloop.models.bert_prefix import FrozenPrefix, SplitEncoder, pad_batch, supports_prefix_cache
+from sentiloop.models.bert_prefix import FrozenPrefix, SplitEncoder, eval_mode, pad_batch, supports_prefix_cache
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
 from sentiloop.models.pretrained import resolve_pretrained
 from sentiloop.models.torch_common import (
@@ -118,14 +118,9 @@ class BertMember:
 
     def _eval_pass(self, encoded: list[list[int]], on_batch: Callable[[np.ndarray, Any], None]) -> None:
         """One eval-mode, no-grad pass over length-sorted batches; ``on_batch(rows, model output)``."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                for index in length_sorted_batches([len(seq) for seq in encoded], self.config.batch_size):
-                    on_batch(index, self.model(**self._collate([encoded[i] for i in index])))
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), torch.inference_mode():
+            for index in length_sorted_batches([len(seq) for seq in encoded], self.config.batch_size):
+                on_batch(index, self.model(**self._collate([encoded[i] for i in index])))
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, train: TrainData, validation: TrainData | None = None) -> FitReport:
@@ -475,14 +470,9 @@ class _Validator:
 
     def loss_and_accuracy(self) -> tuple[float, float, torch.Tensor]:
         logits = torch.empty((len(self.labels), self.num_classes))
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                for index in length_sorted_batches(self.inputs.lengths.tolist(), self.batch_size):
-                    logits[torch.as_tensor(index)] = self.inputs.logits(index).float()
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), torch.inference_mode():
+            for index in length_sorted_batches(self.inputs.lengths.tolist(), self.batch_size):
+                logits[torch.as_tensor(index)] = self.inputs.logits(index).float()
         loss = float(weighted_cross_entropy(logits, self.labels, self.weights))
         return loss, float((logits.argmax(dim=-1) == self.labels).float().mean()), logits
 

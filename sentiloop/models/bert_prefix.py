@@ -89,7 +89,7 @@ class FrozenPrefix:
         missing = [i for i in index if self.hidden[i] is None]
         if not missing:
             return
-        with _eval(self.split.model), torch.no_grad():
+        with eval_mode(self.split.model), torch.no_grad():
             out = self.split.lower(*pad_batch([self.encoded[i] for i in missing], self.pad_id))
         for row, i in enumerate(missing):
             self.hidden[i] = out[row, : self.lengths[i]].clone()
@@ -114,7 +114,7 @@ class FrozenPrefix:
         missing = index[~self.pooled_known[index]]
         if len(missing):
             hidden, mask = self.batch(missing)
-            with _eval(self.split.model), torch.no_grad():
+            with eval_mode(self.split.model), torch.no_grad():
                 self.pooled[torch.as_tensor(missing)] = self.split.upper_pooled(hidden, mask)
             self.pooled_known[missing] = True
         return self.pooled[torch.as_tensor(index)]
@@ -127,7 +127,7 @@ class FrozenPrefix:
         return self.split.head(self.split.upper_pooled(*self.batch(index)))
 
 
-class _eval:
+class eval_mode:
     """Context: the model in eval mode, its previous mode restored after."""
 
     def __init__(self, model: torch.nn.Module) -> None:
