@@ -255,7 +255,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     version, ensemble, metrics = train_ensemble(settings, args.profile, args.data)
     print(f"trained ensemble v{version:04d} ({args.profile} profile) → {settings.data_dir / 'models'}")
-    _print_eval_table(metrics["test"], ensemble.weights)
+    vote = ensemble.info.get("vote")
+    if vote:
+        scores = ", ".join(f"{name} {value:.3f}" for name, value in vote["validation_accuracy"].items())
+        print(f"vote chosen on validation: {vote['chosen']} (accuracy {scores})")
+        for name, reason in vote["excluded"].items():
+            print(f"  {name} gets weight 0: {reason}")
+    reports = dict(metrics["test"])
+    if "test_seed_weights" in metrics:
+        reports["seed-weight vote"] = metrics["test_seed_weights"]
+    _print_eval_table(reports, ensemble.weights)
     return 0
 
 
@@ -269,9 +278,9 @@ def _print_eval_table(reports: Mapping[str, Mapping[str, Any]], weights: Mapping
         cells = "".join(f"{report.get('per_domain_accuracy', {}).get(d, float('nan')):>9.3f}" for d in domains)
         print(f"{name:<16}{weight:>7}{report['accuracy']:>8.3f}{report['macro_f1']:>9.3f}{report['ece']:>7.3f}{cells}")
     labels = list(next(iter(reports.values()))["per_class_f1"])
-    print("\nper-class F1" + "".join(f"{label[:13]:>14}" for label in labels))
+    print(f"\n{'per-class F1':<16}" + "".join(f"{label[:13]:>14}" for label in labels))
     for name, report in reports.items():
-        print(f"{name:<12}" + "".join(f"{report['per_class_f1'][label]:>14.3f}" for label in labels))
+        print(f"{name:<16}" + "".join(f"{report['per_class_f1'][label]:>14.3f}" for label in labels))
 
 
 def _load_ensemble(settings: Settings, version: int | None) -> Ensemble:
@@ -289,14 +298,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sentiloop.training import as_train_data, baseline_report, evaluate, load_split
 
     ensemble = _load_ensemble(settings, args.version)
-    split = load_split(settings, args.data)
+    data = args.data or ensemble.info.get("data")
+    split = load_split(settings, data)
     reports = evaluate(ensemble, as_train_data(split.test))
     if args.baseline:
         reports["tfidf_logreg"] = baseline_report(settings, split)
     if args.json:
         _print_json({"split": "test", "n": len(split.test), "weights": ensemble.weights, "reports": reports})
     else:
-        print(f"test split: {len(split.test)} texts ({args.data or 'VADER ground truth'})")
+        print(f"test split: {len(split.test)} texts ({data or 'vader'})")
         _print_eval_table(reports, ensemble.weights)
     return 0
 
@@ -500,17 +510,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config_show)
 
     p = _add(sub, "train", cmd_train, "train the ensemble (word-sentiment → LSTM → BiLSTM → BERT) and save a new version",
-             "Train every enabled member on the shared split of the VADER ground truth (or --data FILE), "
+             "Train every enabled member on the shared split of the VADER ground truth (or --data FILE|nsmc-ko), "
              "evaluate on the test split and save data_dir/models/vNNNN; the first version becomes champion.")
     p.add_argument("--profile", choices=["fast", "full"], default="full", help="fast: ≤ 3 min demo/CI; full: the quality run (≤ 25 min on 2 cores)")
-    p.add_argument("--data", metavar="FILE", help="your own labelled JSONL/CSV (text, label[, domain]) instead of the VADER ground truth")
+    p.add_argument("--data", metavar="FILE|NAME", help="your own labelled JSONL/CSV (text, label[, domain]), or a bundled dataset: "
+                   "vader (default: the VADER ground truth, English) or nsmc-ko (20,000 star-rated Korean movie reviews)")
     p.add_argument("--members", nargs="+", choices=MEMBER_NAMES, help="train only these members")
 
     p = _add(sub, "eval", cmd_eval, "accuracy, macro-F1, per-class F1, per-domain accuracy and calibration (ECE) on the test split")
     p.add_argument("--json", action="store_true")
     p.add_argument("--baseline", action="store_true", help="also train and score TF-IDF (word + char n-grams) + logistic regression")
     p.add_argument("--version", type=int, help="ensemble version to evaluate (default: the champion)")
-    p.add_argument("--data", metavar="FILE", help="evaluate on the test split of your own labelled file")
+    p.add_argument("--data", metavar="FILE|NAME", help="evaluate on the test split of this labelled file or bundled dataset "
+                   "(vader, nsmc-ko; default: the one the ensemble was trained on)")
 
     p = _add(sub, "predict", cmd_predict, "each member's and the ensemble's label and probabilities for TEXT")
     p.add_argument("texts", nargs="+", metavar="TEXT")

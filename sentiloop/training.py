@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from sentiloop.config import ModelsConfig, Settings
-from sentiloop.datasets import Record, Split, load_labelled_file, load_vader_ground_truth, split_dataset
+from sentiloop.datasets import Record, Split, load_labelled_file, load_nsmc_korean, load_vader_ground_truth, split_dataset
 from sentiloop.evaluation import classification_report
-from sentiloop.models.base import Member, TrainData
+from sentiloop.models.base import HasPretrainedTokenizer, Member, TrainData
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.registry import in_training_order, spec_for
 from sentiloop.models.store import ModelStore
+from sentiloop.models.vote import SEED, fit_vote
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +34,37 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "full": {},
 }
-
-
 def profile_config(models: ModelsConfig, profile: Profile) -> ModelsConfig:
     """The models config with the profile's overrides applied."""
     updates = {name: getattr(models, name).model_copy(update=values) for name, values in PROFILE_OVERRIDES[profile].items()}
     return models.model_copy(update=updates)
 
 
-def load_split(settings: Settings, data_file: str | None = None, fetch: bool = True) -> Split:
-    """The shared split of the VADER ground truth, or of the user's own labelled file.
+# Datasets shipped with (or fetched by) sentiloop, by the name ``--data`` takes and ``ensemble.info["data"]`` keeps.
+VADER, NSMC_KO = "vader", "nsmc-ko"
+BUNDLED_DATASETS = (VADER, NSMC_KO)
+_LEGACY_NAMES = {"vader_ground_truth": VADER}  # what checkpoints written before NSMC call the VADER data
+
+
+def default_data(settings: Settings) -> str:
+    """The bundled dataset of the configured language."""
+    return NSMC_KO if settings.language == "ko" else VADER
+
+
+def load_split(settings: Settings, data: str | None = None, fetch: bool = True) -> Split:
+    """The shared split of a bundled dataset (default: the configured language's) or of a labelled file.
 
     ``fetch=False`` (the daemon and its retrain workers) never downloads: a missing cache is a DataError.
     """
-    records: list[Record] = (
-        load_labelled_file(data_file, settings.labels) if data_file
-        else load_vader_ground_truth(settings.data_dir, settings.labels, fetch=fetch)
-    )
+    data = data or default_data(settings)
+    name = _LEGACY_NAMES.get(data, data)
+    records: list[Record]
+    if name == VADER:
+        records = load_vader_ground_truth(settings.data_dir, settings.labels, fetch=fetch)
+    elif name == NSMC_KO:
+        records = load_nsmc_korean(settings.labels)
+    else:
+        records = load_labelled_file(name, settings.labels)
     return split_dataset(records, seed=settings.models.seed)
 
 
@@ -66,24 +81,38 @@ def evaluate(ensemble: Ensemble, data: TrainData) -> dict[str, Any]:
     return reports
 
 
-def train_ensemble(settings: Settings, profile: Profile = "full", data_file: str | None = None) -> tuple[int, Ensemble, dict[str, Any]]:
+def train_ensemble(settings: Settings, profile: Profile = "full", data: str | None = None) -> tuple[int, Ensemble, dict[str, Any]]:
     """Train every enabled member, evaluate, save as the next version and make it champion if none is."""
     models = profile_config(settings.models, profile)
-    split = load_split(settings, data_file)
+    split = load_split(settings, data)
     train, validation, test = (as_train_data(part) for part in (split.train, split.validation, split.test))
     members: dict[str, Member] = {}
+    validation_probabilities: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
     for name in in_training_order(models.enabled):
         started = time.monotonic()
         log.info("training %s on %d examples (%s profile)", name, len(train), profile)
         member = spec_for(name).build(settings, models)
-        member.fit(train, validation)
+        report = member.fit(train, validation)
         members[name] = member
+        validation_probabilities[name] = (report.validation_probabilities if report.validation_probabilities is not None
+                                          else member.predict_proba(validation.texts))
         timings[name] = round(time.monotonic() - started, 1)
-    ensemble = Ensemble(members, models.weights, settings.label_names,
-                        info={"profile": profile, "data": data_file or "vader_ground_truth", "train_seconds": timings,
-                              "split_sizes": split.sizes()})
+    info: dict[str, Any] = {"profile": profile, "data": data or default_data(settings), "train_seconds": timings,
+                            "split_sizes": split.sizes()}
+    weights, class_bias = dict(models.weights), None
+    if models.vote == "fitted":
+        vote = fit_vote(validation_probabilities, validation.labels, models.weights, reading_notes(members, train.texts))
+        for name, reason in vote.excluded.items():
+            log.warning("%s votes with weight 0: %s", name, reason)
+        log.info("vote on validation: %s; serving %s", ", ".join(f"{k} {v:.3f}" for k, v in vote.candidates.items()), vote.chosen)
+        weights, class_bias, info["vote"] = vote.weights, vote.class_bias, vote.report()
+    ensemble = Ensemble(members, weights, settings.label_names, info=info, class_bias=class_bias)
     ensemble.metrics = {"test": evaluate(ensemble, test)}
+    if models.vote == "fitted" and info["vote"]["chosen"] != SEED:
+        seed_vote = Ensemble(members, models.weights, settings.label_names)
+        ensemble.metrics["test_seed_weights"] = classification_report(
+            seed_vote.predict_proba(test.texts), test.labels, settings.label_names, test.domains)
     store = ModelStore(settings.data_dir)
     version, path = store.next_path()
     ensemble.info["version"] = version
@@ -94,6 +123,12 @@ def train_ensemble(settings: Settings, profile: Profile = "full", data_file: str
     if settings.mlflow.enabled:
         _track_bootstrap(settings, store, version, path, ensemble, champion=first)
     return version, ensemble, ensemble.metrics
+
+
+def reading_notes(members: Mapping[str, Member], texts: Sequence[str], sample: int = 2000) -> dict[str, str]:
+    """Per member with a pretrained vocabulary: how well it covers the training text (a warning's why)."""
+    return {name: member.tokenizer_fit(texts[:sample]).describe() for name, member in members.items()
+            if isinstance(member, HasPretrainedTokenizer)}
 
 
 def _track_bootstrap(settings: Settings, store: ModelStore, version: int, path: Any, ensemble: Ensemble, champion: bool) -> None:

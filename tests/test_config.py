@@ -112,3 +112,19 @@ def test_readme_configuration_reference_is_current() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     current = readme[readme.index(START):readme.index(END) + len(END)]
     assert current == readme_section(), "README configuration reference is stale: run `sentiloop config reference`"
+
+
+def test_language_ko_sets_korean_defaults_and_explicit_keys_win(tmp_path: Path) -> None:
+    korean = Settings(language="ko")
+    assert korean.dictionary.tokenizer == "kiwi" and korean.models.lstm.tokenizer == korean.models.bilstm.tokenizer == "kiwi"
+    assert korean.models.word_sentiment_lexicon == "none" and korean.models.bert.model == "multilingual-e5-small"
+    config = tmp_path / "ko.yaml"
+    config.write_text("language: ko\nmodels:\n  enabled: [lstm, bert]\n  bilstm: {tokenizer: regex}\n")
+    mixed = load_settings(config)
+    assert mixed.models.enabled == ["lstm", "bert"] and mixed.models.bilstm.tokenizer == "regex"
+    assert mixed.models.lstm.tokenizer == "kiwi" and mixed.dictionary.tokenizer == "kiwi"
+    assert Settings().dictionary.tokenizer == "regex" and Settings().models.word_sentiment_lexicon == "vader"
+    bad = tmp_path / "fr.yaml"
+    bad.write_text("language: fr\n")
+    with pytest.raises(ConfigError, match="language"):
+        load_settings(bad)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # Key paths (prefixes) that only take effect after a restart: where data lives, what the labels
 # mean, how to reach Kafka, which ports are bound, which model files and threads are used.
 RESTART_ONLY = (
-    "data_dir", "labels", "kafka", "metrics", "admin", "mlflow", "buffer.synchronous", "buffer.lock_timeout_s",
+    "language", "data_dir", "labels", "kafka", "metrics", "admin", "mlflow", "buffer.synchronous", "buffer.lock_timeout_s",
     "dictionary.tokenizer", "dictionary.seed_lexicon", "models.threads", "models.seed", "models.bert", "models.lstm",
     "models.bilstm", "models.word_sentiment_lexicon",
 )

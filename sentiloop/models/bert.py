@@ -35,7 +35,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from sentiloop.config import BertConfig, ModelsConfig, Settings
 from sentiloop.errors import CheckpointError, ConfigError, DataError
 from sentiloop.files import read_json
-from sentiloop.models.base import FitReport, TrainData, WarmStart
+from sentiloop.models.base import FitReport, TokenizerFit, TrainData, WarmStart
 from sentiloop.models.bert_prefix import FrozenPrefix, SplitEncoder, eval_mode, pad_batch, supports_prefix_cache
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
 from sentiloop.models.pretrained import resolve_pretrained
@@ -95,6 +95,16 @@ class BertMember:
         if len(texts) == 0:
             return np.zeros((0, self.num_classes), dtype=np.float32)
         return torch.softmax(self._logits(self._encode(texts)), dim=-1).numpy()
+
+    def tokenizer_fit(self, texts: Sequence[str]) -> TokenizerFit:
+        """Unknown-token share and pieces per word: what says that a vocabulary cannot read a script."""
+        if not texts:
+            return TokenizerFit(0.0, 0.0)
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        pieces, words = sum(len(seq) for seq in ids), sum(len(text.split()) for text in texts)
+        unknown = self.tokenizer.unk_token_id
+        unknown_pieces = sum(seq.count(unknown) for seq in ids) if unknown is not None else 0
+        return TokenizerFit(unknown_pieces / pieces if pieces else 0.0, pieces / words if words else 0.0)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, truncated to ``max_length``; padding happens per batch."""

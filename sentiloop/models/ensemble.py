@@ -1,9 +1,10 @@
 """The ensemble: a weighted soft vote over members' probabilities, and its checkpoint directory.
 
-Default weights are the seed's (BERT .30, BiLSTM .30, LSTM .25, word-sentiment .15); a disabled or
-missing member simply drops out and the remaining weights are renormalised. A retrained ensemble may
-also carry a per-class log-prior correction (``class_bias``, fitted on held-out data) so that its
-class mix matches the data rather than whatever its freshly retrained members drifted to.
+The weights start from the seed's (BERT .30, BiLSTM .30, LSTM .25, word-sentiment .15) and are chosen
+on held-out data by :mod:`sentiloop.models.vote`; a disabled or missing member simply drops out and the
+remaining weights are renormalised. An ensemble may also carry a per-class log-prior correction
+(``class_bias``, fitted on held-out data) so that its class mix matches the data rather than whatever
+its freshly trained members drifted to.
 An ensemble checkpoint is ``ensemble.json`` (weights, labels, metrics) + ``members/<name>/``.
 """
 
@@ -21,26 +22,10 @@ from sentiloop.files import atomic_directory, atomic_write_json, read_json
 from sentiloop.models.base import Member
 from sentiloop.models.checkpoint import verify_member_dir
 from sentiloop.models.registry import member_class
+from sentiloop.models.vote import apply_class_bias, combine, normalise_weights
 
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT = "sentiloop.ensemble/1"
-
-
-def normalise_weights(weights: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
-    """Weights of ``names`` only, summing to 1 (equal weights if they are all zero)."""
-    chosen = {name: float(weights.get(name, 0.0)) for name in names}
-    total = sum(chosen.values())
-    if total <= 0:
-        return {name: 1.0 / len(names) for name in names}
-    return {name: value / total for name, value in chosen.items()}
-
-
-def apply_class_bias(probabilities: np.ndarray, bias: Sequence[float] | np.ndarray | None) -> np.ndarray:
-    """Rescale each class's probability by exp(bias) and renormalise (identity without a bias)."""
-    if bias is None:
-        return probabilities
-    scaled = probabilities * np.exp(np.asarray(bias, dtype=float))
-    return scaled / scaled.sum(axis=1, keepdims=True)
 
 
 class Ensemble:
@@ -67,16 +52,9 @@ class Ensemble:
     def member_probabilities(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         return {name: member.predict_proba(texts) for name, member in self.members.items()}
 
-    @staticmethod
-    def combine(probabilities: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-        """Weighted soft vote over the members present in ``probabilities`` (renormalised)."""
-        used = normalise_weights(weights, list(probabilities))
-        names = list(probabilities)
-        return np.einsum("m,mnc->nc", np.array([used[name] for name in names]), np.stack([probabilities[name] for name in names]))
-
     def vote(self, probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
         """This ensemble's answer from its members' probabilities: weighted vote, then the class bias."""
-        return apply_class_bias(self.combine(probabilities, self.weights), self.class_bias)
+        return apply_class_bias(combine(probabilities, self.weights), self.class_bias)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.vote(self.member_probabilities(texts))

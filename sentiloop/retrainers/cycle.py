@@ -28,6 +28,7 @@ from sentiloop.evaluation import accuracy
 from sentiloop.models.base import HasOptimizerState, TrainData, WarmStart
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.registry import in_training_order
+from sentiloop.models.vote import combine
 from sentiloop.monitoring.bias import detect_data_bias
 from sentiloop.retrainers.checkpoints import CheckpointManager, ResumePoint
 from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
@@ -159,7 +160,7 @@ class RetrainCycle:
         assert validation.replay is not None
         weights = (weights_for(val_probs, validation.labels, validation.replay, self.champion.weights) if len(members) > 1
                    else {n: 1.0 for n in members})
-        class_bias = class_bias_for(Ensemble.combine(val_probs, weights), validation.labels, validation.replay)
+        class_bias = class_bias_for(combine(val_probs, weights), validation.labels, validation.replay)
         balance = balance_check(val_probs, weights, validation.labels)
         if balance.flagged:
             log.warning("iteration %d: %s", iteration, balance.reason)

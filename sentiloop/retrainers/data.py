@@ -127,9 +127,9 @@ def original_split(settings: Settings, info: dict[str, Any]) -> tuple[Pool, Pool
     """
     from sentiloop.training import load_split
 
-    source = info.get("data", "vader_ground_truth")
+    source = info.get("data")
     try:
-        split = load_split(settings, None if source == "vader_ground_truth" else source, fetch=False)
+        split = load_split(settings, source, fetch=False)
     except (DataError, OSError) as exc:
         log.warning("original dataset %s unavailable (%s): replay and golden set come from the buffer only", source, exc)
         return None

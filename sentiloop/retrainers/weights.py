@@ -1,7 +1,7 @@
-"""Ensemble weights after a retrain: optimised on validation log-loss, plus the seed's balance check,
-and a per-class bias that re-calibrates the vote's class mix on the same held-out data.
+"""The retrain's vote, guarded against forgetting, and the seed's balance check.
 
-Weights live on the simplex (softmax parametrisation, so any optimiser step stays valid). The balance
+Weights and the class bias are fitted by :mod:`sentiloop.models.vote` on the new + replayed
+validation folds, then kept only if they do not cost the old-distribution rows accuracy. The balance
 check computes each member's contribution = ensemble accuracy − accuracy without it; a max/min
 contribution ratio above 3 (or a member that contributes nothing) is flagged.
 """
@@ -14,36 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sentiloop.evaluation import accuracy
-from sentiloop.models.ensemble import Ensemble, normalise_weights
+from sentiloop.models.vote import apply_class_bias, combine, fit_class_bias, normalise_weights, optimise_weights
 
 BALANCE_RATIO_LIMIT = 3.0
-
-
-def _log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0))))
-
-
-def fit_class_bias(probabilities: np.ndarray, labels: np.ndarray) -> list[float]:
-    """Per-class log-prior offsets minimising validation log-loss (L2-shrunk towards none).
-
-    Freshly retrained members on a few thousand examples often drift in how often they predict each
-    class (one epoch more or less moves a whole class); the vote's probabilities are then
-    mis-calibrated by class, which costs accuracy and can collapse a frequent class. Five numbers fitted
-    on held-out data fix that without touching the members. The shrinkage (1/n) keeps a small
-    validation set from over-fitting them.
-    """
-    from scipy.optimize import minimize
-
-    from sentiloop.models.ensemble import apply_class_bias
-
-    n, classes = probabilities.shape
-
-    def loss(bias: np.ndarray) -> float:
-        return _log_loss(apply_class_bias(probabilities, bias), labels) + float(bias @ bias) / n
-
-    result = minimize(loss, np.zeros(classes), method="L-BFGS-B")
-    bias = result.x - result.x.mean()  # only differences matter
-    return [float(b) for b in bias]
 
 
 def class_bias_for(probabilities: np.ndarray, labels: np.ndarray, old: np.ndarray) -> list[float] | None:
@@ -56,33 +29,10 @@ def class_bias_for(probabilities: np.ndarray, labels: np.ndarray, old: np.ndarra
     """
     bias = fit_class_bias(probabilities, labels)
     if old.any():
-        from sentiloop.models.ensemble import apply_class_bias
-
         before = float(np.mean(probabilities[old].argmax(1) == labels[old]))
         if float(np.mean(apply_class_bias(probabilities[old], bias).argmax(1) == labels[old])) < before:
             return None
     return bias
-
-
-def optimise_weights(member_probabilities: Mapping[str, np.ndarray], labels: np.ndarray,
-                     start: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Weights minimising the validation log-loss of the soft vote."""
-    from scipy.optimize import minimize
-
-    names = list(member_probabilities)
-    stacked = np.stack([member_probabilities[n] for n in names])  # (members, n, classes)
-    initial = normalise_weights(start or {}, names)
-    theta0 = np.log(np.array([max(initial[n], 1e-6) for n in names]))
-
-    def loss(theta: np.ndarray) -> float:
-        w = np.exp(theta - theta.max())
-        w /= w.sum()
-        return _log_loss(np.tensordot(w, stacked, axes=1), labels)
-
-    result = minimize(loss, theta0, method="Nelder-Mead" if len(names) <= 2 else "Powell", options={"maxiter": 2000})
-    w = np.exp(result.x - result.x.max())
-    w /= w.sum()
-    return {n: float(v) for n, v in zip(names, w)}
 
 
 def weights_for(member_probabilities: Mapping[str, np.ndarray], labels: np.ndarray, old: np.ndarray,
@@ -101,7 +51,7 @@ def weights_for(member_probabilities: Mapping[str, np.ndarray], labels: np.ndarr
         return fitted
     kept = normalise_weights(champion, list(member_probabilities))
     on_old = {name: p[old] for name, p in member_probabilities.items()}
-    if accuracy(Ensemble.combine(on_old, fitted), labels[old]) >= accuracy(Ensemble.combine(on_old, kept), labels[old]):
+    if accuracy(combine(on_old, fitted), labels[old]) >= accuracy(combine(on_old, kept), labels[old]):
         return fitted
     return kept
 
@@ -117,7 +67,7 @@ class BalanceReport:
 def balance_check(member_probabilities: Mapping[str, np.ndarray], weights: Mapping[str, float], labels: np.ndarray) -> BalanceReport:
     """Seed ``maintain_ensemble_balance``: contribution of each member and the max/min ratio."""
     def vote_accuracy(probs: Mapping[str, np.ndarray]) -> float:
-        return accuracy(Ensemble.combine(probs, weights), labels)
+        return accuracy(combine(probs, weights), labels)
 
     full = vote_accuracy(member_probabilities)
     contributions = {

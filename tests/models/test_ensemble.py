@@ -6,9 +6,10 @@ import pytest
 from sentiloop.errors import CheckpointError
 from sentiloop.evaluation import classification_report, expected_calibration_error, per_class_f1
 from sentiloop.models.base import TrainData
-from sentiloop.models.ensemble import Ensemble, normalise_weights
+from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.registry import in_training_order
 from sentiloop.models.store import ModelStore
+from sentiloop.models.vote import normalise_weights
 from sentiloop.models.word_member import WordSentimentMember
 
 POLARITIES = [-2, -1, 0, 1, 2]

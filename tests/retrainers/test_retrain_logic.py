@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from sentiloop.config import GateSettings, PolicyConfig, RetrainConfig
-from sentiloop.models.ensemble import apply_class_bias
+from sentiloop.models.vote import apply_class_bias, fit_class_bias, optimise_weights
 from sentiloop.monitoring.bias import detect_data_bias
 from sentiloop.monitoring.drift import ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal, calibrate, jensen_shannon
 from sentiloop.retrainers.convergence import ConvergenceDetector, prediction_variance
 from sentiloop.retrainers.gate import promotion_gate
 from sentiloop.retrainers.policy import Decision, DecisionPolicy, RetrainState, TransitionError
 from sentiloop.retrainers.refinement import refine_dataset
-from sentiloop.retrainers.weights import balance_check, class_bias_for, fit_class_bias, optimise_weights, weights_for
+from sentiloop.retrainers.weights import balance_check, class_bias_for, weights_for
 
 
 def error_stream(rate_before: float, rate_after: float, n: int, change_at: int, seed: int = 0) -> list[bool]:
