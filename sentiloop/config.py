@@ -20,7 +20,7 @@ from sentiloop.models.registry import MEMBER_NAMES, MemberName, default_weights
 
 ENV_PREFIX = "SENTILOOP_"
 # Environment variables with this prefix that are not config keys.
-_ENV_NOT_KEYS = {"SENTILOOP_CONFIG", "SENTILOOP_VADER_SDIST"}
+_ENV_NOT_KEYS = {"SENTILOOP_CONFIG", "SENTILOOP_VADER_SDIST", "SENTILOOP_CACHE_DIR"}  # not settings: read where used
 
 
 class _Strict(BaseModel):

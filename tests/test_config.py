@@ -128,3 +128,7 @@ def test_language_ko_sets_korean_defaults_and_explicit_keys_win(tmp_path: Path) 
     bad.write_text("language: fr\n")
     with pytest.raises(ConfigError, match="language"):
         load_settings(bad)
+
+
+def test_the_cache_dir_variable_is_not_a_setting() -> None:
+    assert env_overrides({"SENTILOOP_CACHE_DIR": "/tmp/cache", "SENTILOOP_LANGUAGE": "ko"}) == {"language": "ko"}
