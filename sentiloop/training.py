@@ -20,7 +20,7 @@ from sentiloop.models.base import HasPretrainedTokenizer, Member, TrainData
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.registry import in_training_order, spec_for
 from sentiloop.models.store import ModelStore
-from sentiloop.models.vote import SEED, fit_vote
+from sentiloop.models.vote import SEED, combine, fit_vote
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "full": {},
 }
+
+
 def profile_config(models: ModelsConfig, profile: Profile) -> ModelsConfig:
     """The models config with the profile's overrides applied."""
     updates = {name: getattr(models, name).model_copy(update=values) for name, values in PROFILE_OVERRIDES[profile].items()}
@@ -42,7 +44,6 @@ def profile_config(models: ModelsConfig, profile: Profile) -> ModelsConfig:
 
 # Datasets shipped with (or fetched by) sentiloop, by the name ``--data`` takes and ``ensemble.info["data"]`` keeps.
 VADER, NSMC_KO = "vader", "nsmc-ko"
-BUNDLED_DATASETS = (VADER, NSMC_KO)
 _LEGACY_NAMES = {"vader_ground_truth": VADER}  # what checkpoints written before NSMC call the VADER data
 
 
@@ -72,9 +73,12 @@ def as_train_data(records: Sequence[Record]) -> TrainData:
     return TrainData([r.text for r in records], np.array([r.label for r in records], dtype=np.int64), domains=[r.domain for r in records])
 
 
-def evaluate(ensemble: Ensemble, data: TrainData) -> dict[str, Any]:
-    """Per member and for the ensemble: accuracy, macro-F1, per-class F1, per-domain accuracy, ECE."""
-    probabilities = ensemble.member_probabilities(data.texts)
+def evaluate(ensemble: Ensemble, data: TrainData, probabilities: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Per member and for the ensemble: accuracy, macro-F1, per-class F1, per-domain accuracy, ECE.
+
+    ``probabilities``: the members' answers on ``data`` where the caller already has them.
+    """
+    probabilities = probabilities if probabilities is not None else ensemble.member_probabilities(data.texts)
     reports = {name: classification_report(p, data.labels, ensemble.label_names, data.domains) for name, p in probabilities.items()}
     reports["ensemble"] = classification_report(ensemble.vote(probabilities), data.labels,
                                                 ensemble.label_names, data.domains)
@@ -87,32 +91,32 @@ def train_ensemble(settings: Settings, profile: Profile = "full", data: str | No
     split = load_split(settings, data)
     train, validation, test = (as_train_data(part) for part in (split.train, split.validation, split.test))
     members: dict[str, Member] = {}
-    validation_probabilities: dict[str, np.ndarray] = {}
+    scored: dict[str, np.ndarray] = {}  # validation answers early stopping already computed
     timings: dict[str, float] = {}
     for name in in_training_order(models.enabled):
         started = time.monotonic()
         log.info("training %s on %d examples (%s profile)", name, len(train), profile)
         member = spec_for(name).build(settings, models)
-        report = member.fit(train, validation)
+        if (known := member.fit(train, validation).validation_probabilities) is not None:
+            scored[name] = known
         members[name] = member
-        validation_probabilities[name] = (report.validation_probabilities if report.validation_probabilities is not None
-                                          else member.predict_proba(validation.texts))
         timings[name] = round(time.monotonic() - started, 1)
     info: dict[str, Any] = {"profile": profile, "data": data or default_data(settings), "train_seconds": timings,
                             "split_sizes": split.sizes()}
     weights, class_bias = dict(models.weights), None
     if models.vote == "fitted":
-        vote = fit_vote(validation_probabilities, validation.labels, models.weights, reading_notes(members, train.texts))
+        on_validation = {name: scored[name] if name in scored else m.predict_proba(validation.texts) for name, m in members.items()}
+        vote = fit_vote(on_validation, validation.labels, models.weights, reading_notes(members, train.texts))
         for name, reason in vote.excluded.items():
             log.warning("%s votes with weight 0: %s", name, reason)
         log.info("vote on validation: %s; serving %s", ", ".join(f"{k} {v:.3f}" for k, v in vote.candidates.items()), vote.chosen)
         weights, class_bias, info["vote"] = vote.weights, vote.class_bias, vote.report()
     ensemble = Ensemble(members, weights, settings.label_names, info=info, class_bias=class_bias)
-    ensemble.metrics = {"test": evaluate(ensemble, test)}
-    if models.vote == "fitted" and info["vote"]["chosen"] != SEED:
-        seed_vote = Ensemble(members, models.weights, settings.label_names)
+    on_test = ensemble.member_probabilities(test.texts)
+    ensemble.metrics = {"test": evaluate(ensemble, test, on_test)}
+    if "vote" in info and info["vote"]["chosen"] != SEED:
         ensemble.metrics["test_seed_weights"] = classification_report(
-            seed_vote.predict_proba(test.texts), test.labels, settings.label_names, test.domains)
+            combine(on_test, models.weights), test.labels, settings.label_names, test.domains)
     store = ModelStore(settings.data_dir)
     version, path = store.next_path()
     ensemble.info["version"] = version

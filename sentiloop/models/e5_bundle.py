@@ -117,6 +117,9 @@ def read_e5_file(path: Path) -> E5File:
 def bert_state_dict(e5: E5File) -> dict[str, np.ndarray]:
     """The tensors under transformers' ``BertModel`` names, shaped; an identity pooler added."""
     h, t = e5.header, e5.tensors
+    expected = 5 + 16 * h["layers"]
+    if len(t) != expected:
+        raise CheckpointError(f"the E5S1 file has {len(t)} tensors, a {h['layers']}-layer BERT needs {expected}")
     state = {
         "embeddings.word_embeddings.weight": t["emb.word"].reshape(h["vocab"], h["hidden"]),
         "embeddings.position_embeddings.weight": t["emb.pos"].reshape(h["positions"], h["hidden"]),
@@ -132,9 +135,6 @@ def bert_state_dict(e5: E5File) -> dict[str, np.ndarray]:
             state[prefix + name + ".bias"] = t[f"l{layer}.{short}.b"]
         for short, name in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
             state[prefix + name + ".weight"], state[prefix + name + ".bias"] = t[f"l{layer}.{short}.w"], t[f"l{layer}.{short}.b"]
-    expected = 5 + 16 * h["layers"]
-    if len(t) != expected:
-        raise CheckpointError(f"the E5S1 file has {len(t)} tensors, a {h['layers']}-layer BERT needs {expected}")
     return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in state.items()}
 
 
