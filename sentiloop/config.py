@@ -246,9 +246,9 @@ class ModelsConfig(_Strict):
     enabled: list[MemberName] = Field(default_factory=lambda: list(MEMBER_NAMES))
     weights: dict[str, float] = Field(default_factory=default_weights, description="soft-vote weight per member name")
     vote: Literal["fitted", "fixed"] = Field(
-        default="fixed", description="fixed: serve `weights` as given; fitted: `sentiloop train` chooses weights and a class bias "
-        "on validation (never worse there than the best member, members at chance get 0) - opt-in until the gate's golden set "
-        "stops being that same validation split (README: The ensemble)")
+        default="fitted", description="fitted: `sentiloop train` chooses weights and a class bias on the validation split's vote "
+        "fold (never worse there than the best member, members at chance get 0; the gate's golden set is the other half); "
+        "fixed: serve `weights` as given (the seed's)")
     word_sentiment_lexicon: Literal["none", "vader"] = Field(
         default="vader", description="seed lexicon of the ensemble's word-sentiment member (VADER adds its rule-based scores)"
     )

@@ -20,7 +20,7 @@ from sentiloop.models.base import HasPretrainedTokenizer, Member, TrainData
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.registry import in_training_order, spec_for
 from sentiloop.models.store import ModelStore
-from sentiloop.models.vote import SEED, combine, fit_vote
+from sentiloop.models.vote import SEED, combine, fit_vote, in_vote_fold
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,12 @@ def train_ensemble(settings: Settings, profile: Profile = "full", data: str | No
                             "split_sizes": split.sizes()}
     weights, class_bias = dict(models.weights), None
     if models.vote == "fitted":
-        on_validation = {name: scored[name] if name in scored else m.predict_proba(validation.texts) for name, m in members.items()}
-        vote = fit_vote(on_validation, validation.labels, models.weights, reading_notes(members, train.texts))
+        fold = in_vote_fold(validation.texts)  # the other half stays the gate's golden set
+        on_fold = {name: (scored[name] if name in scored else m.predict_proba(validation.texts))[fold] for name, m in members.items()}
+        vote = fit_vote(on_fold, validation.labels[fold], models.weights, reading_notes(members, train.texts))
         for name, reason in vote.excluded.items():
             log.warning("%s votes with weight 0: %s", name, reason)
-        log.info("vote on validation: %s; serving %s", ", ".join(f"{k} {v:.3f}" for k, v in vote.candidates.items()), vote.chosen)
+        log.info("vote on the validation split's vote fold: %s; serving %s", ", ".join(f"{k} {v:.3f}" for k, v in vote.candidates.items()), vote.chosen)
         weights, class_bias, info["vote"] = vote.weights, vote.class_bias, vote.report()
     ensemble = Ensemble(members, weights, settings.label_names, info=info, class_bias=class_bias)
     on_test = ensemble.member_probabilities(test.texts)

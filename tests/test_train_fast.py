@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def cli(data_dir: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SENTILOOP_DATA_DIR": str(data_dir), "SENTILOOP_MODELS__VOTE": "fitted"}
+    env = {**os.environ, "SENTILOOP_DATA_DIR": str(data_dir)}
     return subprocess.run([sys.executable, "-m", "sentiloop", *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 

@@ -12,10 +12,16 @@ therefore chooses the vote on validation data among
 and takes the most accurate, so the served vote is never worse on validation than its best member.
 A member no better than always answering the most frequent class gets weight 0 first, with the reason
 (e.g. an encoder whose tokenizer cannot read the language).
+
+The vote is fitted on one half of the validation split, the *vote fold* (:func:`in_vote_fold`, fixed
+by each text's hash); the retrain gate's golden set is the other half. Fitted and judged on the same
+rows, a champion looked better than it was and every challenger looked like it forgot: the demo
+promoted nothing (champion golden 0.558, challenger 0.506).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +35,15 @@ from sentiloop.evaluation import accuracy
 CHANCE_Z = 2.0
 SEED = "seed weights"
 FITTED = "fitted weights"
+
+
+VOTE_FOLD = "vote fold"  # ``info["vote"]["fitted_on"]``: the vote saw only the vote fold of validation
+
+
+def in_vote_fold(texts: Sequence[str]) -> np.ndarray:
+    """Which validation texts the vote is fitted on: half of them, by the parity of each text's sha256,
+    so the bootstrap and every later retrain of its lineage agree on the split without storing it."""
+    return np.array([hashlib.sha256(text.encode("utf-8")).digest()[0] % 2 == 0 for text in texts], dtype=bool)
 
 
 def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -126,7 +141,7 @@ class FittedVote:
     excluded: dict[str, str] = field(default_factory=dict)  # member → why it got weight 0
 
     def report(self) -> dict[str, object]:
-        return {"chosen": self.chosen, "validation_accuracy": self.candidates, "excluded": self.excluded}
+        return {"chosen": self.chosen, "validation_accuracy": self.candidates, "excluded": self.excluded, "fitted_on": VOTE_FOLD}
 
 
 def fit_vote(member_probabilities: Mapping[str, np.ndarray], labels: np.ndarray, seed_weights: Mapping[str, float],

@@ -6,7 +6,8 @@
   members do not forget (see ``replay_sample``); for a ``full`` retrain, all of the older data: a model
   trained from scratch knows only what it is shown, and that is what retraining in full means;
 - recent: the newest labelled events of the holdout split (reserved by event_id hash, never trained on);
-- golden: a fixed set from the original distribution (the original validation split).
+- golden: a fixed set from the original distribution (the original validation split, less the vote
+  fold where the bootstrap fitted its vote there).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sentiloop.config import Settings
 from sentiloop.datasets import Record
 from sentiloop.errors import DataError
 from sentiloop.models.base import TrainData
+from sentiloop.models.vote import VOTE_FOLD, in_vote_fold
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,14 @@ def original_split(settings: Settings, info: dict[str, Any]) -> tuple[Pool, Pool
     return Pool.from_records(split.train), Pool.from_records(split.validation)
 
 
+def golden_pool(validation: Pool, champion_info: dict[str, Any]) -> Pool:
+    """The gate's golden set: the original validation split, less its vote fold when the lineage's
+    vote was fitted there (a champion is not judged on the rows its vote was chosen on)."""
+    if (champion_info.get("vote") or {}).get("fitted_on") != VOTE_FOLD:
+        return validation
+    return validation.subset(~in_vote_fold(validation.texts))
+
+
 def _recent_holdout(holdout: list[StoredEvent], starts: Sequence[int], minimum: int, newest: int) -> list[StoredEvent]:
     """The newest ``newest`` holdout events after the first start that leaves ``minimum``, else the newest overall."""
     for start in starts:
@@ -160,7 +170,7 @@ def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: 
     older = Pool.from_events(list(store.iter_events(until_seq=since, labelled_only=True, split="train")))
     original = original_split(settings, champion_info)
     if original is not None:
-        replay_source, golden = Pool.concat(original[0], older), original[1]
+        replay_source, golden = Pool.concat(original[0], older), golden_pool(original[1], champion_info)
     else:
         replay_source = older
         golden = Pool.from_events([e for e in holdout if e.seq <= since][: gate.recent_holdout])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sentiloop.evaluation import accuracy
-from sentiloop.models.vote import FITTED, SEED, apply_class_bias, at_chance, combine, fit_vote
+from sentiloop.models.vote import FITTED, SEED, apply_class_bias, at_chance, combine, fit_vote, in_vote_fold
+from sentiloop.retrainers.data import Pool, golden_pool
 
 CLASSES = 5
 
@@ -71,3 +72,14 @@ def test_a_class_bias_is_served_only_where_it_helps() -> None:
     assert vote.chosen == FITTED and vote.class_bias is not None and vote.class_bias[2] > 0
     calibrated = fit_vote({"a": probabilities, "b": probabilities.copy()}, labels, {"a": 0.5, "b": 0.5})
     assert calibrated.chosen == SEED and calibrated.class_bias is None  # nothing to gain: the seed weights, as they are
+
+
+def test_the_vote_fold_is_half_of_validation_fixed_by_the_text_and_the_golden_set_is_the_rest() -> None:
+    texts = [f"review number {i}" for i in range(2000)]
+    fold = in_vote_fold(texts)
+    assert 0.45 < fold.mean() < 0.55
+    assert (in_vote_fold(list(reversed(texts))) == fold[::-1]).all()  # the text decides, not its position
+    validation = Pool([str(i) for i in range(len(texts))], texts, np.zeros(len(texts), dtype=np.int64), ["movies"] * len(texts))
+    golden = golden_pool(validation, {"vote": fit_vote({"a": np.eye(CLASSES)[[0, 1]]}, np.array([0, 1]), {"a": 1.0}).report()})
+    assert len(golden) == int((~fold).sum()) and not set(golden.texts) & {t for t, f in zip(texts, fold) if f}
+    assert len(golden_pool(validation, {})) == len(texts)  # a lineage with the seed's fixed vote: the whole split
