@@ -134,7 +134,12 @@ class BertMember:
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, train: TrainData, validation: TrainData | None = None) -> FitReport:
-        """Fine-tune every parameter at ``config.learning_rate`` for ≤ ``config.epochs`` epochs."""
+        """Fine-tune every parameter at ``config.learning_rate`` for ≤ ``config.epochs`` epochs; with
+        ``config.train_top_layers`` only those layers and the head (from a linear probe), the frozen
+        layers below computed once per text."""
+        if (top := self.config.train_top_layers) is not None:
+            return self.fine_tune(train, validation, encoder_lr=self.config.learning_rate, head_lr=self.config.learning_rate,
+                                  unfreeze_from_epoch=0, top_layers=top, epochs=self.config.epochs, max_steps=self.config.max_steps)
         self._check_labels(train)
         self.model.requires_grad_(True)
         groups = _param_groups(self.model.named_parameters(), self.config.learning_rate, self.config.weight_decay)
