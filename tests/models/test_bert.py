@@ -287,3 +287,24 @@ def test_cached_fine_tune_runs_the_frozen_layer_once_per_text(tiny_bert: Path) -
     uncached = _lowest_layer_calls(make_member(tiny_bert, eval_every=2), cache_frozen=False)
     assert cached == 4 + 2  # each text once, whatever the epochs: 32 training texts (the probe needs them all) and 16 validation ones, in batches of 8
     assert uncached > 5 * 4  # every epoch's every step, plus each validation check
+
+
+def test_training_only_the_top_layers_leaves_the_rest_as_pretrained_and_learns(tiny_bert: Path) -> None:
+    member = make_member(tiny_bert, train_top_layers=1, epochs=5, learning_rate=1e-2)
+    before = {name: param.detach().clone() for name, param in member.model.named_parameters()}
+    calls = 0
+
+    def count(*_: object) -> None:
+        nonlocal calls
+        calls += 1
+
+    hook = member.model.bert.encoder.layer[0].register_forward_hook(count)
+    try:
+        report = member.fit(make_data(64), make_data(16, seed=1))
+    finally:
+        hook.remove()
+    changed = {name for name, param in member.model.named_parameters() if not torch.equal(before[name], param)}
+    assert report.epochs >= 1 and changed and all(name.startswith(("bert.encoder.layer.1.", "bert.pooler.", "classifier.")) for name in changed)
+    assert calls == 8 + 2  # the frozen layer ran once per text: 64 training and 16 validation texts in batches of 8
+    validation = make_data(64, seed=2)
+    assert np.mean(member.predict_proba(validation.texts).argmax(1) == validation.labels) > 0.8  # it learnt the words' labels
