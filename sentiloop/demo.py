@@ -31,7 +31,6 @@ from sentiloop.retrainers.results import RetrainStatus
 log = logging.getLogger(__name__)
 
 # Drift thresholds calibrated on the movies domain with `sentiloop.monitoring.drift.calibrate` (README).
-DUE_GRACE_S = 15.0  # how long a due retrain may take to start after the stream before the demo stops waiting
 MAX_BEHIND = 200  # events the drift scoring may lag behind the producer before the producer waits
 CALIBRATED_DRIFT = {"ph_threshold": 31.0, "label_threshold": 0.088, "oov_margin": 0.033, "min_instances": 300}
 
@@ -177,16 +176,17 @@ class Demo:
     def settle(self, timeout_s: float = 600) -> None:
         """After the stream: wait until every event is stored and a running retrain is judged."""
         deadline = time.monotonic() + timeout_s
-        due_since: float | None = None
+        idle_at: int | None = None  # the controller's tick count when all was stored and no worker ran
         self.say("stream sent; waiting for the daemon to store the last events (and for a running retrain)")
         while time.monotonic() < deadline:
             controller = self._controller()
-            stored = self._metric("sentiloop_events_stored_total") >= self.plan.total
-            if controller.worker is None and stored:
-                # a retrain due now starts at the controller's next tick, unless its policy holds it
-                due_since = (due_since or time.monotonic()) if self._retrain_due(controller) else None
-                if due_since is None or time.monotonic() - due_since > DUE_GRACE_S:
+            if controller.worker is None and self._metric("sentiloop_events_stored_total") >= self.plan.total:
+                # done once a whole controller tick has seen every event and started no retrain
+                idle_at = controller.ticks if idle_at is None else idle_at
+                if controller.ticks >= idle_at + 2:
                     break
+            else:
+                idle_at = None
             self.observe(None)
             time.sleep(0.5)
         self.observe(None)
@@ -194,16 +194,6 @@ class Demo:
         if pending is not None:
             self.say(f"a drift retrain is still pending ({pending[1][:120]}); it would start after "
                      f"{self.settings.retrain.policy.drift_settle_events} labelled events more than the demo sends")
-
-    def _retrain_due(self, controller: Any) -> bool:
-        """A retrain the controller will start at its next tick (every event may be stored before it
-        ticks): one is due, or a settling drift has collected its events."""
-        from sentiloop.retrainers.policy import RetrainState
-
-        if controller.policy.state is RetrainState.DUE:
-            return True
-        pending = controller.pending_drift
-        return pending is not None and controller.store.count_after(pending[0]) >= self.settings.retrain.policy.drift_settle_events
 
     # -- what the terminal shows ---------------------------------------------------------------
     def observe(self, bar: Any) -> None:

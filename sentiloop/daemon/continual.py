@@ -133,6 +133,7 @@ class RetrainController:
         self._thread = threading.Thread(target=self._loop, name="sentiloop-retrain", daemon=True)
         self._scheduler: Any | None = None
         self._last_suppressed = ""
+        self.ticks = 0  # completed controller ticks: a caller that waits for two has seen one start after it looked
 
     @property
     def pending_drift(self) -> tuple[int, str] | None:
@@ -238,6 +239,7 @@ class RetrainController:
         while not self._stop.wait(CHECK_S):
             try:
                 self.tick()
+                self.ticks += 1
             except StorageUnavailable as exc:  # the consumer reports the outage; say it here once
                 if str(exc) != unavailable:
                     log.warning("retrain decisions wait for the buffer: %s", exc)

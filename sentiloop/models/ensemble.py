@@ -1,8 +1,8 @@
 """The ensemble: a weighted soft vote over members' probabilities, and its checkpoint directory.
 
-The weights are the seed's (BERT .30, BiLSTM .30, LSTM .25, word-sentiment .15) unless
-``models.vote: fitted`` chose them on held-out data (:mod:`sentiloop.models.vote`); a disabled or
-missing member simply drops out and the remaining weights are renormalised. An ensemble may also carry a per-class log-prior correction
+The weights are chosen on held-out data by :mod:`sentiloop.models.vote` (``models.vote: fitted``, the
+default) or are the seed's as given (BERT .30, BiLSTM .30, LSTM .25, word-sentiment .15; ``fixed``); a
+disabled or missing member simply drops out and the remaining weights are renormalised. An ensemble may also carry a per-class log-prior correction
 (``class_bias``, fitted on held-out data) so that its class mix matches the data rather than whatever
 its freshly trained members drifted to.
 An ensemble checkpoint is ``ensemble.json`` (weights, labels, metrics) + ``members/<name>/``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from sentiloop.config import BertConfig
 from sentiloop.errors import CheckpointError, DataError
-from sentiloop.models.base import Member, TrainData
+from sentiloop.models.base import FitReport, Member, TrainData
 from sentiloop.models.bert import WEIGHTS_FILE, BertMember, length_grouped_batches
 from tests.conftest import TINY_BERT_WORDS
 
@@ -267,7 +268,8 @@ def test_split_encoder_gives_the_models_own_logits(tiny_bert: Path, split_at: in
     torch.testing.assert_close(torch.log_softmax(from_pooled, -1), expected, atol=1e-5, rtol=1e-4)
 
 
-def _lowest_layer_calls(member: BertMember, cache_frozen: bool = True) -> int:
+def _lowest_layer_calls(member: BertMember, train: Callable[[], object]) -> int:
+    """How many batches ran through the member's lowest transformer layer during ``train()``."""
     calls = 0
 
     def count(*_: object) -> None:
@@ -276,15 +278,20 @@ def _lowest_layer_calls(member: BertMember, cache_frozen: bool = True) -> int:
 
     hook = member.model.bert.encoder.layer[0].register_forward_hook(count)
     try:
-        member.fine_tune(make_data(32), make_data(16, seed=1), top_layers=1, epochs=5, cache_frozen=cache_frozen)
+        train()
     finally:
         hook.remove()
     return calls
 
 
+def _fine_tune_lowest_layer_calls(member: BertMember, cache_frozen: bool = True) -> int:
+    return _lowest_layer_calls(member, lambda: member.fine_tune(make_data(32), make_data(16, seed=1), top_layers=1, epochs=5,
+                                                                cache_frozen=cache_frozen))
+
+
 def test_cached_fine_tune_runs_the_frozen_layer_once_per_text(tiny_bert: Path) -> None:
-    cached = _lowest_layer_calls(make_member(tiny_bert, eval_every=2))
-    uncached = _lowest_layer_calls(make_member(tiny_bert, eval_every=2), cache_frozen=False)
+    cached = _fine_tune_lowest_layer_calls(make_member(tiny_bert, eval_every=2))
+    uncached = _fine_tune_lowest_layer_calls(make_member(tiny_bert, eval_every=2), cache_frozen=False)
     assert cached == 4 + 2  # each text once, whatever the epochs: 32 training texts (the probe needs them all) and 16 validation ones, in batches of 8
     assert uncached > 5 * 4  # every epoch's every step, plus each validation check
 
@@ -292,17 +299,9 @@ def test_cached_fine_tune_runs_the_frozen_layer_once_per_text(tiny_bert: Path) -
 def test_training_only_the_top_layers_leaves_the_rest_as_pretrained_and_learns(tiny_bert: Path) -> None:
     member = make_member(tiny_bert, train_top_layers=1, epochs=5, learning_rate=1e-2)
     before = {name: param.detach().clone() for name, param in member.model.named_parameters()}
-    calls = 0
-
-    def count(*_: object) -> None:
-        nonlocal calls
-        calls += 1
-
-    hook = member.model.bert.encoder.layer[0].register_forward_hook(count)
-    try:
-        report = member.fit(make_data(64), make_data(16, seed=1))
-    finally:
-        hook.remove()
+    reports: list[FitReport] = []
+    calls = _lowest_layer_calls(member, lambda: reports.append(member.fit(make_data(64), make_data(16, seed=1))))
+    report = reports[0]
     changed = {name for name, param in member.model.named_parameters() if not torch.equal(before[name], param)}
     assert report.epochs >= 1 and changed and all(name.startswith(("bert.encoder.layer.1.", "bert.pooler.", "classifier.")) for name in changed)
     assert calls == 8 + 2  # the frozen layer ran once per text: 64 training and 16 validation texts in batches of 8
