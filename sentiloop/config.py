@@ -185,6 +185,8 @@ class BufferConfig(_Strict):
     lock_timeout_s: float = Field(default=10.0, gt=0, le=600, description="wait this long for a locked buffer before pausing ingestion")
     retry_max_s: float = Field(default=30.0, ge=0.1, le=3600,
                                description="longest wait between attempts to write (a held batch, a dictionary snapshot) while storage fails")
+    label_wait_s: float = Field(default=7 * 86_400, gt=0, description="a label event whose event has not arrived after this long "
+                                "goes to the DLQ (reason label_for_unknown_event); until then it waits for it (out-of-order streams)")
 
 
 class BertConfig(_Strict):
@@ -305,7 +307,15 @@ class DriftConfig(_Strict):
     label_threshold: float = Field(default=0.15, gt=0, le=1, description="Jensen-Shannon distance of the label distribution")
     oov_window: int = Field(default=1000, ge=50)
     oov_margin: float = Field(default=0.10, gt=0, le=1)
-    batch_size: int = Field(default=64, ge=1, description="labelled events scored by the champion at once")
+    label_free: bool = Field(default=True, description="score unlabelled traffic too: prediction shift, confidence drop and the "
+                             "estimated accuracy (CBPE) need no label")
+    prediction_window: int = Field(default=1000, ge=50, description="traffic events in the prediction-shift, confidence and "
+                                   "estimated-accuracy windows")
+    prediction_threshold: float = Field(default=0.12, gt=0, le=1, description="Jensen-Shannon distance of the predicted-class "
+                                        "distribution from the champion's predictions on its golden set")
+    confidence_margin: float = Field(default=0.06, gt=0, le=1, description="drop of the mean top-class probability below the "
+                                     "golden set's that fires confidence_drop")
+    batch_size: int = Field(default=64, ge=1, description="events scored by the champion at once")
 
 
 class PolicyConfig(_Strict):

@@ -1,5 +1,13 @@
 """FeedbackEvent schema v1: parse raw Kafka record bytes into a validated event, or say why not.
 
+A record is one of two kinds:
+
+- an **event**: ``{"event_id", "text", ...}``, optionally with its ``label`` (labelled feedback) or
+  without one (a prediction logged from traffic, usually with ``predicted_label`` and ``model_version``);
+- a **label event**: ``{"event_id", "ref_event_id", "label", "ts"?}`` and nothing else: the label of the
+  event ``ref_event_id``, arriving later. It has its own ``event_id`` so that a redelivered label is
+  recognised as one (a bare re-sent ``{event_id, label}`` could not tell a redelivery from a correction).
+
 Every failure raises :class:`InvalidEvent` whose ``reason`` is a short, bounded metric label
 (``not_utf8``, ``not_json``, ``missing_field`` ...) and whose ``detail`` names the field.
 
@@ -28,8 +36,9 @@ MAX_MODEL_VERSION = 128
 MAX_INT_DIGITS = 19  # fits SQLite's and PostgreSQL's 64-bit integers
 MAX_NESTING = 32  # an event is a flat object; the limit makes deep input fail the same way on every thread
 KNOWN_FIELDS = frozenset(
-    {"event_id", "text", "label", "predicted_label", "model_version", "domain", "lang", "ts", "schema_version"}
+    {"event_id", "text", "label", "predicted_label", "model_version", "domain", "lang", "ts", "schema_version", "ref_event_id"}
 )
+LABEL_EVENT_FIELDS = frozenset({"event_id", "ref_event_id", "label", "ts", "schema_version"})
 
 # All reasons a record can be refused for; bounded so the metric's label set stays small.
 REASONS = (
@@ -52,6 +61,8 @@ REASONS = (
     "nested_too_deep",
     "unstorable",
     "internal_error",
+    "not_a_label_event",
+    "label_for_unknown_event",
 )
 
 
@@ -80,6 +91,19 @@ class FeedbackEvent:
             if value is not None:
                 record[key] = value
         return record
+
+
+@dataclass(frozen=True, slots=True)
+class LabelEvent:
+    """The label of an earlier event (``ref_event_id``), identified by its own ``event_id`` for idempotency."""
+
+    event_id: str
+    ref_event_id: str
+    label: int
+    ts_ms: int
+
+    def to_json(self, label_names: list[str]) -> dict[str, Any]:
+        return {"event_id": self.event_id, "ref_event_id": self.ref_event_id, "label": label_names[self.label], "ts": self.ts_ms}
 
 
 def _label_index(value: Any, field: str, label_names: list[str]) -> int | None:
@@ -209,9 +233,39 @@ def _timestamp_ms(value: Any, default_ms: int) -> int:
     raise InvalidEvent("bad_timestamp", f"ts must be an ISO-8601 string or epoch milliseconds, got {type(value).__name__}")
 
 
+def _event_id(payload: dict[str, Any], field: str) -> str:
+    value = payload.get(field)
+    if value is None:
+        raise InvalidEvent("missing_field", f"{field} is required")
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"{field} must be a string, got {type(value).__name__}")
+    if not value or len(value) > MAX_EVENT_ID:
+        raise InvalidEvent("field_too_long", f"{field} must have 1..{MAX_EVENT_ID} characters, has {len(value)}")
+    return _storable(value, field)
+
+
+def _label_event(payload: dict[str, Any], label_names: list[str], record_ts_ms: int) -> LabelEvent:
+    """A record with ``ref_event_id``: only the label fields are allowed, and the label is required."""
+    extra = sorted(set(payload) - LABEL_EVENT_FIELDS)
+    if extra:
+        raise InvalidEvent("not_a_label_event", f"a label event (it has ref_event_id) carries only {sorted(LABEL_EVENT_FIELDS)}; "
+                           f"it also has {', '.join(repr(e) for e in extra[:5])}: send text and the rest on the event itself")
+    label = _label_index(payload.get("label"), "label", label_names)
+    if label is None:
+        raise InvalidEvent("missing_field", "label is required in a label event (one with ref_event_id)")
+    label_id, ref = _event_id(payload, "event_id"), _event_id(payload, "ref_event_id")
+    if label_id == ref:
+        raise InvalidEvent("not_a_label_event", "a label event needs its own event_id, different from ref_event_id "
+                           "(that is what makes a redelivered label recognisable)")
+    return LabelEvent(label_id, ref, label, _timestamp_ms(payload.get("ts"), record_ts_ms))
+
+
+ParsedRecord = FeedbackEvent | LabelEvent
+
+
 def parse_event(raw: bytes | None, label_names: list[str], record_ts_ms: int, max_text_chars: int = 5000,
-                max_record_bytes: int = 1 << 20) -> FeedbackEvent:
-    """Validate one record value; raises InvalidEvent with a reason and the offending field."""
+                max_record_bytes: int = 1 << 20) -> ParsedRecord:
+    """Validate one record value (an event or a label event); raises InvalidEvent with a reason and the offending field."""
     if raw is None:
         raise InvalidEvent("not_json", "record has no value (tombstone)")
     if len(raw) > max_record_bytes:
@@ -230,15 +284,12 @@ def parse_event(raw: bytes | None, label_names: list[str], record_ts_ms: int, ma
     if schema != SCHEMA_VERSION:
         raise InvalidEvent("unsupported_schema", f"schema_version {schema!r} is not supported (expected {SCHEMA_VERSION})")
 
+    if "ref_event_id" in payload:
+        return _label_event(payload, label_names, record_ts_ms)
     for field in ("event_id", "text"):
         if field not in payload or payload[field] is None:
             raise InvalidEvent("missing_field", f"{field} is required")
-    event_id = payload["event_id"]
-    if not isinstance(event_id, str):
-        raise InvalidEvent("wrong_type", f"event_id must be a string, got {type(event_id).__name__}")
-    if not event_id or len(event_id) > MAX_EVENT_ID:
-        raise InvalidEvent("field_too_long", f"event_id must have 1..{MAX_EVENT_ID} characters, has {len(event_id)}")
-    _storable(event_id, "event_id")
+    event_id = _event_id(payload, "event_id")
     text = payload["text"]
     if not isinstance(text, str):
         raise InvalidEvent("wrong_type", f"text must be a string, got {type(text).__name__}")

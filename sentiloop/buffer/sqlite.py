@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from sentiloop.buffer.store import BatchResult, BufferStats, SourcedEvent, StoredEvent, holdout_split
 from sentiloop.errors import BufferFileError, ConfigError, NotInitialised, StorageUnavailable
-from sentiloop.events import FeedbackEvent
+from sentiloop.events import FeedbackEvent, LabelEvent
 from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
 
 if TYPE_CHECKING:
@@ -55,7 +56,33 @@ CREATE TABLE IF NOT EXISTS dict_words (word TEXT PRIMARY KEY, score REAL NOT NUL
 CREATE TABLE IF NOT EXISTS dict_pending (word TEXT PRIMARY KEY, count INTEGER NOT NULL, total REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
-_EVENT_COLUMNS = "seq, event_id, text, label, predicted_label, model_version, domain, lang, event_ts_ms, ingested_ms, split"
+# Versioned migrations, applied in order inside one transaction at open; meta 'schema_version' says
+# which ran. The base schema above is version 1 (buffers written before migrations existed).
+MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE events ADD COLUMN label_seq INTEGER;
+ALTER TABLE events ADD COLUMN label_ts_ms INTEGER;
+ALTER TABLE events ADD COLUMN labelled_ms INTEGER;
+ALTER TABLE events ADD COLUMN corrections INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET label_seq = seq, label_ts_ms = event_ts_ms, labelled_ms = ingested_ms WHERE label IS NOT NULL;
+CREATE UNIQUE INDEX events_label_seq ON events(label_seq);
+CREATE TABLE labels (
+    label_id TEXT PRIMARY KEY,
+    ref_event_id TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    label_ts_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL
+);
+CREATE INDEX labels_pending ON labels(state, ref_event_id);
+INSERT INTO counters SELECT 'label_seq', COALESCE(MAX(seq), 0) FROM events WHERE 1 ON CONFLICT(name) DO NOTHING;
+""",
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+_EVENT_COLUMNS = "seq, event_id, text, label, predicted_label, model_version, domain, lang, event_ts_ms, ingested_ms, split, label_seq"
 _CHUNK = 500  # SQLite's bound-parameter limit is far above this; keeps IN (...) lists reasonable.
 
 
@@ -66,10 +93,6 @@ def _now_ms() -> int:
 def _chunks(items: list[str], size: int = _CHUNK) -> Iterable[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _max_seq(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
 
 def _row_to_stored(row: sqlite3.Row) -> StoredEvent:
@@ -83,7 +106,117 @@ def _row_to_stored(row: sqlite3.Row) -> StoredEvent:
         lang=row["lang"],
         ts_ms=row["event_ts_ms"],
     )
-    return StoredEvent(seq=row["seq"], event=event, split=row["split"], ingested_ms=row["ingested_ms"])
+    return StoredEvent(seq=row["seq"], event=event, split=row["split"], ingested_ms=row["ingested_ms"], label_seq=row["label_seq"])
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 1
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to SCHEMA_VERSION (call inside a write transaction); refuse a newer buffer."""
+    version = _schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise BufferFileError(f"{path} has buffer schema {version}, newer than this sentiloop's {SCHEMA_VERSION}: "
+                              "upgrade sentiloop, or use another data_dir")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[target].split(";\n"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                     (str(target),))
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLabel:
+    """A label event waiting for its event, with where it came from (for the DLQ when it expires)."""
+
+    label: LabelEvent
+    received_ms: int
+    topic: str
+    partition: int
+    offset: int
+
+
+class _LabelPositions:
+    """The label position counter, read once per transaction and written back at its end."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        row = conn.execute("SELECT value FROM counters WHERE name = 'label_seq'").fetchone()
+        self.last = self.saved = int(row[0]) if row else 0
+
+    @property
+    def next(self) -> int:
+        return self.last + 1
+
+    def take(self) -> int:
+        self.last += 1
+        return self.last
+
+    def save(self) -> None:
+        if self.last != self.saved:
+            self.conn.execute("INSERT INTO counters VALUES ('label_seq', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                              (self.last,))
+            self.saved = self.last
+
+
+def _apply_pending_labels(conn: sqlite3.Connection, refs: set[str], fresh: set[str], positions: _LabelPositions,
+                          result: BatchResult, learn: list[tuple[str, int]], now: int) -> None:
+    """Apply the pending labels of every stored event in ``refs``, oldest label ``ts`` first.
+
+    Policy (documented in the README): a label on an unlabelled event is applied; a *different* label
+    at least as recent as the event's current one is a correction (it replaces the label for training,
+    takes a new label position, the dictionary learns it, it is counted); an older different label is
+    superseded without effect; the same label again only confirms. ``fresh``: ids of the label events
+    inserted by this batch; those left pending are counted in ``result.labels_pending``.
+    """
+    pending: list[sqlite3.Row] = []
+    stored: dict[str, sqlite3.Row] = {}
+    for chunk in _chunks(sorted(refs)):
+        marks = ",".join("?" * len(chunk))
+        pending.extend(conn.execute(f"SELECT rowid, label_id, ref_event_id, label, label_ts_ms FROM labels"
+                                    f" WHERE state = 'pending' AND ref_event_id IN ({marks})", chunk))
+        stored.update((row["event_id"], row) for row in conn.execute(
+            f"SELECT {_EVENT_COLUMNS}, label_ts_ms FROM events WHERE event_id IN ({marks})", chunk))
+    for label in sorted(pending, key=lambda r: (r["label_ts_ms"], r["rowid"])):
+        row = stored.get(label["ref_event_id"])
+        if row is None:
+            continue  # its event has not arrived yet: stays pending
+        fresh.discard(label["label_id"])
+        new_label, label_ts = int(label["label"]), int(label["label_ts_ms"])
+        current, current_ts = row["label"], row["label_ts_ms"]
+        if current is not None and (new_label == current or label_ts < current_ts):
+            state = "confirmed" if new_label == current else "superseded"
+            conn.execute("UPDATE labels SET state = ? WHERE label_id = ?", (state, label["label_id"]))
+            if new_label == current and label_ts > current_ts:  # the latest word on this event is now this one
+                conn.execute("UPDATE events SET label_ts_ms = ? WHERE seq = ?", (label_ts, row["seq"]))
+                stored[row["event_id"]] = _with(conn, row["seq"])
+            continue
+        conn.execute("UPDATE events SET label = ?, label_seq = ?, label_ts_ms = ?, labelled_ms = ?,"
+                     " corrections = corrections + ? WHERE seq = ?",
+                     (new_label, positions.take(), label_ts, now, 0 if current is None else 1, row["seq"]))
+        if current is not None:
+            conn.execute("UPDATE labels SET state = 'superseded' WHERE ref_event_id = ? AND state IN ('applied', 'confirmed')",
+                         (row["event_id"],))
+        conn.execute("UPDATE labels SET state = 'applied' WHERE label_id = ?", (label["label_id"],))
+        updated = _with(conn, row["seq"])
+        stored[row["event_id"]] = updated
+        event = _row_to_stored(updated).event
+        result.labelled.append(event)
+        learn.append((event.text, new_label))
+        if current is None:
+            result.labels_applied += 1
+            result.label_delays_ms.append(max(0, label_ts - event.ts_ms))
+        else:
+            result.corrections += 1
+    result.labels_pending = len(fresh)
+
+
+def _with(conn: sqlite3.Connection, seq: int) -> sqlite3.Row:
+    row: sqlite3.Row = conn.execute(f"SELECT {_EVENT_COLUMNS}, label_ts_ms FROM events WHERE seq = ?", (seq,)).fetchone()
+    return row
 
 
 # SQLite result codes that mean "the storage cannot take writes now", by metric label. Anything
@@ -198,9 +331,15 @@ class SQLiteBufferStore:
             # FULL: the WAL is fsynced at every commit, so a batch whose offsets are committed in Kafka
             # survives a power loss too (NORMAL survives only a process crash).
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")  # one transaction: readers never see half a schema
-        except sqlite3.DatabaseError as exc:
+            conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}")  # one transaction: readers never see half a schema
+            _migrate(conn, self.path)
+            conn.execute("COMMIT")
+        except (sqlite3.DatabaseError, BufferFileError) as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             conn.close()
+            if isinstance(exc, BufferFileError):
+                raise
             if _is_not_a_database(exc):
                 raise _not_a_buffer(self.path, exc) from None
             raise storage_failure(exc) or exc from None
@@ -355,62 +494,131 @@ class SQLiteBufferStore:
 
     # -- writes --------------------------------------------------------------------------------
     def append_batch(self, records: Sequence[SourcedEvent], invalid: Mapping[str, int] | None = None) -> BatchResult:
-        """Insert new events, update the dictionary for the new labelled ones, count the rest: one transaction."""
+        """Insert new events and label events, apply every label whose event is stored, update the
+        dictionary for each label applied, count the rest: one transaction."""
         result = BatchResult()
         now = _now_ms()
         with self._write() as conn:
-            for record in records:
-                event = record.event
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO events (event_id, topic, partition, offset, text, label, predicted_label,"
-                    " model_version, domain, lang, event_ts_ms, ingested_ms, split)"
-                    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-                    " WHERE NOT EXISTS (SELECT 1 FROM retired_ids WHERE event_id = ?)",
-                    (
-                        event.event_id, record.topic, record.partition, record.offset, event.text, event.label,
-                        event.predicted_label, event.model_version, event.domain, event.lang, event.ts_ms, now,
-                        holdout_split(event.event_id, self.holdout_share), event.event_id,
-                    ),
-                )
-                if cursor.rowcount == 1:
-                    result.inserted.append(event)
-                else:
-                    result.duplicates += 1
-            if self.dictionary is not None:
-                learnable = [e for e in result.inserted if e.label is not None]
-                if learnable:
-                    tokens = [set(self.dictionary.tokenize(e.text)) for e in learnable]
-                    self._refresh_words(conn, set().union(*tokens))
-                    for event, words in zip(learnable, tokens):
-                        assert event.label is not None  # filtered above; mypy does not carry it through the list
-                        self.dictionary.learn_tokens(words, event.label)
-                    self._write_dictionary_changes(conn)
-                    result.dictionary_updates = len(learnable)
-                    self._bump(conn, "dictionary_updates", len(learnable))
+            positions = _LabelPositions(conn)
+            learn: list[tuple[str, int]] = []
+            refs = self._insert_events(conn, [r for r in records if isinstance(r.event, FeedbackEvent)], positions, result, learn, now)
+            fresh = self._insert_labels(conn, [r for r in records if isinstance(r.event, LabelEvent)], result, now)
+            refs |= {ref for _, ref in fresh}
+            if refs:
+                _apply_pending_labels(conn, refs, {label_id for label_id, _ in fresh}, positions, result, learn, now)
+            positions.save()
+            self._learn(conn, learn)
+            result.dictionary_updates = len(learn) if self.dictionary is not None else 0
             self._bump(conn, "duplicates", result.duplicates)
+            self._bump(conn, "label_corrections", result.corrections)
             for reason, count in (invalid or {}).items():
                 self._bump(conn, f"invalid:{reason}", count)
         return result
 
-    def set_mark(self, mark: str, seq: int | None = None) -> None:
-        """Remember ``seq`` (default: the newest event) under ``mark``."""
+    def _insert_events(self, conn: sqlite3.Connection, records: Sequence[SourcedEvent], positions: _LabelPositions,
+                       result: BatchResult, learn: list[tuple[str, int]], now: int) -> set[str]:
+        """New events (a labelled one takes the next label position); returns their ids."""
+        for record in records:
+            event = record.event
+            assert isinstance(event, FeedbackEvent)
+            labelled = event.label is not None
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO events (event_id, topic, partition, offset, text, label, predicted_label,"
+                " model_version, domain, lang, event_ts_ms, ingested_ms, split, label_seq, label_ts_ms, labelled_ms)"
+                " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM retired_ids WHERE event_id = ?)",
+                (
+                    event.event_id, record.topic, record.partition, record.offset, event.text, event.label,
+                    event.predicted_label, event.model_version, event.domain, event.lang, event.ts_ms, now,
+                    holdout_split(event.event_id, self.holdout_share), positions.next if labelled else None,
+                    event.ts_ms if labelled else None, now if labelled else None, event.event_id,
+                ),
+            )
+            if cursor.rowcount != 1:
+                result.duplicates += 1
+                continue
+            result.inserted.append(event)
+            if event.label is not None:
+                positions.take()
+                result.labelled.append(event)
+                learn.append((event.text, event.label))
+        return {e.event_id for e in result.inserted}
+
+    @staticmethod
+    def _insert_labels(conn: sqlite3.Connection, records: Sequence[SourcedEvent], result: BatchResult,
+                       now: int) -> set[tuple[str, str]]:
+        """New label events, pending until applied; a label event seen before is a duplicate.
+        Returns (label id, ref) of the new ones."""
+        fresh: set[tuple[str, str]] = set()
+        for record in records:
+            label = record.event
+            assert isinstance(label, LabelEvent)
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO labels (label_id, ref_event_id, label, label_ts_ms, received_ms, state, topic, partition, offset)"
+                " SELECT ?, ?, ?, ?, ?, 'pending', ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM retired_ids WHERE event_id = ?)",
+                (label.event_id, label.ref_event_id, label.label, label.ts_ms, now, record.topic, record.partition,
+                 record.offset, label.event_id),
+            )
+            if cursor.rowcount == 1:
+                fresh.add((label.event_id, label.ref_event_id))
+            else:
+                result.duplicates += 1
+        return fresh
+
+    def _learn(self, conn: sqlite3.Connection, learn: Sequence[tuple[str, int]]) -> None:
+        """The dictionary learns each applied label once, in the order they were applied."""
+        if self.dictionary is None or not learn:
+            return
+        tokens = [set(self.dictionary.tokenize(text)) for text, _ in learn]
+        self._refresh_words(conn, set().union(*tokens))
+        for words, (_, label) in zip(tokens, learn):
+            self.dictionary.learn_tokens(words, label)
+        self._write_dictionary_changes(conn)
+        self._bump(conn, "dictionary_updates", len(learn))
+
+    def pending_labels_older_than(self, received_before_ms: int, limit: int = 1000) -> list[PendingLabel]:
+        """Label events still waiting for their event, received before ``received_before_ms`` (oldest first)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT label_id, ref_event_id, label, label_ts_ms, received_ms, topic, partition, offset FROM labels"
+                " WHERE state = 'pending' AND received_ms < ? ORDER BY received_ms LIMIT ?", (received_before_ms, limit)).fetchall()
+        return [PendingLabel(LabelEvent(r[0], r[1], r[2], r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+
+    def expire_labels(self, label_ids: Sequence[str]) -> int:
+        """Mark pending labels expired (after the DLQ acknowledged them); a label applied meanwhile stays applied."""
         with self._write() as conn:
-            if seq is None:
-                seq = _max_seq(conn)
+            expired = 0
+            for chunk in _chunks(list(label_ids)):
+                marks = ",".join("?" * len(chunk))
+                expired += conn.execute(f"UPDATE labels SET state = 'expired' WHERE state = 'pending' AND label_id IN ({marks})",
+                                        chunk).rowcount
+            self._bump(conn, "labels_expired", expired)
+        return expired
+
+    def set_mark(self, mark: str, label_seq: int | None = None) -> None:
+        """Remember a label position (default: the newest) under ``mark``."""
+        with self._write() as conn:
+            if label_seq is None:
+                label_seq = _LabelPositions(conn).last
             conn.execute(
                 "INSERT INTO marks VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, set_ms = excluded.set_ms",
-                (mark, seq, _now_ms()),
+                (mark, label_seq, _now_ms()),
             )
 
-    def max_seq(self) -> int:
+    def label_position(self) -> int:
+        """The newest label position: marks and retrain windows are in these units (see StoredEvent)."""
         with self._read() as conn:
-            return _max_seq(conn)
+            return _LabelPositions(conn).last
 
     def apply_retention(self, now_ms: int | None = None) -> int:
         if self.retention_days is None:
             return 0
         cutoff = (now_ms if now_ms is not None else _now_ms()) - int(self.retention_days * 86_400_000)
-        with self._write() as conn:
+        with self._write() as conn:  # label events go with their event (or, expired, by age); their ids stay duplicates
+            retiring = ("FROM labels WHERE (state != 'pending' AND ref_event_id IN (SELECT event_id FROM events WHERE ingested_ms < ?))"
+                        " OR (state = 'expired' AND received_ms < ?)")
+            conn.execute(f"INSERT OR IGNORE INTO retired_ids SELECT label_id {retiring}", (cutoff, cutoff))
+            conn.execute(f"DELETE {retiring}", (cutoff, cutoff))
             conn.execute("INSERT OR IGNORE INTO retired_ids SELECT event_id FROM events WHERE ingested_ms < ?", (cutoff,))
             return conn.execute("DELETE FROM events WHERE ingested_ms < ?", (cutoff,)).rowcount
 
@@ -420,13 +628,13 @@ class SQLiteBufferStore:
             row = conn.execute("SELECT seq FROM marks WHERE name = ?", (mark,)).fetchone()
         return int(row[0]) if row else 0
 
-    def count_since(self, mark: str, labelled_only: bool = True) -> int:
-        return self.count_after(self.mark_seq(mark), labelled_only)
+    def count_since(self, mark: str) -> int:
+        return self.count_after(self.mark_seq(mark))
 
-    def count_after(self, seq: int, labelled_only: bool = True) -> int:
-        query = "SELECT COUNT(*) FROM events WHERE seq > ?" + (" AND label IS NOT NULL" if labelled_only else "")
+    def count_after(self, label_seq: int) -> int:
+        """Labelled events whose label matured after position ``label_seq``."""
         with self._read() as conn:
-            return int(conn.execute(query, (seq,)).fetchone()[0])
+            return int(conn.execute("SELECT COUNT(*) FROM events WHERE label_seq > ?", (label_seq,)).fetchone()[0])
 
     def sample(
         self, n: int, *, label: int | None = None, domain: str | None = None, split: str | None = None, seed: int = 0
@@ -448,29 +656,38 @@ class SQLiteBufferStore:
                 chosen.extend(_row_to_stored(row) for row in rows)
         return chosen
 
-    def iter_events(self, *, since_seq: int = 0, until_seq: int | None = None, labelled_only: bool = False,
-                    split: str | None = None) -> Iterator[StoredEvent]:
-        query = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?"
-        params: list[object] = [since_seq]
-        if until_seq is not None:
-            query += " AND seq <= ?"
-            params.append(until_seq)
-        if labelled_only:
-            query += " AND label IS NOT NULL"
+    def iter_events(self) -> Iterator[StoredEvent]:
+        with self._read() as conn:  # materialised: the lock is not held while the caller iterates
+            rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
+        for row in rows:
+            yield _row_to_stored(row)
+
+    def iter_labelled(self, *, since: int = 0, until: int | None = None, split: str | None = None) -> Iterator[StoredEvent]:
+        query = f"SELECT {_EVENT_COLUMNS} FROM events WHERE label_seq > ?"
+        params: list[object] = [since]
+        if until is not None:
+            query += " AND label_seq <= ?"
+            params.append(until)
         if split is not None:
             query += " AND split = ?"
             params.append(split)
-        with self._read() as conn:  # materialised: the lock is not held while the caller iterates
-            rows = conn.execute(query + " ORDER BY seq", params).fetchall()
+        with self._read() as conn:
+            rows = conn.execute(query + " ORDER BY label_seq", params).fetchall()
         for row in rows:
             yield _row_to_stored(row)
 
     def export_jsonl(self, out: IO[str], *, labelled_only: bool = False) -> int:
         count = 0
-        for stored in self.iter_events(labelled_only=labelled_only):
+        for stored in self.iter_labelled() if labelled_only else self.iter_events():
             out.write(json.dumps(stored.event.to_json(self.label_names), ensure_ascii=False) + "\n")
             count += 1
         return count
+
+    def label_counts(self) -> tuple[int, int]:
+        """(stored events awaiting a label, label events awaiting their event): the gauges, cheaply."""
+        with self._read() as conn:
+            awaiting = int(conn.execute("SELECT COUNT(*) FROM events WHERE label IS NULL").fetchone()[0])
+            return awaiting, _pending_labels(conn)
 
     def stats(self) -> BufferStats:
         with self._read() as conn:
@@ -502,7 +719,18 @@ def read_stats(conn: sqlite3.Connection, label_names: Sequence[str]) -> BufferSt
         dictionary_words=int(conn.execute("SELECT COUNT(*) FROM dict_words").fetchone()[0]),
         dictionary_pending=int(conn.execute("SELECT COUNT(*) FROM dict_pending").fetchone()[0]),
         dictionary_updates=counters.get("dictionary_updates", 0),
+        events_awaiting_label=int(conn.execute("SELECT COUNT(*) FROM events WHERE label IS NULL").fetchone()[0]),
+        labels_pending=_pending_labels(conn),
+        labels_expired=counters.get("labels_expired", 0),
+        label_corrections=counters.get("label_corrections", 0),
     )
+
+
+def _pending_labels(conn: sqlite3.Connection) -> int:
+    """Label events waiting for their event (0 on a buffer not yet migrated, read by `sentiloop status`)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='labels'").fetchone() is None:
+        return 0
+    return int(conn.execute("SELECT COUNT(*) FROM labels WHERE state = 'pending'").fetchone()[0])
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:

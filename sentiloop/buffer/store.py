@@ -7,14 +7,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Protocol
 
-from sentiloop.events import FeedbackEvent
+from sentiloop.events import FeedbackEvent, ParsedRecord
 
 
 @dataclass(frozen=True, slots=True)
 class SourcedEvent:
-    """A validated event plus where it came from (for audit and for replaying a partition)."""
+    """A validated event or label event plus where it came from (for audit and for replaying a partition)."""
 
-    event: FeedbackEvent
+    event: ParsedRecord
     topic: str
     partition: int
     offset: int
@@ -22,21 +22,48 @@ class SourcedEvent:
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """An event as read back from the buffer; ``seq`` increases with insertion order."""
+    """An event as read back from the buffer.
+
+    ``seq`` increases with insertion order; ``label_seq`` with the moment its current label arrived
+    (None while it awaits one): a label that matures late gives an old event a new ``label_seq``, so
+    the volume trigger and the retrain windows, which read by ``label_seq``, see it then.
+    """
 
     seq: int
     event: FeedbackEvent
     split: str
     ingested_ms: int
+    label_seq: int | None = None
 
 
 @dataclass(slots=True)
 class BatchResult:
-    """What one ``append_batch`` did: events newly stored and events already seen."""
+    """What one ``append_batch`` did.
+
+    ``inserted``: events newly stored; ``labelled``: events that got a label in this batch (new labelled
+    events, and stored events whose delayed label or correction was applied), with that label;
+    ``label_delays_ms``: for each delayed label applied, the label's ts minus the event's ts.
+    """
 
     inserted: list[FeedbackEvent] = field(default_factory=list)
     duplicates: int = 0
     dictionary_updates: int = 0
+    labelled: list[FeedbackEvent] = field(default_factory=list)
+    labels_applied: int = 0
+    labels_pending: int = 0
+    corrections: int = 0
+    label_delays_ms: list[int] = field(default_factory=list)
+
+    def add(self, other: BatchResult) -> None:
+        """Fold in another transaction's result (a batch stored in parts)."""
+        self.inserted.extend(other.inserted)
+        self.labelled.extend(other.labelled)
+        self.label_delays_ms.extend(other.label_delays_ms)
+        self.duplicates += other.duplicates
+        self.dictionary_updates += other.dictionary_updates
+        self.labels_applied += other.labels_applied
+        self.labels_pending += other.labels_pending
+        self.corrections += other.corrections
 
 
 @dataclass(slots=True)
@@ -52,6 +79,10 @@ class BufferStats:
     dictionary_words: int
     dictionary_pending: int
     dictionary_updates: int
+    events_awaiting_label: int = 0
+    labels_pending: int = 0
+    labels_expired: int = 0
+    label_corrections: int = 0
 
 
 def status_document(stats: BufferStats, data_dir: str) -> dict[str, Any]:
@@ -73,20 +104,22 @@ class BufferStore(Protocol):
     def append_batch(self, records: Sequence[SourcedEvent], invalid: Mapping[str, int] | None = None) -> BatchResult:
         """Store new events (duplicates by event_id are counted, not stored) and count invalid ones."""
 
-    def count_since(self, mark: str, labelled_only: bool = True) -> int:
-        """Events stored after ``mark`` was last set (the volume trigger's input)."""
+    def count_since(self, mark: str) -> int:
+        """Labels that matured after ``mark`` was last set (the volume trigger's input)."""
 
-    def set_mark(self, mark: str, seq: int | None = None) -> None:
-        """Remember ``seq`` (default: the newest event) under ``mark``."""
+    def set_mark(self, mark: str, label_seq: int | None = None) -> None:
+        """Remember a label position (default: the newest) under ``mark``."""
 
     def sample(
         self, n: int, *, label: int | None = None, domain: str | None = None, split: str | None = None, seed: int = 0
     ) -> list[StoredEvent]:
         """Up to ``n`` events chosen uniformly (reproducibly for a seed), optionally filtered."""
 
-    def iter_events(self, *, since_seq: int = 0, until_seq: int | None = None, labelled_only: bool = False,
-                    split: str | None = None) -> Iterator[StoredEvent]:
-        """Events in insertion order."""
+    def iter_events(self) -> Iterator[StoredEvent]:
+        """Every event, in insertion order."""
+
+    def iter_labelled(self, *, since: int = 0, until: int | None = None, split: str | None = None) -> Iterator[StoredEvent]:
+        """Labelled events whose label matured in (``since``, ``until``], in that order (by ``label_seq``)."""
 
     def export_jsonl(self, out: IO[str], *, labelled_only: bool = False) -> int:
         """Write events as schema-v1 JSON lines; returns how many."""

@@ -32,6 +32,17 @@ class Refused:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordCopy:
+    """A record rebuilt from the buffer (an expired label event), shaped like a ConsumerRecord for the DLQ."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
 @dataclass(slots=True)
 class Valid:
     """A validated event and the record it came from (needed if storing it fails: it then goes to the DLQ)."""
@@ -64,9 +75,7 @@ class PendingBatch:
 
     def stored(self, result: BatchResult, with_counts: bool) -> None:
         """Record a committed buffer transaction (``with_counts``: it also wrote the pending refusal counts)."""
-        self.done.inserted.extend(result.inserted)
-        self.done.duplicates += result.duplicates
-        self.done.dictionary_updates += result.dictionary_updates
+        self.done.add(result)
         if with_counts:
             self.counted.update(self.invalid)
             self.invalid = Counter()

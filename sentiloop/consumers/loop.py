@@ -10,6 +10,11 @@ Checkpoint order (what makes kill -9, a full disk and a poison record safe), per
      stored one transaction each and those that still fail are refused as ``unstorable`` (→ step 2);
   4. only now do the batch's offsets (last + 1 per partition) become committable; they are committed.
 
+Label events whose event never arrives wait in the buffer for ``buffer.label_wait_s``; then, between
+batches, they are published to the DLQ (reason ``label_for_unknown_event``) and, once acknowledged,
+marked expired in the buffer: a crash in between publishes them again (the DLQ may see one twice; it
+never misses one).
+
 If step 2 or 3 cannot be completed (the buffer is full, read-only or locked; the DLQ is away), the
 batch is **held** in memory with exactly what is not yet durable, every assigned partition is paused
 (the consumer keeps polling, so it stays in the group), readiness reports the outage, and the
@@ -22,6 +27,7 @@ The loop does no heavy work, so it keeps polling (and heartbeating) whatever els
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -39,7 +45,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from sentiloop.buffer.sqlite import SQLiteBufferStore
 from sentiloop.buffer.store import BatchResult
 from sentiloop.config import Settings
-from sentiloop.consumers.batch import PendingBatch, Refused, prepare_batch
+from sentiloop.consumers.batch import PendingBatch, RecordCopy, Refused, prepare_batch
 from sentiloop.consumers.clients import KafkaClients
 from sentiloop.consumers.outage import Outage
 from sentiloop.errors import DLQUnavailable, StorageUnavailable
@@ -51,6 +57,7 @@ REASON_HEADER = "sentiloop-reason"
 DETAIL_HEADER = "sentiloop-detail"
 SOURCE_HEADER = "sentiloop-source"
 _STATUS_EVERY_S = 1.0
+_EXPIRY_EVERY_S = 30.0
 
 
 @dataclass
@@ -119,6 +126,7 @@ class FeedbackConsumer:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._last_status = 0.0
+        self._last_expiry = 0.0
         self.progress_by_partition: dict[TopicPartition, tuple[int, float, float]] = {}  # position, moved at, waiting since
         self.operator_paused = settings.pause.ingestion  # POST /v1/pause or pause.ingestion in the config
         self.to_resume: set[TopicPartition] = set()  # newly assigned: start at the committed offsets
@@ -193,6 +201,8 @@ class FeedbackConsumer:
             self.commit_pending()
         elif self._outage is not None and self._held is None and not outage:
             self._recovered()  # the held batch went back to Kafka (revoked) and nothing failed since
+        if self._outage is None:
+            self._expire_labels()
         self._refresh_status()
         return handled
 
@@ -301,6 +311,36 @@ class FeedbackConsumer:
         except KafkaError as exc:
             log.warning("cannot publish to DLQ %s: %s", self.kafka.dlq_topic, exc)
             return None
+
+    def _expire_labels(self) -> None:
+        """Label events that waited ``buffer.label_wait_s`` for their event: to the DLQ, then marked expired."""
+        wait_s = self.settings.buffer.label_wait_s
+        now = time.monotonic()
+        if now - self._last_expiry < min(_EXPIRY_EVERY_S, max(0.5, wait_s / 4)):
+            return
+        self._last_expiry = now
+        try:
+            expired = self.store.pending_labels_older_than(int(time.time() * 1000 - wait_s * 1000))
+        except StorageUnavailable:
+            return  # the next batch reports the outage
+        if not expired:
+            return
+        names = self.settings.label_names
+        batch = PendingBatch(refused=[
+            Refused(RecordCopy(p.topic, p.partition, p.offset, p.label.ref_event_id.encode("utf-8"),
+                               json.dumps(p.label.to_json(names), ensure_ascii=False).encode("utf-8")),
+                    "label_for_unknown_event",
+                    f"event {p.label.ref_event_id[:60]!r} did not arrive within buffer.label_wait_s ({wait_s:.0f}s) of this label")
+            for p in expired])
+        try:
+            self._deliver_refused(batch)
+            count = self.store.expire_labels([p.label.event_id for p in expired])
+        except (DLQUnavailable, StorageUnavailable) as exc:
+            log.warning("%d expired label event(s) stay pending until the next attempt: %s", len(expired), exc)
+            return
+        self.metrics.labels_expired.inc(count)
+        self.metrics.events_invalid.labels(reason="label_for_unknown_event").inc(count)
+        log.warning("%d label event(s) sent to the DLQ: their events did not arrive within %.0fs", count, wait_s)
 
     # -- outages -------------------------------------------------------------------------------
     def _hold(self, batch: PendingBatch, cause: str, kind: str, detail: str) -> None:
@@ -440,6 +480,10 @@ class FeedbackConsumer:
         m.events_stored.inc(len(result.inserted))
         m.events_duplicate.inc(result.duplicates)
         m.dictionary_updates.inc(result.dictionary_updates)
+        m.labels_applied.inc(result.labels_applied)
+        m.label_corrections.inc(result.corrections)
+        for delay_ms in result.label_delays_ms:
+            m.label_delay.observe(delay_ms / 1000)
         for reason, count in invalid.items():
             m.events_invalid.labels(reason=reason).inc(count)
         if committed:
@@ -475,3 +519,9 @@ class FeedbackConsumer:
             self._check_stalled(tp, position, lag, now, paused=tp in consumer.paused())
         if self.store.dictionary is not None:
             self.metrics.dictionary_words.set(len(self.store.dictionary.words))
+        try:
+            stats = self.store.label_counts()
+        except StorageUnavailable:
+            return
+        self.metrics.labels_pending.set(stats[1])
+        self.metrics.events_awaiting_label.set(stats[0])

@@ -248,7 +248,7 @@ class Daemon:
     # -- per batch housekeeping (cheap: runs on the poll thread) ---------------------------------
     def _after_batch(self, result: BatchResult) -> None:
         if self.monitor is not None:
-            self.monitor.offer(result.inserted)  # never blocks: scoring happens on the monitor thread
+            self.monitor.offer(result.inserted, result.labelled)  # never blocks: scoring happens on the monitor thread
         assert self.snapshot_cadence is not None and self.retention is not None
         self.snapshot_cadence.after_batch(result.dictionary_updates)
         self._buffer_count += len(result.inserted) - self.retention.after_batch()

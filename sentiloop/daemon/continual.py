@@ -34,9 +34,9 @@ from sentiloop.daemon.serving import Serving
 from sentiloop.errors import StorageUnavailable
 from sentiloop.files import atomic_write_bytes
 from sentiloop.models.store import ModelStore
-from sentiloop.monitoring.drift import Signal
+from sentiloop.monitoring.drift import DriftReference, Signal
 from sentiloop.monitoring.metrics import IngestMetrics
-from sentiloop.retrainers.data import RETRAIN_MARK, original_split
+from sentiloop.retrainers.data import RETRAIN_MARK, golden_pool, original_split
 from sentiloop.retrainers.policy import Clock, Decision, DecisionPolicy, RetrainState
 from sentiloop.retrainers.progress import read_progress
 from sentiloop.retrainers.results import GOLDEN, RECENT, RetrainStatus, RetrainSummary
@@ -46,19 +46,22 @@ CHECK_S = 2.0
 WORKER_NICENESS = 10
 
 
-def drift_reference(settings: Settings, info: dict[str, Any]) -> tuple[list[str], list[int]]:
-    """Drift baselines from the champion's own dataset: (texts for the OOV rate, labels for the label mix).
+def drift_reference(settings: Settings, info: dict[str, Any]) -> DriftReference:
+    """Drift baselines from the champion's own dataset.
 
-    OOV texts are its golden set (validation split: words it may not have seen, as in production);
-    the label reference is train + golden, the class mix it learnt, from enough labels that the
-    reference's own sampling noise does not look like drift. The lineage names the dataset, so a
-    champion bootstrapped on a user's file is compared with that file. Nothing is downloaded.
+    OOV texts are its validation split (words it may not have seen, as in production); the label
+    reference is train + validation, the class mix it learnt, from enough labels that the reference's
+    own sampling noise does not look like drift; the golden set (validation less the vote fold, as
+    the gate uses it) calibrates the label-free estimate. The lineage names the dataset, so a champion
+    bootstrapped on a user's file is compared with that file. Nothing is downloaded.
     """
     original = original_split(settings, info)
     if original is None:  # logged by original_split; the first window of the stream becomes the reference
-        return [], []
-    train, golden = original
-    return golden.texts, [*train.labels.tolist(), *golden.labels.tolist()]
+        return DriftReference()
+    train, validation = original
+    golden = golden_pool(validation, info)
+    return DriftReference(validation.texts, [*train.labels.tolist(), *validation.labels.tolist()], golden.texts,
+                          golden.labels.tolist())
 
 
 class DriftSignals(Protocol):
@@ -71,8 +74,7 @@ class DriftSignals(Protocol):
 
     def reset(self, names: Sequence[str] | None = None) -> None: ...
 
-    def swap(self, champion: Any, version: int | None, reference_texts: Sequence[str] = (),
-             reference_labels: Sequence[int] = ()) -> None: ...
+    def swap(self, champion: Any, version: int | None, reference: DriftReference | None = None) -> None: ...
 
 
 class WorkerProcess(Protocol):
@@ -271,7 +273,7 @@ class RetrainController:
         settling = self.policy.settling
         self.policy.observe_volume(self.store.count_since(RETRAIN_MARK), self.monitor.scored,
                                    self.store.count_after(settling.since_seq) if settling is not None else None)
-        self.policy.observe_drift(self.monitor.signals(), self.store.max_seq())
+        self.policy.observe_drift(self.monitor.signals(), self.store.label_position())
         decision = self.policy.tick()
         if decision.consumed:
             self.monitor.reset(list(decision.consumed))  # acted on: no stuck flag
@@ -389,7 +391,7 @@ class RetrainController:
         from sentiloop.models.ensemble import Ensemble
 
         ensemble = Ensemble.load(self.models.path(version), only=self.settings.models.enabled)
-        self.monitor.swap(ensemble, version, *drift_reference(self.settings, ensemble.info))
+        self.monitor.swap(ensemble, version, drift_reference(self.settings, ensemble.info))
         if self.serving is not None:
             self.serving.swap(ensemble, version)
         previous, self.champion_version = self.champion_version, version

@@ -18,6 +18,16 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class DriftReference:
+    """The baselines of one champion, from its own dataset (see ``continual.drift_reference``)."""
+
+    texts: Sequence[str] = ()  # the OOV-rate baseline
+    labels: Sequence[int] = ()  # the label mix it learnt
+    golden_texts: Sequence[str] = ()  # scored at swap: calibration, ECE, predicted mix and confidence baselines
+    golden_labels: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
 class Signal:
     """One detector's verdict after an update: its statistic, threshold and a human reason."""
 
@@ -92,6 +102,7 @@ class LabelShiftDrift:
     """Windowed label-distribution distance to a reference distribution."""
 
     name = "label_shift"
+    subject = "label distribution"
 
     def __init__(self, num_classes: int, reference: np.ndarray | None = None, window: int = 1000, threshold: float = 0.15) -> None:
         self.num_classes, self.window, self.threshold = num_classes, window, threshold
@@ -116,7 +127,7 @@ class LabelShiftDrift:
         counts = np.bincount(np.array(self.recent), minlength=self.num_classes).astype(float)
         distance = jensen_shannon(self.reference.astype(float), counts)
         fired = distance > self.threshold
-        reason = f"label distribution moved: JS distance {distance:.3f} > {self.threshold} over the last {self.window} labels" if fired else ""
+        reason = f"{self.subject} moved: JS distance {distance:.3f} > {self.threshold} over the last {self.window} events" if fired else ""
         return Signal(self.name, fired, distance, self.threshold, reason)
 
 

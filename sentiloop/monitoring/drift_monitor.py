@@ -1,8 +1,11 @@
-"""Drift monitoring off the poll loop: the champion scores labelled events in a background thread.
+"""Drift monitoring off the poll loop: the champion scores traffic and labels in a background thread.
 
 The consumer only enqueues (never blocks: a full queue drops the event from *monitoring*, counted;
-it is still stored). The thread scores batches with the champion (keeping the scores for the retrain
-worker, :mod:`sentiloop.models.scores`), feeds the detectors, and latches
+it is still stored): every newly stored event as *traffic* (labelled or not: the label-free signals
+of :mod:`sentiloop.monitoring.label_free`), and every label as it matures (a labelled event, a delayed
+label, a correction: the error-rate and label-shift signals). The thread scores batches with the
+champion (keeping the scores for the retrain worker, :mod:`sentiloop.models.scores`), feeds the
+detectors, and latches
 fired signals until the retrain controller consumes them (then the detectors are reset, so a flag is
 never stuck). ``swap`` replaces the champion atomically and re-baselines every detector.
 """
@@ -14,6 +17,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,10 +28,21 @@ from sentiloop.models.base import HasVocabulary
 from sentiloop.models.registry import in_training_order
 from sentiloop.models.scores import ScoreStore
 from sentiloop.models.tokenize import Tokenizer
-from sentiloop.monitoring.drift import ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal
+from sentiloop.monitoring.drift import DriftReference, ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal
+from sentiloop.monitoring.label_free import Calibration, ConfidenceDrop, PerformanceEstimate, PredictionShiftDrift
 
 log = logging.getLogger(__name__)
 ACCURACY_WINDOW = 500
+
+
+@dataclass(frozen=True)
+class _GoldenBaseline:
+    calibration: Calibration
+    predicted: np.ndarray  # class counts the champion predicts on the golden set
+    confidence: float  # its mean top-class probability there
+
+
+Observed = tuple[FeedbackEvent, bool]  # an event, and whether it is traffic (just stored) rather than a matured label
 
 
 def champion_vocabulary(ensemble: Any) -> tuple[Tokenizer, set[str]] | None:
@@ -56,12 +71,14 @@ class DriftMonitor:
         self.scores = scores
         self.reference_texts: list[str] = []
         self.reference: np.ndarray | None = None
-        self.queue: queue.Queue[FeedbackEvent] = queue.Queue(maxsize=queue_size)
+        self.queue: queue.Queue[Observed] = queue.Queue(maxsize=queue_size)
+        self.golden: _GoldenBaseline | None = None
         self.lock = threading.Lock()
         self.champion: Any | None = None
         self.champion_version: int | None = None
         self.latched: dict[str, Signal] = {}
-        self.scored = 0
+        self.scored = 0  # labelled events scored (the policy's warm-up)
+        self.traffic = 0  # traffic events scored
         self.correct: deque[int] = deque(maxlen=ACCURACY_WINDOW)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sentiloop-drift", daemon=True)
@@ -72,6 +89,11 @@ class DriftMonitor:
         c = self.config
         self.error = ErrorRateDrift(c.adwin_delta, c.ph_threshold, c.ph_delta, c.min_instances)
         self.labels = LabelShiftDrift(self.num_classes, self.reference, c.label_window, c.label_threshold)
+        golden = self.golden
+        self.predictions = PredictionShiftDrift(self.num_classes, golden.predicted if golden else None, c.prediction_window,
+                                                c.prediction_threshold)
+        self.confidence = ConfidenceDrop(golden.confidence if golden else None, c.prediction_window, c.confidence_margin)
+        self.estimate = PerformanceEstimate(golden.calibration if golden else None, c.prediction_window)
         known = champion_vocabulary(champion) if champion is not None else None
         if known is None:
             self.oov = None
@@ -88,33 +110,50 @@ class DriftMonitor:
             self.latched.clear()
         log.info("drift detectors re-created with the reloaded settings")
 
-    def swap(self, champion: Any, version: int | None, reference_texts: Sequence[str] = (),
-             reference_labels: Sequence[int] = ()) -> None:
+    def swap(self, champion: Any, version: int | None, reference: DriftReference | None = None) -> None:
         """Serve a new champion from now on; detectors start from a fresh baseline.
 
-        ``reference_texts`` give the OOV baseline, ``reference_labels`` the label mix to compare with;
-        without them the first full window of the stream is the reference.
+        ``reference`` gives the OOV baseline, the label mix and the golden set; the golden set is
+        scored here (on the caller's thread, before the switch) for the calibration, its ECE and the
+        label-free baselines. Without one, the first full window of the stream is the reference.
         """
-        reference = np.bincount(np.asarray(reference_labels, dtype=int), minlength=self.num_classes).astype(float)
+        reference = reference or DriftReference()
+        labels = np.bincount(np.asarray(reference.labels, dtype=int), minlength=self.num_classes).astype(float)
+        golden = self._golden_baseline(champion, reference) if reference.golden_texts else None
         with self.lock:
             self.champion, self.champion_version = champion, version
-            self.reference_texts = list(reference_texts)
-            self.reference = reference if len(reference_labels) else None
+            self.reference_texts = list(reference.texts)
+            self.reference = labels if len(reference.labels) else None
+            self.golden = golden
             self._detectors_for(champion)
             self.latched.clear()
             self.correct.clear()
-        log.info("drift monitor now watches champion v%s", version)
+        if golden is not None:
+            self.metrics.champion_ece.set(golden.calibration.ece)
+        log.info("drift monitor now watches champion v%s%s", version,
+                 f" (golden-set ECE {golden.calibration.ece:.3f})" if golden is not None else "")
+
+    def _golden_baseline(self, champion: Any, reference: DriftReference) -> _GoldenBaseline:
+        probabilities = np.asarray(champion.predict_proba(list(reference.golden_texts)))
+        confidence, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
+        correct = (predicted == np.asarray(reference.golden_labels)).astype(float)
+        return _GoldenBaseline(Calibration.fit(confidence, correct), np.bincount(predicted, minlength=self.num_classes).astype(float),
+                               float(confidence.mean()))
 
     # -- feeding -------------------------------------------------------------------------------
-    def offer(self, events: Sequence[FeedbackEvent]) -> None:
-        """Called on the poll thread: enqueue labelled events, never block (nothing with retrain.drift.enabled off)."""
+    def offer(self, stored: Sequence[FeedbackEvent], labelled: Sequence[FeedbackEvent] = ()) -> None:
+        """Called on the poll thread with one batch's newly ``stored`` events and the events ``labelled``
+        by it (new labelled events, delayed labels, corrections); enqueues, never blocks."""
         if not self.config.enabled:
             return
-        for event in events:
-            if event.label is None:
-                continue
+        items: list[Observed] = []
+        if self.config.label_free:
+            items.extend((event, True) for event in stored)
+        traffic = {event.event_id for event, _ in items}
+        items.extend((event, False) for event in labelled if event.event_id not in traffic)
+        for item in items:
             try:
-                self.queue.put_nowait(event)
+                self.queue.put_nowait(item)
             except queue.Full:
                 self.metrics.drift_dropped.inc()
 
@@ -135,7 +174,7 @@ class DriftMonitor:
                 except Exception:  # a scoring failure must not kill monitoring
                     log.exception("drift monitor failed on a batch of %d events", len(batch))
 
-    def _take_batch(self) -> list[FeedbackEvent]:
+    def _take_batch(self) -> list[Observed]:
         try:
             batch = [self.queue.get(timeout=0.5)]
         except queue.Empty:
@@ -147,35 +186,72 @@ class DriftMonitor:
                 break
         return batch
 
-    def process(self, batch: Sequence[FeedbackEvent]) -> None:
+    def process(self, batch: Sequence[Observed]) -> None:
         """Score ``batch`` with the champion and update every detector (also callable directly)."""
         with self.lock:
             champion = self.champion
             assert champion is not None
-            texts = [e.text for e in batch]
-            probabilities = champion.predict_proba(texts)
+            texts = [event.text for event, _ in batch]
+            probabilities = np.asarray(champion.predict_proba(texts))
             if self.scores is not None and self.champion_version is not None:  # a retrain of this champion reuses them
                 self.scores.put(self.champion_version, texts, probabilities)
-            for event, guess in zip(batch, probabilities.argmax(axis=1)):
-                self._update(event, int(guess))
+            for (event, traffic), row in zip(batch, probabilities):
+                guess = int(row.argmax())
+                if traffic:
+                    self._update_traffic(event, guess, float(row.max()))
+                if event.label is not None:
+                    self._update_labelled(event, guess)
+            self._publish()
 
-    def _update(self, event: FeedbackEvent, guess: int) -> None:
+    def _update_traffic(self, event: FeedbackEvent, guess: int, confidence: float) -> None:
+        self.traffic += 1
+        self.estimate.observe(event.event_id, confidence, guess)
+        signals = [self.predictions.update(guess), self.confidence.update(confidence)]
+        if self.oov is not None:
+            signals.append(self.oov.update(event.text))
+        self._latch(signals, self.traffic, "traffic")
+        self.metrics.monitored.inc()
+
+    def _update_labelled(self, event: FeedbackEvent, guess: int) -> None:
         assert event.label is not None
         wrong = guess != event.label
         self.scored += 1
         self.correct.append(0 if wrong else 1)
+        self.estimate.label(event.event_id, event.label)
         signals = [self.error.update(wrong), self.labels.update(event.label)]
-        if self.oov is not None:
+        if self.oov is not None and not self.config.label_free:  # with label-free monitoring it watches all traffic
             signals.append(self.oov.update(event.text))
+        self._latch(signals, self.scored, "labelled")
+        self.metrics.drift_scored.inc()
+
+    def _latch(self, signals: Sequence[Signal], position: int, kind: str) -> None:
         for signal in signals:
             self.metrics.drift_statistic.labels(signal=signal.name).set(signal.statistic)
             if signal.fired and signal.name not in self.latched:
                 self.latched[signal.name] = signal
                 self.metrics.drift_detected.labels(signal=signal.name).inc()
-                log.warning("drift signal %s after %d scored events: %s", signal.name, self.scored, signal.reason)
-        self.metrics.drift_statistic.labels(signal="page_hinkley").set(self.error.page_hinkley_statistic)
-        self.metrics.drift_scored.inc()
-        self.metrics.model_accuracy.labels(member="ensemble", split="stream").set(float(np.mean(self.correct)))
+                log.warning("drift signal %s after %d scored %s events: %s", signal.name, position, kind, signal.reason)
+
+    def _publish(self) -> None:
+        m = self.metrics
+        m.drift_statistic.labels(signal="page_hinkley").set(self.error.page_hinkley_statistic)
+        if self.correct:
+            m.model_accuracy.labels(member="ensemble", split="stream").set(float(np.mean(self.correct)))
+        estimated, realised = self.estimate.estimated, self.estimate.realised()
+        if estimated is not None:
+            m.estimated_accuracy.set(estimated)
+            m.prediction_confidence.set(float(np.mean(self.confidence.recent)) if self.confidence.recent else 0.0)
+        if realised is not None:
+            m.realised_accuracy.set(realised)
+
+    def label_free_status(self) -> dict[str, Any]:
+        """For GET /v1/status: the estimate next to what the matured labels say, and the calibration."""
+        with self.lock:
+            golden = self.golden
+            return {"traffic_scored": self.traffic, "labelled_scored": self.scored,
+                    "estimated_accuracy": self.estimate.estimated, "realised_accuracy": self.estimate.realised(),
+                    "window": self.config.prediction_window,
+                    "golden_ece": golden.calibration.ece if golden is not None else None}
 
     # -- the controller's side -------------------------------------------------------------------
     def signals(self) -> list[Signal]:
@@ -187,8 +263,9 @@ class DriftMonitor:
         with self.lock:
             for name in list(names if names is not None else self.latched):
                 self.latched.pop(name, None)
-                detectors: dict[str, ErrorRateDrift | LabelShiftDrift | OOVRateDrift | None] = {
-                    "error_rate": self.error, "label_shift": self.labels, "oov_rate": self.oov}
+                detectors: dict[str, ErrorRateDrift | LabelShiftDrift | OOVRateDrift | ConfidenceDrop | None] = {
+                    "error_rate": self.error, "label_shift": self.labels, "oov_rate": self.oov,
+                    "prediction_shift": self.predictions, "confidence_drop": self.confidence}
                 detector = detectors.get(name)
                 if detector is not None:
                     detector.reset()

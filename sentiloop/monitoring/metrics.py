@@ -39,6 +39,16 @@ class IngestMetrics:
         self.dictionary_updates = Counter(
             f"{PREFIX}_dictionary_updates", "Labelled events applied to the word-sentiment dictionary", registry=r
         )
+        self.labels_applied = Counter(f"{PREFIX}_labels_applied", "Delayed labels attached to a stored event (label events)", registry=r)
+        self.label_corrections = Counter(
+            f"{PREFIX}_label_corrections", "Labels that replaced an earlier, different label of the same event", registry=r)
+        self.labels_pending = Gauge(f"{PREFIX}_labels_pending", "Label events waiting for their event to arrive", registry=r)
+        self.labels_expired = Counter(
+            f"{PREFIX}_labels_expired", "Label events whose event never arrived within buffer.label_wait_s (sent to the DLQ)", registry=r)
+        self.events_awaiting_label = Gauge(f"{PREFIX}_events_awaiting_label", "Stored events without a label yet", registry=r)
+        self.label_delay = Histogram(
+            f"{PREFIX}_label_delay_seconds", "Event ts (the prediction) to label ts, for delayed labels",
+            buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86_400, 3 * 86_400, 7 * 86_400, 30 * 86_400), registry=r)
         self.kafka_connected = Gauge(f"{PREFIX}_kafka_connected", "1 while the consumer has a broker connection", registry=r)
         self.dlq_errors = Counter(f"{PREFIX}_dlq_errors", "Failures to publish a refused record to the DLQ", registry=r)
         self.commit_errors = Counter(f"{PREFIX}_commit_errors", "Offset commits that failed (records will be redelivered)", registry=r)
@@ -74,8 +84,18 @@ class IngestMetrics:
         self.drift_statistic = Gauge(f"{PREFIX}_drift_statistic", "Current drift statistic, by signal", ["signal"], registry=r)
         self.drift_scored = Counter(f"{PREFIX}_drift_scored_events", "Labelled events the champion scored for drift detection", registry=r)
         self.drift_dropped = Counter(f"{PREFIX}_drift_dropped", "Labelled events not scored for drift (monitor queue full)", registry=r)
-        for signal in ("error_rate", "label_shift", "oov_rate"):
+        for signal in ("error_rate", "label_shift", "oov_rate", "prediction_shift", "confidence_drop"):
             self.drift_detected.labels(signal=signal)
+        # Label-free monitoring of the champion on all traffic (labelled or not).
+        self.monitored = Counter(f"{PREFIX}_monitored_events", "Events the champion scored for label-free monitoring", registry=r)
+        self.estimated_accuracy = Gauge(
+            f"{PREFIX}_estimated_accuracy", "Champion accuracy estimated from its calibrated confidence on recent traffic (CBPE)", registry=r)
+        self.realised_accuracy = Gauge(
+            f"{PREFIX}_realised_accuracy", "Champion accuracy on the labels that matured for the same recent traffic", registry=r)
+        self.prediction_confidence = Gauge(
+            f"{PREFIX}_prediction_confidence", "Mean top-class probability of the champion on recent traffic", registry=r)
+        self.champion_ece = Gauge(
+            f"{PREFIX}_champion_ece", "Expected calibration error of the champion on its golden set (before recalibration)", registry=r)
         self.retrain_runs = Counter(f"{PREFIX}_retrain_runs", "Retrain runs, by trigger and outcome", ["trigger", "status"], registry=r)
         for trigger in ("drift", "volume", "schedule", "manual"):
             for status in ("promoted", "rejected", "skipped", "failed"):

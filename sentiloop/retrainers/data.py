@@ -1,6 +1,6 @@
 """The data a retrain cycle works on, assembled from the buffer and the original dataset.
 
-- new: labelled training-split feedback stored since the last retrain (the refinement pool);
+- new: training-split feedback whose label matured since the last retrain (the refinement pool);
 - replay: for a strategic retrain, a class-balanced sample of older data (the original training split,
   then older feedback), ``replay_ratio`` × |new| but at least ``min_replay``, so the warm-started
   members do not forget (see ``replay_sample``); for a ``full`` retrain, all of the older data: a model
@@ -149,7 +149,7 @@ def golden_pool(validation: Pool, champion_info: dict[str, Any]) -> Pool:
 def _recent_holdout(holdout: list[StoredEvent], starts: Sequence[int], minimum: int, newest: int) -> list[StoredEvent]:
     """The newest ``newest`` holdout events after the first start that leaves ``minimum``, else the newest overall."""
     for start in starts:
-        window = [e for e in holdout if e.seq > start]
+        window = [e for e in holdout if (e.label_seq or 0) > start]
         if len(window) >= minimum:
             return window[-newest:]
     return holdout[-newest:]
@@ -159,21 +159,22 @@ def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: 
                    recent_since: int | None = None, full: bool = False, until_seq: int | None = None) -> CyclePools:
     """The pools of one run. The gate judges on holdout feedback after ``recent_since`` (the drift point)
     or else after the last retrain; when that is under ``gate.min_holdout`` events, on the newest holdout.
-    ``until_seq`` (default: the newest event) ends the window: a resumed run takes the pools it started with."""
+    ``until_seq`` (default: the newest label) ends the window: a resumed run takes the pools it started with.
+    Positions are *label* positions: a label that matured after the last retrain is new, however old its event."""
     since = store.mark_seq(RETRAIN_MARK)
-    until = store.max_seq() if until_seq is None else until_seq
-    new = Pool.from_events(list(store.iter_events(since_seq=since, until_seq=until, labelled_only=True, split="train")))
+    until = store.label_position() if until_seq is None else until_seq
+    new = Pool.from_events(list(store.iter_labelled(since=since, until=until, split="train")))
     gate = settings.retrain.gate
-    holdout = list(store.iter_events(until_seq=until, labelled_only=True, split="holdout"))
+    holdout = list(store.iter_labelled(until=until, split="holdout"))
     starts = ([max(since, recent_since)] if recent_since is not None else []) + [since]
     recent = Pool.from_events(_recent_holdout(holdout, starts, gate.min_holdout, gate.recent_holdout))
-    older = Pool.from_events(list(store.iter_events(until_seq=since, labelled_only=True, split="train")))
+    older = Pool.from_events(list(store.iter_labelled(until=since, split="train")))
     original = original_split(settings, champion_info)
     if original is not None:
         replay_source, golden = Pool.concat(original[0], older), golden_pool(original[1], champion_info)
     else:
         replay_source = older
-        golden = Pool.from_events([e for e in holdout if e.seq <= since][: gate.recent_holdout])
+        golden = Pool.from_events([e for e in holdout if (e.label_seq or 0) <= since][: gate.recent_holdout])
     if full:
         replay = replay_source
     else:  # a few hundred new events must not become most of what a member sees: replay has a floor

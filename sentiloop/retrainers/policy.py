@@ -79,7 +79,7 @@ class Decision:
 class Settling:
     """A drift retrain waiting for data from the new regime."""
 
-    since_seq: int  # the buffer's last seq when the drift was accepted
+    since_seq: int  # the buffer's newest label position when the drift was accepted
     reason: str
 
 
@@ -162,7 +162,7 @@ class DecisionPolicy:
             self._new_labelled, self._scored, self._after_drift = new_labelled, scored, after_drift or 0
 
     def observe_drift(self, signals: Sequence[Signal], head_seq: int) -> None:
-        """The detectors' (latched) signals and the buffer's last seq (where a settling drift starts)."""
+        """The detectors' (latched) signals and the buffer's newest label position (where a settling drift starts)."""
         with self._lock:
             self._signals, self._head_seq = tuple(signals), head_seq
 

@@ -77,7 +77,7 @@ def test_marks_sample_export_and_split(tmp_path: Path) -> None:
     assert store.count_since("retrain") == 0
     store.append_batch([ev(100), ev(101, label=None)])
     assert store.count_since("retrain") == 1
-    assert store.count_since("retrain", labelled_only=False) == 2
+    assert store.stats().events_awaiting_label == 1
     sample = store.sample(5, label=3, seed=1)
     assert len(sample) == 5 and all(s.event.label == 3 for s in sample)
     assert [s.seq for s in store.sample(5, label=3, seed=1)] == [s.seq for s in sample]

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from sentiloop.errors import InvalidEvent
-from sentiloop.events import REASONS, parse_event
+from sentiloop.events import REASONS, LabelEvent, parse_event
 
 LABELS = ["very_negative", "negative", "neutral", "positive", "very_positive"]
 
@@ -102,3 +102,17 @@ def test_to_json_round_trip() -> None:
     event = parse({"event_id": "a", "text": "fine", "label": "neutral", "domain": "amazon"})
     again = parse(event.to_json(LABELS))
     assert again == event
+
+
+def test_label_events_refer_to_a_stored_event_and_carry_only_a_label() -> None:
+    label = parse({"event_id": "l1", "ref_event_id": "e1", "label": "negative", "ts": 5_000})
+    assert label == LabelEvent("l1", "e1", 1, 5_000)
+    assert parse({"event_id": "l1", "ref_event_id": "e1", "label": 0}).ts_ms == 1_000
+    assert reason_of({"event_id": "l1", "ref_event_id": "e1"}) == "missing_field"
+    assert reason_of({"event_id": "l1", "ref_event_id": "e1", "label": "meh"}) == "unknown_label"
+    assert reason_of({"event_id": "e1", "ref_event_id": "e1", "label": 0}) == "not_a_label_event"
+    with pytest.raises(InvalidEvent, match="send text and the rest on the event itself"):
+        parse({"event_id": "l1", "ref_event_id": "e1", "label": 0, "text": "x"})
+    assert reason_of({"event_id": "l1", "ref_event_id": 7, "label": 0}) == "wrong_type"
+    assert parse({"event_id": "l1", "ref_event_id": "e1", "label": 0}).to_json(LABELS) == {
+        "event_id": "l1", "ref_event_id": "e1", "label": "very_negative", "ts": 1_000}

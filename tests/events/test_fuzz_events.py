@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
 from sentiloop.errors import InvalidEvent
-from sentiloop.events import REASONS, parse_event
+from sentiloop.events import REASONS, LabelEvent, parse_event
 from sentiloop.models.word_sentiment import WordSentimentModel
 from tests.conftest import buffer_stats, wait_until
 from tests.consumers.test_integration_ingest import read_topic
@@ -99,8 +99,11 @@ def test_parser_refuses_with_a_reason_or_accepts_something_storable(raw: bytes) 
         store = SQLiteBufferStore(Path(tmp) / "b.sqlite3", LABELS, WordSentimentModel([-2, -1, 0, 1, 2], min_count=1))
         try:
             result = store.append_batch([SourcedEvent(event, "t", 0, 0)])
-            assert [e.event_id for e in result.inserted] == [event.event_id]
-            assert next(store.iter_events()).event == event
+            if isinstance(event, LabelEvent):  # its event is not stored: it waits
+                assert result.labels_pending == 1 and store.pending_labels_older_than(10**15)[0].label == event
+            else:
+                assert [e.event_id for e in result.inserted] == [event.event_id]
+                assert next(store.iter_events()).event == event
         finally:
             store.close()
 

@@ -144,7 +144,7 @@ def test_a_full_retrain_replays_all_the_old_data_a_strategic_one_a_sample(tmp_pa
     feed(settings, *sentences(NEW, 100, 3), prefix="new")
     store = SQLiteBufferStore(settings.db_path, settings.label_names)
     try:
-        older = len(list(store.iter_events(until_seq=store.mark_seq("last_retrain"), labelled_only=True, split="train")))
+        older = len(list(store.iter_labelled(until=store.mark_seq("last_retrain"), split="train")))
         strategic = assemble_pools(settings, store, {"data": "synthetic"})
         full = assemble_pools(settings, store, {"data": "synthetic"}, full=True)
     finally:
@@ -175,7 +175,7 @@ def test_the_champion_scores_a_text_once_across_retrains(tmp_path: Path, monkeyp
     feed(settings, [f"{t} number{i}" for i, t in enumerate(texts)], labels, prefix="more", shuffle=True)  # texts not seen before
     assert run_retrain(settings, "manual", "second").champion_before == 1
     second = {t for texts in stored for t in texts}
-    golden = {e.event.text for e in SQLiteBufferStore(settings.db_path, settings.label_names).iter_events(split="holdout")
+    golden = {e.event.text for e in SQLiteBufferStore(settings.db_path, settings.label_names).iter_labelled(split="holdout")
               if e.event.event_id.startswith("old")}
     assert golden & first and not golden & second  # the golden set was scored by the first run only
     assert {t for t in second if 'number' in t}  # the new feedback had not been scored before
