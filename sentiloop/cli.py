@@ -128,6 +128,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"events stored   {stats['events_stored']} ({stats['events_labelled']} labelled)")
     print(f"events invalid  {stats['events_invalid_total']}" + "".join(f"\n  {k:<14}{v}" for k, v in sorted(stats["events_invalid"].items())))
     print(f"duplicates      {stats['events_duplicate']}")
+    print(f"labels          {stats['events_awaiting_label']} event(s) awaiting a label; {stats['labels_pending']} label event(s) "
+          f"waiting for their event, {stats['labels_expired']} expired to the DLQ; {stats['label_corrections']} correction(s)")
     print(f"dictionary      {stats['dictionary_words']} words, {stats['dictionary_pending']} pending, {stats['dictionary_updates']} updates")
     print("per label")
     for name, count in stats["per_label"].items():
@@ -159,6 +161,13 @@ def _print_daemon_status(stats: dict[str, Any]) -> None:
              if running else ""))
     if retraining.get("pending_drift"):
         print(f"pending drift   {retraining['pending_drift']['reason']}")
+    monitoring = stats.get("monitoring")
+    if monitoring and monitoring.get("estimated_accuracy") is not None:
+        realised = monitoring.get("realised_accuracy")
+        ece = monitoring.get("golden_ece")
+        print(f"accuracy        estimated {monitoring['estimated_accuracy']:.3f} over the last {monitoring['window']} events; "
+              f"realised {'n/a (too few labels yet)' if realised is None else f'{realised:.3f}'}"
+              + ("" if ece is None else f"; golden-set ECE {ece:.3f}"))
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """``sentiloop replay``: send a JSONL file to the feedback topic, one record per line, at a chosen rate.
 
 Lines are sent as they are (no validation here): the daemon decides what is valid, so replay is
-also the way to test the DLQ. The record key is the line's event_id when it has one, which keeps
-one event on one partition and so preserves per-event order on re-sends.
+also the way to test the DLQ. The record key is the line's ``ref_event_id`` (a label event) or else its
+``event_id``, which keeps an event, its re-sends and its labels on one partition, in order.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def _lines(path: Path) -> Iterator[bytes]:
 
 def _key(line: bytes) -> bytes | None:
     try:
-        event_id = json.loads(line).get("event_id")
+        record = json.loads(line)
+        event_id = record.get("ref_event_id") or record.get("event_id")
     except (ValueError, AttributeError):
         return None
     return event_id.encode("utf-8") if isinstance(event_id, str) else None

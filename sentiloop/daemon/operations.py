@@ -41,6 +41,8 @@ class DaemonOperations:
         status["ingestion"] = readiness
         if d.controller is not None:
             status["retraining"] = d.controller.status()
+        if d.monitor is not None:
+            status["monitoring"] = d.monitor.label_free_status()
         served = d.serving.current
         status["champion"] = None if served is None else {
             "version": served.version, "weights": served.ensemble.weights, "members": list(served.ensemble.members),
