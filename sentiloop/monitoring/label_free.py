@@ -27,7 +27,7 @@ import numpy as np
 from sentiloop.monitoring.drift import LabelShiftDrift, Signal
 
 CALIBRATION_BINS = 10
-_SHRINK = 10.0  # pseudo-counts pulling a sparse bin's accuracy toward the overall accuracy
+_SHRINK = 10.0  # pseudo-counts pulling a sparse bin toward its prior (see Calibration.fit)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
@@ -53,13 +53,15 @@ class Calibration:
     @classmethod
     def fit(cls, confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> Calibration:
         confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-        overall = float(correct.mean()) if len(correct) else 0.5
+        gap = float(correct.mean() - confidence.mean()) if len(correct) else 0.0  # < 0: overconfident overall
         index = np.minimum((confidence * bins).astype(int), bins - 1)
         table = []
         for b in range(bins):
             mask = index == b
-            # a sparse bin leans on the overall accuracy instead of on its three examples
-            table.append((float(correct[mask].sum()) + _SHRINK * overall) / (int(mask.sum()) + _SHRINK))
+            # A sparse bin leans on its prior instead of on its three examples: its own confidence,
+            # corrected by the overall gap. A shifted domain lands in bins the golden set hardly fills.
+            prior = min(1.0, max(0.0, float(confidence[mask].mean() if mask.any() else (b + 0.5) / bins) + gap))
+            table.append((float(correct[mask].sum()) + _SHRINK * prior) / (int(mask.sum()) + _SHRINK))
         return cls(tuple(table), expected_calibration_error(confidence, correct, bins))
 
     def __call__(self, confidence: np.ndarray) -> np.ndarray:

@@ -14,7 +14,8 @@ from sentiloop.config import Settings
 from sentiloop.daemon.continual import RetrainController, drift_reference, spawn_worker
 from sentiloop.events import FeedbackEvent
 from sentiloop.models.store import ModelStore
-from sentiloop.monitoring.drift import Signal
+from sentiloop.models.vote import VOTE_FOLD
+from sentiloop.monitoring.drift import DriftReference, Signal
 from sentiloop.monitoring.metrics import IngestMetrics
 from sentiloop.retrainers.policy import RetrainState
 
@@ -39,8 +40,7 @@ class LatchedSignals:
         for name in names:
             self.latched.pop(name, None)
 
-    def swap(self, champion: Any, version: int | None, reference_texts: Sequence[str] = (),
-             reference_labels: Sequence[int] = ()) -> None:
+    def swap(self, champion: Any, version: int | None, reference: DriftReference | None = None) -> None:
         raise AssertionError("no champion is loaded in these tests")
 
 
@@ -212,10 +212,14 @@ def test_drift_reference_comes_from_the_champions_own_dataset(tmp_path: Path) ->
     settings = Settings.model_validate({"data_dir": str(tmp_path)})
     data = tmp_path / "own.jsonl"
     data.write_text("".join(json.dumps({"text": f"text number {i}", "label": settings.label_names[i % 5]}) + "\n" for i in range(200)))
-    texts, labels = drift_reference(settings, {"data": str(data)})
-    assert 0 < len(texts) < len(labels) < 200  # OOV texts: the golden split; label mix: train + golden
+    reference = drift_reference(settings, {"data": str(data)})
+    texts, labels = reference.texts, reference.labels
+    assert 0 < len(texts) < len(labels) < 200  # OOV texts: the validation split; label mix: train + validation
     assert set(texts) <= {f"text number {i}" for i in range(200)}
-    assert drift_reference(settings, {"data": str(tmp_path / "gone.jsonl")}) == ([], [])  # no data: the stream's first window
+    assert list(reference.golden_texts) == list(texts) and len(reference.golden_labels) == len(texts)  # no vote fold here
+    folded = drift_reference(settings, {"data": str(data), "vote": {"fitted_on": VOTE_FOLD}})
+    assert 0 < len(folded.golden_texts) < len(texts)  # the gate's golden set: the vote fold left out
+    assert drift_reference(settings, {"data": str(tmp_path / "gone.jsonl")}) == DriftReference()  # no data: the stream's first window
 
 
 def test_a_worker_that_cannot_be_started_is_counted_as_failed_and_the_controller_goes_on(tmp_path: Path) -> None:

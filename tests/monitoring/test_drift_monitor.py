@@ -107,7 +107,7 @@ def test_the_champions_scores_are_kept_for_the_retrain_worker(tmp_path: Path) ->
     monitor = DriftMonitor(DriftConfig(), 3, IngestMetrics(CollectorRegistry()), scores=scores)
     monitor.swap(champion, 4)
     texts = ["good good film", "bad film indeed", "a fine film"]
-    monitor.process([FeedbackEvent(f"e{i}", t, 1, None, None, "d", "en", 0) for i, t in enumerate(texts)])
+    monitor.process([(FeedbackEvent(f"e{i}", t, 1, None, None, "d", "en", 0), False) for i, t in enumerate(texts)])
     kept = scores.get(4, texts)
     assert sorted(kept) == [0, 1, 2]
     np.testing.assert_array_equal(np.stack([kept[i] for i in range(3)]), champion.predict_proba(texts))
