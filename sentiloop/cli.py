@@ -383,6 +383,9 @@ def _print_retrain(summary: RetrainSummary, mode: str) -> None:
               f"golden {g.of('champion', 'golden'):.4f} → {g.of('challenger', 'golden'):.4f}")
     if summary.status is RetrainStatus.PROMOTED:
         print(f"PROMOTED: v{summary.version:04d} is the new champion")
+    elif summary.status is RetrainStatus.SHADOW:
+        print(f"gate passed: v{summary.version:04d} waits for a shadow run on live traffic (retrain.shadow.events); the running "
+              f"daemon runs it after its own retrains, or serve it now with `sentiloop promote {summary.version}`")
     else:
         print(f"kept the champion v{summary.champion_before:04d}; challenger saved as v{summary.version:04d} because:")
         for reason in summary.gate_reasons:

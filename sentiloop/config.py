@@ -343,6 +343,18 @@ class GateSettings(_Strict):
     recent_holdout: int = Field(default=2000, ge=10, description="most recent holdout events used for the gate")
 
 
+class ShadowConfig(_Strict):
+    """Shadow evaluation: a challenger the gate accepted scores live traffic next to the champion before it serves."""
+
+    events: int = Field(default=0, ge=0, description="live events the challenger must score in shadow before promotion; "
+                        "0 promotes at the gate (no shadow run)")
+    tolerance: float = Field(default=0.01, ge=0, le=1, description="the challenger's estimated (and, with min_labels matured, "
+                             "realised) accuracy may be at most this far below the champion's")
+    min_labels: int = Field(default=50, ge=1, description="labels that must mature on shadowed events before realised accuracy counts")
+    max_wait_s: float = Field(default=86_400, gt=0, description="a shadow run that has not seen `events` events by then is "
+                              "refused (the challenger stays saved: `sentiloop promote` can still serve it)")
+
+
 class ConvergenceConfig(_Strict):
     """When the refine → retrain cycle stops (the seed's ConvergenceDetector rules)."""
 
@@ -386,6 +398,7 @@ class RetrainConfig(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     gate: GateSettings = Field(default_factory=GateSettings)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
 
     @field_validator("schedule_cron")
     @classmethod
@@ -398,6 +411,13 @@ class RetrainConfig(_Strict):
             except ValueError as exc:
                 raise ValueError(f"not a crontab expression: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _shadow_needs_traffic(self) -> RetrainConfig:
+        if self.shadow.events and not (self.drift.enabled and self.drift.label_free):
+            raise ValueError("retrain.shadow.events > 0 needs retrain.drift.enabled and retrain.drift.label_free: the shadow "
+                             "run scores the live traffic the drift monitor sees; turn them on or set shadow.events to 0")
+        return self
 
 
 # What `language` changes, as defaults under the keys a config file leaves out (the file always wins).

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
@@ -40,6 +40,9 @@ from sentiloop.retrainers.data import RETRAIN_MARK, golden_pool, original_split
 from sentiloop.retrainers.policy import Clock, Decision, DecisionPolicy, RetrainState
 from sentiloop.retrainers.progress import read_progress
 from sentiloop.retrainers.results import GOLDEN, RECENT, RetrainStatus, RetrainSummary
+
+if TYPE_CHECKING:
+    from sentiloop.monitoring.shadow import ShadowReport
 
 log = logging.getLogger(__name__)
 CHECK_S = 2.0
@@ -76,6 +79,12 @@ class DriftSignals(Protocol):
 
     def swap(self, champion: Any, version: int | None, reference: DriftReference | None = None) -> None: ...
 
+    def start_shadow(self, challenger: Any, version: int, reference: DriftReference, events: int, min_labels: int) -> None: ...
+
+    def shadow_done(self) -> bool: ...
+
+    def end_shadow(self) -> ShadowReport | None: ...
+
 
 class WorkerProcess(Protocol):
     """What the controller needs of a worker process (``subprocess.Popen`` is one)."""
@@ -111,6 +120,13 @@ class Worker:
         self.process, self.output, self.trigger, self.started = process, output, trigger, started
 
 
+class PendingShadow:
+    """A challenger the gate accepted, scoring live traffic in shadow until the controller decides."""
+
+    def __init__(self, summary: RetrainSummary, started: float) -> None:
+        self.summary, self.started = summary, started
+
+
 class RetrainController:
     def __init__(self, settings: Settings, store: SQLiteBufferStore, metrics: IngestMetrics, monitor: DriftSignals,
                  announce: Any | None = None, serving: Serving | None = None, clock: Clock = time.monotonic,
@@ -128,6 +144,7 @@ class RetrainController:
         self.spawn = spawn
         self.models = models or ModelStore(settings.data_dir)
         self.worker: Worker | None = None
+        self.shadow: PendingShadow | None = None
         self.champion_version: int | None = None
         self.outcomes: list[RetrainSummary] = []
         self._swap_lock = threading.Lock()
@@ -266,6 +283,8 @@ class RetrainController:
                 self.metrics.retrain_running.set(0)  # only now: "not running" means a request is weighed again
         if self.models.champion() != self.champion_version:
             self.refresh_champion()  # promote/rollback from the CLI
+        if self._shadow_goes_on():
+            return  # no retrain starts while a challenger is in shadow
         if not self.settings.retrain.enabled or self.champion_version is None:
             return
         if self.paused and self.policy.state is not RetrainState.DUE:  # a (forced) manual request still runs
@@ -354,6 +373,56 @@ class RetrainController:
         if status is RetrainStatus.PROMOTED:
             self.metrics.promotions.inc()
             self.refresh_champion(reason=f"promoted by retrain ({worker.trigger})", summary=summary)
+        elif status is RetrainStatus.SHADOW:
+            self._start_shadow(summary)
+
+    # -- shadow evaluation ---------------------------------------------------------------------
+    def _start_shadow(self, summary: RetrainSummary) -> None:
+        from sentiloop.models.ensemble import Ensemble
+
+        assert summary.version is not None
+        challenger = Ensemble.load(self.models.path(summary.version), only=self.settings.models.enabled)
+        shadow = self.settings.retrain.shadow
+        self.monitor.start_shadow(challenger, summary.version, drift_reference(self.settings, challenger.info), shadow.events,
+                                  shadow.min_labels)
+        self.shadow = PendingShadow(summary, time.monotonic())
+
+    def _shadow_goes_on(self) -> bool:
+        """True while a shadow run goes on; when it is over (enough events, or max_wait_s), decide it."""
+        pending = self.shadow
+        if pending is None:
+            return False
+        config = self.settings.retrain.shadow
+        timed_out = time.monotonic() - pending.started > config.max_wait_s
+        if not self.monitor.shadow_done() and not timed_out:
+            return True
+        self.shadow = None
+        report = self.monitor.end_shadow()
+        version = pending.summary.version
+        if report is None:
+            reasons = ["shadow: the champion changed during the shadow run"]
+        else:
+            reasons = report.verdict(config.tolerance)
+            if report.events < config.events:
+                reasons.insert(0, f"shadow: only {report.events} of {config.events} live events within {config.max_wait_s:.0f}s")
+        promoted = not reasons
+        outcome = pending.summary.model_copy(update={
+            "status": RetrainStatus.PROMOTED if promoted else RetrainStatus.REJECTED, "gate_reasons": tuple(reasons),
+            "shadow": report.as_dict() if report is not None else None})
+        self.outcomes.append(outcome)
+        self.metrics.shadow_decisions.labels(result="promoted" if promoted else "refused").inc()
+        if promoted and report is not None and version is not None:
+            from sentiloop.models.champion import set_champion
+
+            reason = (f"promoted after a shadow run: {report.events} live events, agreement {report.agreement:.3f}, estimated "
+                      f"accuracy {report.estimated['challenger']:.3f} vs champion {report.estimated['champion']:.3f}")
+            set_champion(self.settings, version, reason)
+            self.metrics.promotions.inc()
+            self.refresh_champion(reason=reason, summary=outcome)
+            log.info("challenger v%s %s", version, reason)
+        else:
+            log.warning("challenger v%s refused after its shadow run: %s", version, "; ".join(reasons))
+        return False
 
     def _record_metrics(self, summary: RetrainSummary) -> None:
         last = summary.last_iteration

@@ -30,6 +30,7 @@ from sentiloop.models.scores import ScoreStore
 from sentiloop.models.tokenize import Tokenizer
 from sentiloop.monitoring.drift import DriftReference, ErrorRateDrift, LabelShiftDrift, OOVRateDrift, Signal
 from sentiloop.monitoring.label_free import Calibration, ConfidenceDrop, PerformanceEstimate, PredictionShiftDrift
+from sentiloop.monitoring.shadow import ShadowReport, ShadowRun
 
 log = logging.getLogger(__name__)
 ACCURACY_WINDOW = 500
@@ -73,6 +74,7 @@ class DriftMonitor:
         self.reference: np.ndarray | None = None
         self.queue: queue.Queue[Observed] = queue.Queue(maxsize=queue_size)
         self.golden: _GoldenBaseline | None = None
+        self.shadow: ShadowRun | None = None
         self.lock = threading.Lock()
         self.champion: Any | None = None
         self.champion_version: int | None = None
@@ -125,6 +127,7 @@ class DriftMonitor:
             self.reference_texts = list(reference.texts)
             self.reference = labels if len(reference.labels) else None
             self.golden = golden
+            self.shadow = None  # a challenger in shadow was measured against the champion that just left
             self._detectors_for(champion)
             self.latched.clear()
             self.correct.clear()
@@ -132,6 +135,31 @@ class DriftMonitor:
             self.metrics.champion_ece.set(golden.calibration.ece)
         log.info("drift monitor now watches champion v%s%s", version,
                  f" (golden-set ECE {golden.calibration.ece:.3f})" if golden is not None else "")
+
+    def start_shadow(self, challenger: Any, version: int, reference: DriftReference, events: int, min_labels: int) -> None:
+        """Score live traffic with ``challenger`` too, from now on, until ``events`` were seen (see ``shadow``)."""
+        golden = self._golden_baseline(challenger, reference) if reference.golden_texts else None
+        with self.lock:
+            champion_calibration = self.golden.calibration if self.golden is not None else None
+            self.shadow = ShadowRun(challenger, version, events, champion_calibration,
+                                    golden.calibration if golden is not None else None, min_labels)
+        self.metrics.shadow_running.set(1)
+        log.info("challenger v%s scores live traffic in shadow for %d events", version, events)
+
+    def shadow_report(self) -> ShadowReport | None:
+        with self.lock:
+            return self.shadow.report() if self.shadow is not None else None
+
+    def shadow_done(self) -> bool:
+        with self.lock:
+            return self.shadow is not None and self.shadow.done
+
+    def end_shadow(self) -> ShadowReport | None:
+        """Stop the shadow run; its final report (None when none ran)."""
+        with self.lock:
+            shadow, self.shadow = self.shadow, None
+        self.metrics.shadow_running.set(0)
+        return shadow.report() if shadow is not None else None
 
     def _golden_baseline(self, champion: Any, reference: DriftReference) -> _GoldenBaseline:
         probabilities = np.asarray(champion.predict_proba(list(reference.golden_texts)))
@@ -201,7 +229,25 @@ class DriftMonitor:
                     self._update_traffic(event, guess, float(row.max()))
                 if event.label is not None:
                     self._update_labelled(event, guess)
+            if self.shadow is not None:
+                self._update_shadow(self.shadow, batch, probabilities)
             self._publish()
+
+    def _update_shadow(self, shadow: ShadowRun, batch: Sequence[Observed], probabilities: np.ndarray) -> None:
+        rows = [i for i, (_, traffic) in enumerate(batch) if traffic]
+        shadow.observe([batch[i][0].event_id for i in rows], [batch[i][0].text for i in rows], probabilities[rows])
+        for event, _ in batch:
+            if event.label is not None:
+                shadow.label(event.event_id, event.label)
+        report = shadow.report()
+        m = self.metrics
+        m.shadow_events.set(report.events)
+        m.shadow_agreement.set(report.agreement)
+        for model in ("champion", "challenger"):
+            m.shadow_accuracy.labels(model=model, kind="estimated").set(report.estimated[model])
+            realised = report.realised[model]
+            if realised is not None:
+                m.shadow_accuracy.labels(model=model, kind="realised").set(realised)
 
     def _update_traffic(self, event: FeedbackEvent, guess: int, confidence: float) -> None:
         self.traffic += 1
@@ -251,7 +297,8 @@ class DriftMonitor:
             return {"traffic_scored": self.traffic, "labelled_scored": self.scored,
                     "estimated_accuracy": self.estimate.estimated, "realised_accuracy": self.estimate.realised(),
                     "window": self.config.prediction_window,
-                    "golden_ece": golden.calibration.ece if golden is not None else None}
+                    "golden_ece": golden.calibration.ece if golden is not None else None,
+                    "shadow": self.shadow.report().as_dict() if self.shadow is not None else None}
 
     # -- the controller's side -------------------------------------------------------------------
     def signals(self) -> list[Signal]:

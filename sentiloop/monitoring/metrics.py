@@ -94,11 +94,19 @@ class IngestMetrics:
             f"{PREFIX}_realised_accuracy", "Champion accuracy on the labels that matured for the same recent traffic", registry=r)
         self.prediction_confidence = Gauge(
             f"{PREFIX}_prediction_confidence", "Mean top-class probability of the champion on recent traffic", registry=r)
+        self.shadow_running = Gauge(f"{PREFIX}_shadow_running", "1 while a challenger scores live traffic in shadow", registry=r)
+        self.shadow_events = Gauge(f"{PREFIX}_shadow_events", "Live events the shadowed challenger has scored", registry=r)
+        self.shadow_agreement = Gauge(f"{PREFIX}_shadow_agreement", "Share of shadowed events where challenger and champion agree", registry=r)
+        self.shadow_accuracy = Gauge(f"{PREFIX}_shadow_accuracy", "Accuracy in the shadow run, by model and kind (estimated, realised)",
+                                     ["model", "kind"], registry=r)
+        self.shadow_decisions = Counter(f"{PREFIX}_shadow_decisions", "Shadow runs that ended, by result", ["result"], registry=r)
+        for result in ("promoted", "refused"):
+            self.shadow_decisions.labels(result=result)
         self.champion_ece = Gauge(
             f"{PREFIX}_champion_ece", "Expected calibration error of the champion on its golden set (before recalibration)", registry=r)
         self.retrain_runs = Counter(f"{PREFIX}_retrain_runs", "Retrain runs, by trigger and outcome", ["trigger", "status"], registry=r)
         for trigger in ("drift", "volume", "schedule", "manual"):
-            for status in ("promoted", "rejected", "skipped", "failed"):
+            for status in ("promoted", "rejected", "skipped", "failed", "shadow"):
                 self.retrain_runs.labels(trigger=trigger, status=status)
         self.retrain_duration = Gauge(f"{PREFIX}_retrain_duration_seconds", "Duration of the last retrain, by member", ["member"], registry=r)
         self.model_accuracy = Gauge(f"{PREFIX}_model_accuracy", "Accuracy by member and split", ["member", "split"], registry=r)

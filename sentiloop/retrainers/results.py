@@ -43,6 +43,7 @@ class RetrainStatus(StrEnum):
     REJECTED = "rejected"  # the gate refused: the challenger is saved, the champion keeps serving
     SKIPPED = "skipped"  # too little new labelled data: nothing was trained
     FAILED = "failed"  # the run raised, the worker died, or its output could not be read
+    SHADOW = "shadow"  # the gate agreed; retrain.shadow asks for a shadow run on live traffic before promotion
 
 
 class _Frozen(BaseModel):
@@ -152,6 +153,7 @@ class RetrainSummary(_Frozen):
     error: str | None = None  # failed: what went wrong
     exit_code: int | None = None  # the worker process's, when the daemon ran it
     resumed_after_iteration: int | None = None  # a run a killed worker left: it went on after this checkpoint
+    shadow: dict[str, Any] | None = None  # the shadow run's report (ShadowReport.as_dict), once it decided
 
     @model_validator(mode="after")
     def _complete(self) -> RetrainSummary:
@@ -159,7 +161,7 @@ class RetrainSummary(_Frozen):
             raise ValueError("a failed retrain summary needs its error")
         if self.status is RetrainStatus.SKIPPED and not self.why:
             raise ValueError("a skipped retrain summary needs its why")
-        if self.status in (RetrainStatus.PROMOTED, RetrainStatus.REJECTED) and (self.version is None or self.gate_metrics is None):
+        if self.status in (RetrainStatus.PROMOTED, RetrainStatus.REJECTED, RetrainStatus.SHADOW) and (self.version is None or self.gate_metrics is None):
             raise ValueError(f"a {self.status} retrain summary needs the challenger's version and the gate metrics")
         return self
 

@@ -148,9 +148,11 @@ class RetrainWorker:
             if tracker is not None:
                 with tracker.run(f"retraining_{time.strftime('%Y%m%d_%H%M')}", seed_params(settings, mode),
                                  tags={"trigger": trigger, "reason": reason[:250], "run_id": checkpoints.run_id}):
-                    result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, tracker, models, reporter, point)
+                    result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, tracker, models, reporter, point,
+                                                                  shadowing(settings))
             else:
-                result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, None, models, reporter, point)
+                result, version, registered = _cycle_and_gate(cycle, champion_version, checkpoints, None, models, reporter, point,
+                                                              shadowing(settings))
         except BaseException as exc:
             checkpoints.finish("failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -158,8 +160,9 @@ class RetrainWorker:
         self.scores.retain({v for v in (champion_version, models.champion()) if v is not None})  # older champions' are of no use
         gate = result.gate
         assert gate is not None
+        status = RetrainStatus.REJECTED if not gate.promote else RetrainStatus.SHADOW if shadowing(settings) else RetrainStatus.PROMOTED
         summary = RetrainSummary(
-            status=RetrainStatus.PROMOTED if gate.promote else RetrainStatus.REJECTED, trigger=trigger, reason=reason,
+            status=status, trigger=trigger, reason=reason,
             run_id=checkpoints.run_id, seconds=round(time.monotonic() - started, 1), version=version, registered_version=registered,
             champion_before=champion_version, stop_reason=result.stop_reason, gate_reasons=tuple(gate.reasons), gate_metrics=gate.metrics,
             iterations=tuple(result.iterations), pools=PoolSizes.model_validate(pools.summary()),
@@ -206,11 +209,16 @@ def _tracker(settings: Settings) -> Tracker | None:
     return Tracker(settings)
 
 
+def shadowing(settings: Settings) -> bool:
+    """A challenger the gate accepts waits for a shadow run on live traffic (the daemon runs it) instead of serving at once."""
+    return settings.retrain.shadow.events > 0
+
+
 def _cycle_and_gate(cycle: RetrainCycle, champion_version: int | None, checkpoints: CheckpointManager, tracker: Tracker | None,
                     models: ModelStore, progress: ProgressFile | None = None,
-                    resume: ResumePoint | None = None) -> tuple[CycleResult, int, int | None]:
-    """The cycle (from ``resume`` if given), the gate, the challenger saved (and promoted if the gate agrees):
-    (result, its version, registry version)."""
+                    resume: ResumePoint | None = None, shadow: bool = False) -> tuple[CycleResult, int, int | None]:
+    """The cycle (from ``resume`` if given), the gate, the challenger saved (and promoted if the gate agrees
+    and no shadow run is asked for): (result, its version, registry version)."""
     pools = cycle.pools
     result = cycle.run(*cycle.restore(resume)) if resume is not None else cycle.run()
     if progress is not None:
@@ -226,7 +234,8 @@ def _cycle_and_gate(cycle: RetrainCycle, champion_version: int | None, checkpoin
     version, path = models.next_path()
     challenger.info["version"] = version
     challenger.save(path)
-    if gate.promote:
+    promote = gate.promote and not shadow
+    if promote:
         models.set_champion(version, f"promoted by retrain {checkpoints.run_id}: "
                             + ", ".join(f"{k}={v:.4f}" for k, v in gate.metrics.flat().items()))
     registered = None
@@ -235,8 +244,8 @@ def _cycle_and_gate(cycle: RetrainCycle, champion_version: int | None, checkpoin
         tracker.log_artifacts(checkpoints.iteration_dir(result.iterations[-1].iteration), "checkpoint")
         registered = tracker.register_ensemble(path, "challenger", f"v{version:04d} from retrain {checkpoints.run_id}")
         models.record_registration(version, registered)
-        if gate.promote:
+        if promote:
             tracker.set_alias("champion", registered)
-    log.info("retrain %s: %s; gate %s%s", checkpoints.run_id, result.stop_reason, "PROMOTED" if gate.promote else "refused",
-             "" if gate.promote else ": " + "; ".join(gate.reasons))
+    verdict = "refused: " + "; ".join(gate.reasons) if not gate.promote else "passed; shadow run next" if shadow else "PROMOTED"
+    log.info("retrain %s: %s; gate %s", checkpoints.run_id, result.stop_reason, verdict)
     return result, version, registered

@@ -98,3 +98,28 @@ def _is_worker(proc: Path) -> bool:
     except OSError:
         return False
     return b"retrain" in command and b"--json" in command
+
+
+def test_a_challenger_serves_only_after_its_shadow_run_on_live_traffic(broker, topic, daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = prepared(tmp_path)
+    overrides = {**OVERRIDES, "retrain": {**OVERRIDES["retrain"], "shadow": {"events": 200, "min_labels": 20}}}
+    daemon = daemon_factory(broker.bootstrap, topic, data_dir=data, **overrides)
+    port = metrics_port(daemon)
+    wait_until(lambda: metric(port, "sentiloop_champion_version") == 1.0, what="the champion to load")
+    produce(broker.bootstrap, topic, events(NEW, 600, 3, "new"))
+    wait_until(lambda: metric(port, "sentiloop_shadow_running") == 1.0, timeout=120, what="the shadow run to start")
+    assert ModelStore(data).champion() == 1  # the gate passed, but nothing serves the challenger yet
+    assert 'sentiloop_retrain_runs_total{status="shadow",trigger="volume"} 1.0' in http_get(port, "/metrics")[1]
+    placed: list[tuple[float, dict]] = []
+    for i, event in enumerate(events(NEW, 300, 9, "live")):  # unlabelled traffic; its labels 20 events behind
+        placed.append((i, {k: v for k, v in event.items() if k != "label"}))
+        placed.append((i + 20.5, {"event_id": f"label-{i}", "ref_event_id": event["event_id"], "label": event["label"]}))
+    produce(broker.bootstrap, topic, [record for _, record in sorted(placed, key=lambda p: p[0])], partitions=1)
+    wait_until(lambda: ModelStore(data).champion() == 2, timeout=60, what="the promotion after the shadow run")
+    wait_until(lambda: metric(port, "sentiloop_champion_version") == 2.0, timeout=30, what="the hot swap")
+    body = http_get(port, "/metrics")[1]
+    assert 'sentiloop_shadow_decisions_total{result="promoted"} 1.0' in body and metric(port, "sentiloop_shadow_running") == 0.0
+    assert metric(port, "sentiloop_shadow_events") == 200.0
+    assert 0.0 < metric(port, "sentiloop_shadow_agreement") <= 1.0
+    realised = {m: metric(port, f'sentiloop_shadow_accuracy{{kind="realised",model="{m}"}}') for m in ("champion", "challenger")}
+    assert realised["challenger"] >= realised["champion"]  # the new domain's labels that matured during the shadow run
