@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sentiloop.monitoring.shadow import ShadowRun
 
@@ -34,7 +35,7 @@ def test_a_worse_challenger_is_refused_on_both_estimated_and_realised_accuracy()
         shadow.label(f"e{i}", 2)
     report = shadow.report()
     assert report.agreement == 0.0 and report.labelled == 20
-    assert report.estimated == {"champion": 0.8, "challenger": 0.5}
+    assert report.estimated == pytest.approx({"champion": 0.8, "challenger": 0.5})
     assert report.realised == {"champion": 1.0, "challenger": 0.0}
     reasons = report.verdict(tolerance=0.01)
     assert len(reasons) == 2 and "estimated accuracy 0.500" in reasons[0] and "realised accuracy 0.000" in reasons[1]
