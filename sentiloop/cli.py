@@ -163,10 +163,11 @@ def _print_daemon_status(stats: dict[str, Any]) -> None:
         print(f"pending drift   {retraining['pending_drift']['reason']}")
     monitoring = stats.get("monitoring")
     if monitoring and monitoring.get("estimated_accuracy") is not None:
-        realised = monitoring.get("realised_accuracy")
-        ece = monitoring.get("golden_ece")
+        compared, ece = monitoring.get("compared_chunk"), monitoring.get("golden_ece")
         print(f"accuracy        estimated {monitoring['estimated_accuracy']:.3f} over the last {monitoring['window']} events; "
-              f"realised {'n/a (too few labels yet)' if realised is None else f'{realised:.3f}'}"
+              + ("realised: too few labels matured yet" if compared is None else
+                 f"chunk {compared['index']}: estimated {compared['estimated']:.3f}, realised {compared['realised']:.3f} "
+                 f"on {compared['labelled']} matured labels")
               + ("" if ece is None else f"; golden-set ECE {ece:.3f}"))
 
 

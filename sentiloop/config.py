@@ -311,6 +311,8 @@ class DriftConfig(_Strict):
                              "estimated accuracy (CBPE) need no label")
     prediction_window: int = Field(default=1000, ge=50, description="traffic events in the prediction-shift, confidence and "
                                    "estimated-accuracy windows")
+    chunks_kept: int = Field(default=64, ge=2, le=10_000, description="traffic chunks (of prediction_window events) whose "
+                             "estimated accuracy is kept to compare with the labels that mature for them later")
     prediction_threshold: float = Field(default=0.12, gt=0, le=1, description="Jensen-Shannon distance of the predicted-class "
                                         "distribution from the champion's predictions on its golden set")
     confidence_margin: float = Field(default=0.06, gt=0, le=1, description="drop of the mean top-class probability below the "

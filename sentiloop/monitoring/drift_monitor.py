@@ -95,7 +95,7 @@ class DriftMonitor:
         self.predictions = PredictionShiftDrift(self.num_classes, golden.predicted if golden else None, c.prediction_window,
                                                 c.prediction_threshold)
         self.confidence = ConfidenceDrop(golden.confidence if golden else None, c.prediction_window, c.confidence_margin)
-        self.estimate = PerformanceEstimate(golden.calibration if golden else None, c.prediction_window)
+        self.estimate = PerformanceEstimate(golden.calibration if golden else None, c.prediction_window, c.chunks_kept)
         known = champion_vocabulary(champion) if champion is not None else None
         if known is None:
             self.oov = None
@@ -283,20 +283,26 @@ class DriftMonitor:
         m.drift_statistic.labels(signal="page_hinkley").set(self.error.page_hinkley_statistic)
         if self.correct:
             m.model_accuracy.labels(member="ensemble", split="stream").set(float(np.mean(self.correct)))
-        estimated, realised = self.estimate.estimated, self.estimate.realised()
+        estimated, compared = self.estimate.estimated, self.estimate.latest_compared()
         if estimated is not None:
             m.estimated_accuracy.set(estimated)
             m.prediction_confidence.set(float(np.mean(self.confidence.recent)) if self.confidence.recent else 0.0)
-        if realised is not None:
+        if compared is not None:
+            realised, expected = compared.realised(self.estimate.min_labels), compared.estimated
+            assert realised is not None and expected is not None
             m.realised_accuracy.set(realised)
+            m.estimation_error.set(expected - realised)
 
     def label_free_status(self) -> dict[str, Any]:
         """For GET /v1/status: the estimate next to what the matured labels say, and the calibration."""
         with self.lock:
             golden = self.golden
+            compared = self.estimate.latest_compared()
             return {"traffic_scored": self.traffic, "labelled_scored": self.scored,
-                    "estimated_accuracy": self.estimate.estimated, "realised_accuracy": self.estimate.realised(),
-                    "window": self.config.prediction_window,
+                    "estimated_accuracy": self.estimate.estimated, "window": self.config.prediction_window,
+                    "realised_accuracy": compared.realised(self.estimate.min_labels) if compared is not None else None,
+                    "compared_chunk": compared.as_dict(self.estimate.min_labels) if compared is not None else None,
+                    "chunks": self.estimate.report(),
                     "golden_ece": golden.calibration.ece if golden is not None else None,
                     "shadow": self.shadow.report().as_dict() if self.shadow is not None else None}
 

@@ -106,40 +106,70 @@ class ConfidenceDrop:
 
 
 @dataclass(slots=True)
-class _Seen:
-    expected: float  # calibrated top-class probability: the chance this prediction is right
-    predicted: int
-    correct: int | None = None  # known once the label matures
+class Chunk:
+    """``events`` consecutive traffic events: what CBPE expected of them, and what their matured labels say."""
 
-
-class PerformanceEstimate:
-    """Estimated (CBPE) and realised accuracy over the same recent traffic window.
-
-    Each traffic event is remembered by id with its calibrated confidence and the class predicted;
-    a label that matures while its event is still in the window marks it right or wrong.
-    """
-
-    def __init__(self, calibration: Calibration | None, window: int = 1000) -> None:
-        self.calibration, self.window = calibration, window  # no calibration (no golden set): raw confidences
-        self.events: OrderedDict[str, _Seen] = OrderedDict()
-
-    def observe(self, event_id: str, confidence: float, predicted: int) -> None:
-        expected = confidence if self.calibration is None else float(self.calibration(np.array([confidence]))[0])
-        self.events[event_id] = _Seen(expected, predicted)
-        self.events.move_to_end(event_id)
-        while len(self.events) > self.window:
-            self.events.popitem(last=False)
-
-    def label(self, event_id: str, label: int) -> None:
-        entry = self.events.get(event_id)
-        if entry is not None:
-            entry.correct = 1 if entry.predicted == label else 0
+    index: int
+    events: int = 0
+    expected: float = 0.0  # sum of calibrated top-class probabilities
+    labelled: int = 0
+    correct: int = 0
 
     @property
     def estimated(self) -> float | None:
-        return float(np.mean([e.expected for e in self.events.values()])) if self.events else None
+        return self.expected / self.events if self.events else None
 
-    def realised(self, minimum: int = 50) -> float | None:
-        """Accuracy on the window's events that have a label (None below ``minimum`` labels)."""
-        known = [e.correct for e in self.events.values() if e.correct is not None]
-        return float(np.mean(known)) if len(known) >= minimum else None
+    def realised(self, minimum: int) -> float | None:
+        return self.correct / self.labelled if self.labelled >= minimum else None
+
+    def as_dict(self, minimum: int) -> dict[str, float | int | None]:
+        return {"index": self.index, "events": self.events, "estimated": self.estimated, "labelled": self.labelled,
+                "realised": self.realised(minimum)}
+
+
+class PerformanceEstimate:
+    """CBPE over consecutive chunks of traffic, each compared with its realised accuracy once labels mature.
+
+    Labels come late (often later than a window of traffic lasts), so each chunk's events are
+    remembered by id with the class predicted; a label that matures for one of them, however much
+    later, counts in *its* chunk. The newest ``keep`` chunks are kept; ``estimated`` is the rolling
+    mean over the last ``chunk`` events (the gauge), ``latest_compared`` the newest chunk with enough labels.
+    """
+
+    def __init__(self, calibration: Calibration | None, chunk: int = 1000, keep: int = 64, min_labels: int = 30) -> None:
+        self.calibration, self.chunk, self.min_labels = calibration, chunk, min_labels  # no calibration: raw confidences
+        self.chunks: deque[Chunk] = deque([Chunk(0)], maxlen=keep)
+        self.seen: dict[str, tuple[Chunk, int]] = {}
+        self.recent: deque[float] = deque(maxlen=chunk)
+
+    def observe(self, event_id: str, confidence: float, predicted: int) -> None:
+        expected = confidence if self.calibration is None else float(self.calibration(np.array([confidence]))[0])
+        current = self.chunks[-1]
+        if current.events >= self.chunk:
+            if len(self.chunks) == self.chunks.maxlen:  # the oldest chunk leaves: forget its events
+                gone = self.chunks[0]
+                self.seen = {k: v for k, v in self.seen.items() if v[0] is not gone}
+            current = Chunk(current.index + 1)
+            self.chunks.append(current)
+        current.events += 1
+        current.expected += expected
+        self.seen[event_id] = (current, predicted)
+        self.recent.append(expected)
+
+    def label(self, event_id: str, label: int) -> None:
+        entry = self.seen.pop(event_id, None)  # a correction later does not count twice
+        if entry is not None:
+            chunk, predicted = entry
+            chunk.labelled += 1
+            chunk.correct += int(predicted == label)
+
+    @property
+    def estimated(self) -> float | None:
+        return float(np.mean(self.recent)) if self.recent else None
+
+    def latest_compared(self) -> Chunk | None:
+        """The newest chunk whose labels are enough to compare the estimate with (None before any)."""
+        return next((c for c in reversed(self.chunks) if c.realised(self.min_labels) is not None), None)
+
+    def report(self) -> list[dict[str, float | int | None]]:
+        return [c.as_dict(self.min_labels) for c in self.chunks]

@@ -91,7 +91,11 @@ class IngestMetrics:
         self.estimated_accuracy = Gauge(
             f"{PREFIX}_estimated_accuracy", "Champion accuracy estimated from its calibrated confidence on recent traffic (CBPE)", registry=r)
         self.realised_accuracy = Gauge(
-            f"{PREFIX}_realised_accuracy", "Champion accuracy on the labels that matured for the same recent traffic", registry=r)
+            f"{PREFIX}_realised_accuracy", "Champion accuracy on the matured labels of the newest traffic chunk that has enough of them",
+            registry=r)
+        self.estimation_error = Gauge(
+            f"{PREFIX}_estimation_error", "Estimated minus realised accuracy of that chunk (CBPE's error; > 0: it was optimistic)",
+            registry=r)
         self.prediction_confidence = Gauge(
             f"{PREFIX}_prediction_confidence", "Mean top-class probability of the champion on recent traffic", registry=r)
         self.shadow_running = Gauge(f"{PREFIX}_shadow_running", "1 while a challenger scores live traffic in shadow", registry=r)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from sentiloop.config import DriftConfig
@@ -35,15 +36,21 @@ def test_confidence_drop_needs_a_full_window_and_a_real_drop() -> None:
     assert not any(learnt.update(0.9).fired for _ in range(120)) and learnt.baseline == 0.9
 
 
-def test_the_estimate_and_the_realised_accuracy_cover_the_same_window() -> None:
-    estimate = PerformanceEstimate(None, window=3)
-    for i, (confidence, predicted) in enumerate([(0.9, 1), (0.6, 0), (0.8, 2), (0.7, 2)]):
+def test_a_late_label_counts_in_the_chunk_of_its_prediction() -> None:
+    estimate = PerformanceEstimate(None, chunk=2, keep=2, min_labels=1)
+    for i, (confidence, predicted) in enumerate([(0.9, 1), (0.6, 0), (0.8, 2), (0.7, 2), (0.5, 1)]):
         estimate.observe(f"e{i}", confidence, predicted)
-    assert estimate.estimated == (0.6 + 0.8 + 0.7) / 3  # e0 left the window
-    estimate.label("e0", 1)  # too late: not counted
-    estimate.label("e1", 0)
-    estimate.label("e2", 1)
-    assert estimate.realised(minimum=2) == 0.5 and estimate.realised(minimum=3) is None
+    assert [c["index"] for c in estimate.report()] == [1, 2]  # chunk 0 (e0, e1) left
+    assert estimate.estimated == pytest.approx((0.7 + 0.5) / 2)  # the rolling gauge: the last `chunk` events
+    estimate.label("e0", 1)  # its chunk is gone: not counted anywhere
+    estimate.label("e2", 2)
+    estimate.label("e3", 0)
+    estimate.label("e3", 2)  # a correction: the first label counted, not both
+    chunks = estimate.report()
+    assert chunks[0] == {"index": 1, "events": 2, "estimated": 0.75, "labelled": 2, "realised": 0.5}
+    assert chunks[1]["realised"] is None  # no label matured for e4 yet
+    compared = estimate.latest_compared()
+    assert compared is not None and compared.index == 1
 
 
 class Champion:
@@ -75,9 +82,11 @@ def test_a_shift_in_unlabelled_traffic_fires_before_any_label_arrives() -> None:
     assert monitor.signals() == []
     assert abs(monitor.label_free_status()["estimated_accuracy"] - 0.9) < 0.03  # calibrated on golden, not the raw 0.9 confidence
     labels = [(FeedbackEvent(e.event_id, e.text, 2 if e.text.startswith("pos") else 0, None, None, None, None, 0), False)
-              for e, _ in traffic("in", 200, start=400)]
-    monitor.process(labels)  # delayed labels for the newest traffic: realised accuracy on the same window
-    assert monitor.label_free_status()["realised_accuracy"] == 1.0
+              for e, _ in traffic("in", 200, start=0)]
+    monitor.process(labels)  # delayed labels for the oldest chunk: its realised accuracy, next to its estimate
+    status = monitor.label_free_status()
+    assert status["realised_accuracy"] == 1.0 and status["compared_chunk"]["index"] == 0
+    assert metrics.estimation_error._value.get() == status["compared_chunk"]["estimated"] - 1.0
     monitor.process(traffic("odd", 200))
     fired = {s.name for s in monitor.signals()}
     assert {"prediction_shift", "confidence_drop"} <= fired and monitor.scored == 200  # no label for the new domain yet
