@@ -19,7 +19,7 @@ domain shift where the champion is confidently wrong is what the label-based sig
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
