@@ -108,7 +108,7 @@ TARGET_FORGETTING = 0.01
 TARGET_GAIN = 0.08  # every shift ends with a promoted champion this much better on the new domain
 CALIBRATION_MARGIN = 1.2  # calibrate()'s default: thresholds = stable maximum x 1.2
 SIGNALS = ("error_rate", "label_shift", "oov_rate")
-DETECTION = re.compile(r"drift signal (\w+) after (\d+) scored events: (.*)")
+DETECTION = re.compile(r"drift signal (\w+) after (\d+) scored (?:traffic |labelled )?events: (.*)")
 LOG_KEEP = re.compile(r"drift signal|retrain|champion|reference|Traceback|Error")  # daemon log lines kept in the JSON
 
 log = logging.getLogger("benchmarks.drift")

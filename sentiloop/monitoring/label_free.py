@@ -173,3 +173,38 @@ class PerformanceEstimate:
 
     def report(self) -> list[dict[str, float | int | None]]:
         return [c.as_dict(self.min_labels) for c in self.chunks]
+
+
+@dataclass(frozen=True)
+class LabelFreeCalibration:
+    """Thresholds for the label-free signals from a stable stretch (see ``calibrate_label_free``)."""
+
+    prediction_threshold: float
+    confidence_margin: float
+    prediction_stable_max: float
+    confidence_stable_max: float
+
+
+def calibrate_label_free(stable: np.ndarray, golden: np.ndarray, window: int, *, margin: float = 1.2, replicas: int = 20,
+                         seed: int = 0) -> LabelFreeCalibration:
+    """``retrain.drift.prediction_threshold`` and ``confidence_margin`` from the champion's probabilities on
+    a stable stretch of traffic (``stable``) and on its golden set (``golden``, the daemon's baseline).
+
+    The same procedure as ``drift.calibrate``: a stable stream is exchangeable, so the largest statistic
+    over shuffled replicas of it, times ``margin``, is a threshold that stable traffic does not cross.
+    """
+    from sentiloop.monitoring.drift import jensen_shannon
+
+    classes = stable.shape[1]
+    reference = np.bincount(golden.argmax(axis=1), minlength=classes).astype(float)
+    baseline = float(golden.max(axis=1).mean())
+    predicted, confidence = stable.argmax(axis=1), stable.max(axis=1)
+    rng = np.random.default_rng(seed)
+    js_max, drop_max = 0.0, 0.0
+    for _ in range(replicas):
+        order = rng.permutation(len(stable))
+        for start in range(0, len(stable) - window + 1, max(1, window // 2)):
+            chosen = order[start : start + window]
+            js_max = max(js_max, jensen_shannon(reference, np.bincount(predicted[chosen], minlength=classes).astype(float)))
+            drop_max = max(drop_max, baseline - float(confidence[chosen].mean()))
+    return LabelFreeCalibration(max(0.02, js_max * margin), max(0.01, drop_max * margin), js_max, drop_max)
