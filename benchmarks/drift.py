@@ -170,6 +170,8 @@ class Calibration:
     stable_error_rate: float
     replicas: int
     events: int
+    prediction_threshold: float
+    confidence_margin: float
 
 
 def champion_tokenizer_and_vocabulary(champion: Any) -> tuple[Callable[[str], list[str]], set[str]]:
@@ -198,7 +200,8 @@ def oov_stable_max(champion: Any, texts: Sequence[str], window: int, replicas: i
 def calibrate_on_stable(champion: Any, stable: Sequence[Record], settings: Settings, replicas: int) -> Calibration:
     """The documented procedure: thresholds from the champion's own errors on stable data, before streaming."""
     from sentiloop.monitoring.drift import OOVRateDrift, calibrate
-    from sentiloop.retrainers.data import original_split
+    from sentiloop.monitoring.label_free import calibrate_label_free
+    from sentiloop.retrainers.data import golden_pool, original_split
 
     d = settings.retrain.drift
     labels = np.array([r.label for r in stable])
@@ -214,8 +217,12 @@ def calibrate_on_stable(champion: Any, stable: Sequence[Record], settings: Setti
     # The daemon's OOV baseline is the rate on the champion's golden set, so the margin is what is left up to the threshold.
     baseline = OOVRateDrift.rate(*champion_tokenizer_and_vocabulary(champion), golden.texts)
     margin = min(1.0, max(0.01, oov * CALIBRATION_MARGIN - baseline))
+    free = calibrate_label_free(np.asarray(champion.predict_proba([r.text for r in stable])),
+                                np.asarray(champion.predict_proba(golden_pool(golden, champion.info).texts)), d.prediction_window,
+                                margin=CALIBRATION_MARGIN, replicas=replicas)
     return Calibration(float(c.ph_threshold), float(c.label_threshold), float(margin), float(c.ph_stable_max),
-                       float(c.label_stable_max), float(oov), float(baseline), float(errors.mean()), replicas, len(stable))
+                       float(c.label_stable_max), float(oov), float(baseline), float(errors.mean()), replicas, len(stable),
+                       free.prediction_threshold, free.confidence_margin)
 
 
 def print_calibration(c: Calibration, settings: Settings, config_path: Path) -> None:
@@ -232,6 +239,8 @@ def print_calibration(c: Calibration, settings: Settings, config_path: Path) -> 
         f"   the same for the OOV rate (windows of {d.oov_window}; 1.2 x max minus the daemon's baseline, "
         f"the golden set's {c.oov_baseline:.3f}):\n"
         f"     OOV rate, max over shuffled windows                      {c.oov_stable_max:8.3f} -> retrain.drift.oov_margin    = {c.oov_margin:.3f}\n"
+        f"   label-free (sentiloop.monitoring.label_free.calibrate_label_free, windows of {d.prediction_window}): "
+        f"prediction_threshold = {c.prediction_threshold:.3f}, confidence_margin = {c.confidence_margin:.3f}\n"
         f"3. written into the daemon config {config_path} (ADWIN keeps adwin_delta={d.adwin_delta})"
     )
 
@@ -248,7 +257,8 @@ def daemon_config(data_dir: Path, bootstrap: str, port: int, calibration: Calibr
             "enabled": True, "mode": "strategic", "volume_threshold": 10**9, "max_iterations": args.max_iterations,
             "policy": {"warmup_events": 1000, "cooldown_s": args.cooldown_s, "max_retrains": 100},
             "drift": {"ph_threshold": calibration.ph_threshold, "label_threshold": calibration.label_threshold,
-                      "oov_margin": calibration.oov_margin},
+                      "oov_margin": calibration.oov_margin, "prediction_threshold": calibration.prediction_threshold,
+                      "confidence_margin": calibration.confidence_margin},
         },
         "log_level": "INFO",
     })

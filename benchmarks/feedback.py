@@ -6,8 +6,8 @@ daemon see a shift before the labels do, and does its label-free accuracy estima
 arrive? One run:
 
   1. bootstrap    a champion on movie sentences only (the same split as benchmarks/drift.py);
-  2. calibration  label-based thresholds as drift.py does (``drift.calibrate``), label-free ones with
-                  ``label_free.calibrate_label_free``: both from the champion's own predictions on the
+  2. calibration  drift.py's procedure (label-based thresholds with ``drift.calibrate``, label-free ones
+                  with ``label_free.calibrate_label_free``): from the champion's own predictions on the
                   stable stretch, offline, before streaming (max over shuffled replicas x 1.2);
   3. stream       ``python -m sentiloop run`` on an embedded broker, one partition: the stable movie
                   stretch, then --domains in order, every event *unlabelled*; for --label-share of them
@@ -122,20 +122,8 @@ def build_stream(blocks: Sequence[Block], label_names: list[str], delay: int, sh
 
 
 def calibrate(champion: Any, stable: Block, settings: Settings, replicas: int) -> dict[str, float]:
-    """Both kinds of thresholds from the champion's predictions on the stable stretch, offline."""
-    from sentiloop.monitoring.label_free import calibrate_label_free
-    from sentiloop.retrainers.data import golden_pool, original_split
-
-    labelled = calibrate_on_stable(champion, stable.records, settings, replicas)
-    original = original_split(settings, champion.info)
-    assert original is not None  # calibrate_on_stable refused already
-    golden = golden_pool(original[1], champion.info)
-    score = champion.predict_proba
-    free = calibrate_label_free(np.asarray(score([r.text for r in stable.records])), np.asarray(score(golden.texts)),
-                                settings.retrain.drift.prediction_window, margin=CALIBRATION_MARGIN, replicas=replicas)
-    return {"ph_threshold": labelled.ph_threshold, "label_threshold": labelled.label_threshold, "oov_margin": labelled.oov_margin,
-            **asdict(free), "ph_stable_max": labelled.ph_stable_max, "label_stable_max": labelled.label_stable_max,
-            "oov_stable_max": labelled.oov_stable_max, "stable_error_rate": labelled.stable_error_rate}
+    """Both kinds of thresholds from the champion's predictions on the stable stretch, offline (drift.py's procedure)."""
+    return asdict(calibrate_on_stable(champion, stable.records, settings, replicas))
 
 
 def daemon_config(data_dir: Path, bootstrap: str, port: int, thresholds: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:
@@ -213,17 +201,20 @@ def analyse(blocks: Sequence[Block], stream: Stream, log_text: str, chunks: list
         row["before_labels"] = row["label_free_delay"] is not None and row["label_free_delay"] < delay
         shifts.append(row)
     compared = [c for c in chunks if c["realised"] is not None and c["estimated"] is not None]
-    errors = np.array([c["estimated"] - c["realised"] for c in compared])
-    by_domain = {}
-    for block in blocks:
-        inside = [c["estimated"] - c["realised"] for c in compared if block.start <= c["index"] * chunk < block.end]
-        by_domain[block.domain] = float(np.mean(np.abs(inside))) if inside else None
+    estimation = {}
+    for key in ("estimated", "estimated_golden"):
+        errors = np.array([c[key] - c["realised"] for c in compared])
+        by_domain = {}
+        for block in blocks:
+            inside = [c[key] - c["realised"] for c in compared if block.start <= c["index"] * chunk < block.end]
+            by_domain[block.domain] = float(np.mean(np.abs(inside))) if inside else None
+        estimation[key] = {"mean_abs_error": float(np.mean(np.abs(errors))) if len(errors) else None,
+                           "max_abs_error": float(np.max(np.abs(errors))) if len(errors) else None,
+                           "mean_error": float(np.mean(errors)) if len(errors) else None, "mean_abs_error_by_domain": by_domain}
     return {
         "detections": detections, "shifts": shifts,
         "false_alarms": [d for d in detections if d["position"] < blocks[0].end],
-        "estimation": {"chunks_compared": len(compared), "mean_abs_error": float(np.mean(np.abs(errors))) if len(errors) else None,
-                       "max_abs_error": float(np.max(np.abs(errors))) if len(errors) else None,
-                       "mean_error": float(np.mean(errors)) if len(errors) else None, "mean_abs_error_by_domain": by_domain},
+        "estimation": {"chunks_compared": len(compared), **estimation},
     }
 
 
@@ -236,12 +227,15 @@ def print_report(results: dict[str, Any]) -> None:
                 ["shift to", "at", "label-free", "label-based", "before labels"], rows, left=(0, 2, 3))
     print(f"false alarms on the stable stretch: {len(a['false_alarms'])} {[d['signal'] for d in a['false_alarms']]}")
     e = a["estimation"]
-    if e["mean_abs_error"] is not None:
-        print_table(f"estimated (CBPE) vs realised accuracy, {e['chunks_compared']} chunks of {args['chunk']} traffic events",
-                    ["domain", "mean |estimated - realised|"],
-                    [[d, "n/a" if v is None else f"{v:.3f}"] for d, v in e["mean_abs_error_by_domain"].items()])
-        print(f"all chunks: mean |error| {e['mean_abs_error']:.3f}, max {e['max_abs_error']:.3f}, mean signed {e['mean_error']:+.3f} "
-              "(> 0: the estimate was optimistic)")
+    if e["chunks_compared"]:
+        adaptive, golden = e["estimated"], e["estimated_golden"]
+        print_table(f"estimated (CBPE) vs realised accuracy, {e['chunks_compared']} chunks of {args['chunk']} traffic events: "
+                    "mean |estimated - realised|", ["domain", "recalibrated on matured labels", "golden-set calibration only"],
+                    [[d, *("n/a" if v is None else f"{v:.3f}" for v in (adaptive["mean_abs_error_by_domain"][d], golden["mean_abs_error_by_domain"][d]))]
+                     for d in adaptive["mean_abs_error_by_domain"]])
+        for name, figures in (("recalibrated", adaptive), ("golden only", golden)):
+            print(f"{name:>12}: all chunks mean |error| {figures['mean_abs_error']:.3f}, max {figures['max_abs_error']:.3f}, "
+                  f"mean signed {figures['mean_error']:+.3f} (> 0: optimistic)")
     t = results["targets"]
     print(f"targets: detected before labels {verdict(t['before_labels_met'])}, no false alarm {verdict(t['no_false_alarm_met'])}")
     note = load_note(results["machine"])
@@ -259,7 +253,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     size = results["args"]["chunk"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     centers = [(c["index"] + 0.5) * size for c in chunks]
-    top.plot(centers, [c["estimated"] for c in chunks], "-o", ms=3, label="estimated (CBPE, no label needed)")
+    top.plot(centers, [c["estimated"] for c in chunks], "-o", ms=3, label="estimated (CBPE; calibration refitted on matured labels)")
+    top.plot(centers, [c["estimated_golden"] for c in chunks], ":", color="tab:blue", label="estimated, golden-set calibration only")
     top.plot(centers, [c["realised"] if c["realised"] is not None else np.nan for c in chunks], "-s", ms=3,
              label=f"realised (labels {results['args']['label_delay']} events later, {results['args']['label_share']:.0%} of events)")
     top.set_ylabel("champion accuracy per chunk")

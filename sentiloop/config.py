@@ -313,6 +313,8 @@ class DriftConfig(_Strict):
                                    "estimated-accuracy windows")
     chunks_kept: int = Field(default=64, ge=2, le=10_000, description="traffic chunks (of prediction_window events) whose "
                              "estimated accuracy is kept to compare with the labels that mature for them later")
+    recalibrate_labels: int = Field(default=1000, ge=0, description="refit the estimate's calibration on the newest N matured "
+                                    "labels of the traffic (a domain where the golden set's calibration fails); 0: golden set only")
     prediction_threshold: float = Field(default=0.12, gt=0, le=1, description="Jensen-Shannon distance of the predicted-class "
                                         "distribution from the champion's predictions on its golden set")
     confidence_margin: float = Field(default=0.06, gt=0, le=1, description="drop of the mean top-class probability below the "

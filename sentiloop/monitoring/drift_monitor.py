@@ -95,7 +95,8 @@ class DriftMonitor:
         self.predictions = PredictionShiftDrift(self.num_classes, golden.predicted if golden else None, c.prediction_window,
                                                 c.prediction_threshold)
         self.confidence = ConfidenceDrop(golden.confidence if golden else None, c.prediction_window, c.confidence_margin)
-        self.estimate = PerformanceEstimate(golden.calibration if golden else None, c.prediction_window, c.chunks_kept)
+        self.estimate = PerformanceEstimate(golden.calibration if golden else None, c.prediction_window, c.chunks_kept,
+                                            recalibrate=c.recalibrate_labels)
         known = champion_vocabulary(champion) if champion is not None else None
         if known is None:
             self.oov = None

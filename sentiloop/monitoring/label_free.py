@@ -111,7 +111,8 @@ class Chunk:
 
     index: int
     events: int = 0
-    expected: float = 0.0  # sum of calibrated top-class probabilities
+    expected: float = 0.0  # sum of calibrated top-class probabilities (the calibration in use at the time)
+    expected_golden: float = 0.0  # the same with the golden-set calibration only
     labelled: int = 0
     correct: int = 0
 
@@ -123,8 +124,9 @@ class Chunk:
         return self.correct / self.labelled if self.labelled >= minimum else None
 
     def as_dict(self, minimum: int) -> dict[str, float | int | None]:
-        return {"index": self.index, "events": self.events, "estimated": self.estimated, "labelled": self.labelled,
-                "realised": self.realised(minimum)}
+        return {"index": self.index, "events": self.events, "estimated": self.estimated,
+                "estimated_golden": self.expected_golden / self.events if self.events else None,
+                "labelled": self.labelled, "realised": self.realised(minimum)}
 
 
 class PerformanceEstimate:
@@ -134,16 +136,35 @@ class PerformanceEstimate:
     remembered by id with the class predicted; a label that matures for one of them, however much
     later, counts in *its* chunk. The newest ``keep`` chunks are kept; ``estimated`` is the rolling
     mean over the last ``chunk`` events (the gauge), ``latest_compared`` the newest chunk with enough labels.
+
+    CBPE's weak point is a domain where the champion is confidently wrong: the golden set's
+    calibration no longer holds there. With ``recalibrate`` > 0 the calibration is refitted, every
+    100 matured labels, on the newest ``recalibrate`` of them (the traffic's own confidence and
+    correctness), so once a new domain's labels mature its later chunks are estimated with a
+    calibration that knows it. A chunk keeps the estimate it was given when its events arrived;
+    ``estimated_golden`` is what the golden-set calibration alone would have said.
     """
 
-    def __init__(self, calibration: Calibration | None, chunk: int = 1000, keep: int = 64, min_labels: int = 30) -> None:
-        self.calibration, self.chunk, self.min_labels = calibration, chunk, min_labels  # no calibration: raw confidences
+    REFIT_EVERY = 100
+    MIN_REFIT = 200
+
+    def __init__(self, calibration: Calibration | None, chunk: int = 1000, keep: int = 64, min_labels: int = 30,
+                 recalibrate: int = 0) -> None:
+        self.golden_calibration = self.calibration = calibration  # no calibration (no golden set): raw confidences
+        self.chunk, self.min_labels = chunk, min_labels
         self.chunks: deque[Chunk] = deque([Chunk(0)], maxlen=keep)
-        self.seen: dict[str, tuple[Chunk, int]] = {}
+        self.seen: dict[str, tuple[Chunk, int, float]] = {}
         self.recent: deque[float] = deque(maxlen=chunk)
+        self.matured: deque[tuple[float, int]] = deque(maxlen=max(1, recalibrate))
+        self.recalibrate = recalibrate
+        self._since_refit = 0
+
+    @staticmethod
+    def _expected(calibration: Calibration | None, confidence: float) -> float:
+        return confidence if calibration is None else float(calibration(np.array([confidence]))[0])
 
     def observe(self, event_id: str, confidence: float, predicted: int) -> None:
-        expected = confidence if self.calibration is None else float(self.calibration(np.array([confidence]))[0])
+        expected = self._expected(self.calibration, confidence)
         current = self.chunks[-1]
         if current.events >= self.chunk:
             if len(self.chunks) == self.chunks.maxlen:  # the oldest chunk leaves: forget its events
@@ -153,15 +174,23 @@ class PerformanceEstimate:
             self.chunks.append(current)
         current.events += 1
         current.expected += expected
-        self.seen[event_id] = (current, predicted)
+        current.expected_golden += self._expected(self.golden_calibration, confidence)
+        self.seen[event_id] = (current, predicted, confidence)
         self.recent.append(expected)
 
     def label(self, event_id: str, label: int) -> None:
         entry = self.seen.pop(event_id, None)  # a correction later does not count twice
-        if entry is not None:
-            chunk, predicted = entry
-            chunk.labelled += 1
-            chunk.correct += int(predicted == label)
+        if entry is None:
+            return
+        chunk, predicted, confidence = entry
+        chunk.labelled += 1
+        chunk.correct += int(predicted == label)
+        if self.recalibrate:
+            self.matured.append((confidence, int(predicted == label)))
+            self._since_refit += 1
+            if self._since_refit >= self.REFIT_EVERY and len(self.matured) >= self.MIN_REFIT:
+                pairs = np.array(self.matured, dtype=float)
+                self.calibration, self._since_refit = Calibration.fit(pairs[:, 0], pairs[:, 1]), 0
 
     @property
     def estimated(self) -> float | None:

@@ -47,10 +47,24 @@ def test_a_late_label_counts_in_the_chunk_of_its_prediction() -> None:
     estimate.label("e3", 0)
     estimate.label("e3", 2)  # a correction: the first label counted, not both
     chunks = estimate.report()
-    assert chunks[0] == {"index": 1, "events": 2, "estimated": 0.75, "labelled": 2, "realised": 0.5}
+    assert chunks[0] == {"index": 1, "events": 2, "estimated": 0.75, "estimated_golden": 0.75, "labelled": 2, "realised": 0.5}
     assert chunks[1]["realised"] is None  # no label matured for e4 yet
     compared = estimate.latest_compared()
     assert compared is not None and compared.index == 1
+
+
+def test_matured_labels_recalibrate_the_estimate_where_the_golden_calibration_fails() -> None:
+    golden = Calibration.fit(np.full(500, 0.95), np.ones(500))  # on its golden set the champion is right when sure
+    estimate = PerformanceEstimate(golden, chunk=100, keep=20, min_labels=10, recalibrate=300)
+    for i in range(300):  # a new domain: just as sure, right half the time
+        estimate.observe(f"e{i}", 0.95, i % 2)
+    for i in range(300):
+        estimate.label(f"e{i}", 0)
+    for i in range(300, 400):
+        estimate.observe(f"e{i}", 0.95, i % 2)
+    first, last = estimate.report()[0], estimate.report()[-1]
+    assert first["estimated"] > 0.9 and first["realised"] == 0.5  # before the labels matured: optimistic
+    assert abs(last["estimated"] - 0.5) < 0.05 and last["estimated_golden"] > 0.9  # after: it knows the domain
 
 
 class Champion:
