@@ -132,3 +132,17 @@ def test_a_version_1_buffer_is_migrated_in_place(tmp_path: Path) -> None:
         raw.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(BufferFileError, match="newer than this sentiloop"):
         SQLiteBufferStore(path, LABELS)
+
+
+def test_the_readme_example_file_stores_as_documented(tmp_path: Path) -> None:
+    from sentiloop.events import parse_event
+
+    lines = (Path(__file__).resolve().parents[2] / "examples" / "feedback_with_labels.jsonl").read_bytes().splitlines()
+    records = [SourcedEvent(parse_event(line, LABELS, 0), "t", 0, i) for i, line in enumerate(lines)]
+    store = make_store(tmp_path)
+    for start in range(0, len(records), 25):  # in poll-batch sized pieces, as the daemon would
+        store.append_batch(records[start : start + 25])
+    stats = store.stats()
+    assert stats.events_stored == 120 and stats.events_labelled == 108 and stats.events_awaiting_label == 12
+    assert stats.label_corrections == 3 and stats.labels_pending == 0
+    store.close()
