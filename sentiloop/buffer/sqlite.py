@@ -15,13 +15,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from sentiloop.buffer.store import BatchResult, BufferStats, SourcedEvent, StoredEvent, holdout_split
+from sentiloop.buffer.store import BatchResult, BufferStats, PendingLabel, SourcedEvent, StoredEvent, holdout_split
 from sentiloop.errors import BufferFileError, ConfigError, NotInitialised, StorageUnavailable
 from sentiloop.events import FeedbackEvent, LabelEvent
 from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
@@ -126,17 +125,6 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                      (str(target),))
-
-
-@dataclass(frozen=True, slots=True)
-class PendingLabel:
-    """A label event waiting for its event, with where it came from (for the DLQ when it expires)."""
-
-    label: LabelEvent
-    received_ms: int
-    topic: str
-    partition: int
-    offset: int
 
 
 class _LabelPositions:

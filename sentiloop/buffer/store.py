@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Protocol
 
-from sentiloop.events import FeedbackEvent, ParsedRecord
+from sentiloop.events import FeedbackEvent, LabelEvent, ParsedRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,17 @@ class StoredEvent:
     split: str
     ingested_ms: int
     label_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLabel:
+    """A label event waiting for its event, with where it came from (for the DLQ when it expires)."""
+
+    label: LabelEvent
+    received_ms: int
+    topic: str
+    partition: int
+    offset: int
 
 
 @dataclass(slots=True)
@@ -109,6 +120,18 @@ class BufferStore(Protocol):
 
     def set_mark(self, mark: str, label_seq: int | None = None) -> None:
         """Remember a label position (default: the newest) under ``mark``."""
+
+    def label_position(self) -> int:
+        """The newest label position (marks and retrain windows are in these units)."""
+
+    def label_counts(self) -> tuple[int, int]:
+        """(stored events awaiting a label, label events awaiting their event)."""
+
+    def pending_labels_older_than(self, received_before_ms: int, limit: int = 1000) -> list[PendingLabel]:
+        """Label events still waiting for their event, received before ``received_before_ms``."""
+
+    def expire_labels(self, label_ids: Sequence[str]) -> int:
+        """Mark pending labels expired (after the DLQ acknowledged them); returns how many were still pending."""
 
     def sample(
         self, n: int, *, label: int | None = None, domain: str | None = None, split: str | None = None, seed: int = 0

@@ -71,8 +71,8 @@ def test_summary_round_trips_through_its_json_form() -> None:
         summary.version = 4
 
 
-def test_status_is_a_string_enum_with_the_four_outcomes() -> None:
-    assert [s.value for s in RetrainStatus] == ["promoted", "rejected", "skipped", "failed"]
+def test_status_is_a_string_enum_with_the_five_outcomes() -> None:
+    assert [s.value for s in RetrainStatus] == ["promoted", "rejected", "skipped", "failed", "shadow"]
     assert RetrainStatus("skipped") is RetrainStatus.SKIPPED
     assert str(RetrainStatus.PROMOTED) == "promoted" == RetrainStatus.PROMOTED  # usable as a Prometheus label
     with pytest.raises(ValidationError):
