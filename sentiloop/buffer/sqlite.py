@@ -160,12 +160,17 @@ def _apply_pending_labels(conn: sqlite3.Connection, refs: set[str], fresh: set[s
     superseded without effect; the same label again only confirms. ``fresh``: ids of the label events
     inserted by this batch; those left pending are counted in ``result.labels_pending``.
     """
+    if conn.execute("SELECT 1 FROM labels WHERE state = 'pending' LIMIT 1").fetchone() is None:
+        result.labels_pending = 0  # the usual case for labelled feedback: nothing waits, nothing to look up
+        return
     pending: list[sqlite3.Row] = []
-    stored: dict[str, sqlite3.Row] = {}
     for chunk in _chunks(sorted(refs)):
         marks = ",".join("?" * len(chunk))
         pending.extend(conn.execute(f"SELECT rowid, label_id, ref_event_id, label, label_ts_ms FROM labels"
                                     f" WHERE state = 'pending' AND ref_event_id IN ({marks})", chunk))
+    stored: dict[str, sqlite3.Row] = {}
+    for chunk in _chunks(sorted({row["ref_event_id"] for row in pending})):
+        marks = ",".join("?" * len(chunk))
         stored.update((row["event_id"], row) for row in conn.execute(
             f"SELECT {_EVENT_COLUMNS}, label_ts_ms FROM events WHERE event_id IN ({marks})", chunk))
     for label in sorted(pending, key=lambda r: (r["label_ts_ms"], r["rowid"])):
