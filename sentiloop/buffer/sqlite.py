@@ -108,6 +108,17 @@ def _row_to_stored(row: sqlite3.Row) -> StoredEvent:
     return StoredEvent(seq=row["seq"], event=event, split=row["split"], ingested_ms=row["ingested_ms"], label_seq=row["label_seq"])
 
 
+def _known_ids(conn: sqlite3.Connection, ids: set[str]) -> set[str]:
+    """Those of ``ids`` that are stored or retired (an id stays known after retention deletes its event)."""
+    known: set[str] = set()
+    for chunk in _chunks(sorted(ids)):
+        marks = ",".join("?" * len(chunk))
+        known.update(row[0] for row in conn.execute(
+            f"SELECT event_id FROM events WHERE event_id IN ({marks}) UNION ALL SELECT event_id FROM retired_ids WHERE event_id IN ({marks})",
+            chunk + chunk))
+    return known
+
+
 def _schema_version(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 1
@@ -134,10 +145,6 @@ class _LabelPositions:
         self.conn = conn
         row = conn.execute("SELECT value FROM counters WHERE name = 'label_seq'").fetchone()
         self.last = self.saved = int(row[0]) if row else 0
-
-    @property
-    def next(self) -> int:
-        return self.last + 1
 
     def take(self) -> int:
         self.last += 1
@@ -510,31 +517,32 @@ class SQLiteBufferStore:
 
     def _insert_events(self, conn: sqlite3.Connection, records: Sequence[SourcedEvent], positions: _LabelPositions,
                        result: BatchResult, learn: list[tuple[str, int]], now: int) -> set[str]:
-        """New events (a labelled one takes the next label position); returns their ids."""
+        """New events, in one statement (a labelled one takes the next label position); returns their ids.
+
+        Which ids are known (stored, or retired by retention) is asked once per batch; the write lock
+        (BEGIN IMMEDIATE) is held, so no other writer can store one of them in between.
+        """
+        known = _known_ids(conn, {r.event.event_id for r in records})
+        rows = []
         for record in records:
             event = record.event
             assert isinstance(event, FeedbackEvent)
-            labelled = event.label is not None
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO events (event_id, topic, partition, offset, text, label, predicted_label,"
-                " model_version, domain, lang, event_ts_ms, ingested_ms, split, label_seq, label_ts_ms, labelled_ms)"
-                " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-                " WHERE NOT EXISTS (SELECT 1 FROM retired_ids WHERE event_id = ?)",
-                (
-                    event.event_id, record.topic, record.partition, record.offset, event.text, event.label,
-                    event.predicted_label, event.model_version, event.domain, event.lang, event.ts_ms, now,
-                    holdout_split(event.event_id, self.holdout_share), positions.next if labelled else None,
-                    event.ts_ms if labelled else None, now if labelled else None, event.event_id,
-                ),
-            )
-            if cursor.rowcount != 1:
+            if event.event_id in known:  # stored before, or earlier in this batch
                 result.duplicates += 1
                 continue
+            known.add(event.event_id)
+            labelled = event.label is not None
+            rows.append((event.event_id, record.topic, record.partition, record.offset, event.text, event.label, event.predicted_label,
+                         event.model_version, event.domain, event.lang, event.ts_ms, now, holdout_split(event.event_id, self.holdout_share),
+                         positions.take() if labelled else None, event.ts_ms if labelled else None, now if labelled else None))
             result.inserted.append(event)
             if event.label is not None:
-                positions.take()
                 result.labelled.append(event)
                 learn.append((event.text, event.label))
+        conn.executemany(
+            "INSERT INTO events (event_id, topic, partition, offset, text, label, predicted_label, model_version, domain, lang,"
+            " event_ts_ms, ingested_ms, split, label_seq, label_ts_ms, labelled_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows)
         return {e.event_id for e in result.inserted}
 
     @staticmethod

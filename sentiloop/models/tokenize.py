@@ -41,19 +41,19 @@ def _strip_josa(word: str) -> str:
     return word
 
 
+# The same alternation without named groups: ``findall`` then returns the matched strings from C,
+# and a token's kind is told by its first character (a Hangul token is all Hangul, a bang all !?).
+# About twice as fast as a match object per token; the dictionary tokenises every labelled event.
+_TOKEN_TEXT = re.compile(re.sub(r"\(\?P<\w+>", "(?:", _TOKEN.pattern))
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u3131-\u318e]")
+
+
 def regex_tokenize(text: str) -> list[str]:
     """Language-aware regex tokenizer: English words and Hangul words (particles stripped)."""
-    tokens: list[str] = []
-    for match in _TOKEN.finditer(text):
-        kind = match.lastgroup
-        value = match.group()
-        if kind == "hangul":
-            tokens.append(_strip_josa(value))
-        elif kind == "bang":
-            tokens.append(value[0])
-        else:  # latin, numbers and emoticons (":D" → ":d", as in the VADER lexicon)
-            tokens.append(value.lower())
-    return tokens
+    tokens = _TOKEN_TEXT.findall(text)
+    if text.isascii():  # no Hangul possible: lower-case all but the bangs (":D" → ":d", as in the VADER lexicon)
+        return [t[0] if t[0] in "!?" else t.lower() for t in tokens]
+    return [t[0] if t[0] in "!?" else _strip_josa(t) if _HANGUL.match(t) else t.lower() for t in tokens]
 
 
 # Kiwi part-of-speech tags that carry sentiment: nouns, verbs, adjectives, adverbs, roots, foreign words.

@@ -83,23 +83,26 @@ class WordSentimentModel:
         """
         target = float(self.polarities[label])
         alpha = self.alpha * weight
+        keep, step = 1.0 - alpha, alpha * target  # the same floats as (1-α)·old + α·target, computed once per event
+        known, pending, min_count = self.words, self.pending, self.min_count
+        changed_words, changed_pending = self.changes.words, self.changes.pending  # locals: this runs for every word of every event
         for word in words:
-            entry = self.words.get(word)
+            entry = known.get(word)
             if entry is not None:
-                entry.score = (1.0 - alpha) * entry.score + alpha * target
+                entry.score = keep * entry.score + step
                 entry.updates += 1
-                self.changes.words.add(word)
+                changed_words.add(word)
                 continue
-            seen = self.pending.get(word)
+            seen = pending.get(word)
             if seen is None:
-                seen = self.pending[word] = PendingWord(0, 0.0)
+                seen = pending[word] = PendingWord(0, 0.0)
             seen.count += 1
             seen.total += target
-            if seen.count >= self.min_count:
-                self.words[word] = WordEntry(seen.total / seen.count, seen.count)
-                del self.pending[word]
-                self.changes.words.add(word)
-            self.changes.pending.add(word)
+            if seen.count >= min_count:
+                known[word] = WordEntry(seen.total / seen.count, seen.count)
+                del pending[word]
+                changed_words.add(word)
+            changed_pending.add(word)
 
     def fit(self, texts: Iterable[str], labels: Iterable[int]) -> WordSentimentModel:
         """Batch learning = the same online rule applied in order (so batch and stream agree)."""
