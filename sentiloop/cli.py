@@ -17,8 +17,7 @@ from sentiloop.models.registry import MEMBER_NAMES
 from sentiloop.runtime import prepare_environment
 
 if TYPE_CHECKING:
-    import sqlite3
-
+    from sentiloop.buffer.store import BufferReader
     from sentiloop.config import Settings
     from sentiloop.models.ensemble import Ensemble
     from sentiloop.retrainers.results import RetrainSummary
@@ -110,14 +109,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     stats = _daemon_call(settings, "GET", "/v1/status")  # the running daemon knows more than the file
     if stats is None:
-        from sentiloop.buffer.sqlite import open_readonly, read_stats
+        from sentiloop.buffer import open_reader
         from sentiloop.buffer.store import status_document
 
-        conn = open_readonly(settings.db_path)
+        reader = open_reader(settings)
         try:
-            stats = status_document(read_stats(conn, settings.label_names), str(settings.data_dir))
+            stats = status_document(reader.stats(), str(settings.data_dir))
         finally:
-            conn.close()
+            reader.close()
     if args.json:
         _print_json(stats)
         return 0
@@ -193,41 +192,44 @@ def cmd_config_reference(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _dictionary(args: argparse.Namespace) -> tuple[Settings, sqlite3.Connection]:
+def _dictionary(args: argparse.Namespace) -> tuple[Settings, BufferReader]:
     settings = _settings(args)
-    from sentiloop.buffer.sqlite import open_readonly
+    from sentiloop.buffer import open_reader
 
-    return settings, open_readonly(settings.db_path)
+    return settings, open_reader(settings)
 
 
 def cmd_dictionary_show(args: argparse.Namespace) -> int:
-    settings, conn = _dictionary(args)
+    settings, reader = _dictionary(args)
     word = args.word.lower()
-    row = conn.execute("SELECT score, updates FROM dict_words WHERE word = ?", (word,)).fetchone()
-    pending = conn.execute("SELECT count, total FROM dict_pending WHERE word = ?", (word,)).fetchone()
-    conn.close()
+    try:
+        row, pending = reader.word(word)
+    finally:
+        reader.close()
     if row:
-        result = {"word": word, "status": "known", "score": row[0], "updates": row[1]}
+        result = {"word": word, "status": "known", "score": row.score, "updates": row.updates}
     elif pending:
-        result = {"word": word, "status": "pending", "seen": pending[0], "needs": settings.dictionary.min_count,
-                  "mean_target": pending[1] / pending[0]}
+        result = {"word": word, "status": "pending", "seen": pending.count, "needs": settings.dictionary.min_count,
+                  "mean_target": pending.total / pending.count}
     else:
         result = {"word": word, "status": "unknown"}
     if args.json:
         _print_json(result)
     elif row:
-        print(f"{word}: score {row[0]:+.4f} after {row[1]} labelled update(s)")
+        print(f"{word}: score {row.score:+.4f} after {row.updates} labelled update(s)")
     elif pending:
-        print(f"{word}: pending, seen {pending[0]}/{settings.dictionary.min_count} times (mean target {result['mean_target']:+.3f})")
+        print(f"{word}: pending, seen {pending.count}/{settings.dictionary.min_count} times (mean target {result['mean_target']:+.3f})")
     else:
         print(f"{word}: not in the dictionary")
     return 0 if row or pending else 1
 
 
 def cmd_dictionary_export(args: argparse.Namespace) -> int:
-    settings, conn = _dictionary(args)
-    words = {w: {"score": s, "updates": u} for w, s, u in conn.execute("SELECT word, score, updates FROM dict_words ORDER BY word")}
-    conn.close()
+    settings, reader = _dictionary(args)
+    try:
+        words = {w: {"score": e.score, "updates": e.updates} for w, e in reader.words().items()}
+    finally:
+        reader.close()
     document = {"format": "sentiloop.dictionary-export/1", "labels": [label.model_dump() for label in settings.labels], "words": words}
     text = json.dumps(document, ensure_ascii=False, indent=1)
     if args.output:

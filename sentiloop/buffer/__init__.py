@@ -1,14 +1,40 @@
-"""The durable refinement buffer: every valid feedback event, stored once, read by retrains."""
+"""The durable refinement buffer: every valid feedback event, stored once, read by retrains.
 
-from sentiloop.buffer.sqlite import SQLiteBufferStore, open_readonly
-from sentiloop.buffer.store import BatchResult, BufferStats, BufferStore, SourcedEvent, StoredEvent
+``open_buffer`` and ``open_reader`` are where a backend is chosen; everything else types against
+the ``BufferStore`` / ``BufferReader`` protocols.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sentiloop.buffer.sqlite import SQLiteBufferReader, SQLiteBufferStore, open_readonly
+from sentiloop.buffer.store import BatchResult, BufferReader, BufferStats, BufferStore, SourcedEvent, StoredEvent
+
+if TYPE_CHECKING:
+    from sentiloop.config import Settings
+    from sentiloop.models.word_sentiment import WordSentimentModel
+
+
+def open_buffer(settings: Settings, dictionary: WordSentimentModel | None = None) -> BufferStore:
+    """The buffer of ``settings`` opened for writing (created and migrated if needed)."""
+    return SQLiteBufferStore.for_settings(settings, dictionary)
+
+
+def open_reader(settings: Settings) -> BufferReader:
+    """The buffer of ``settings`` read-only (`sentiloop status`, `sentiloop dictionary`)."""
+    return SQLiteBufferReader(settings.db_path, settings.label_names)
+
 
 __all__ = [
     "BatchResult",
+    "BufferReader",
     "BufferStats",
     "BufferStore",
     "SQLiteBufferStore",
     "SourcedEvent",
     "StoredEvent",
+    "open_buffer",
+    "open_reader",
     "open_readonly",
 ]

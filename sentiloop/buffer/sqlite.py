@@ -752,6 +752,28 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class SQLiteBufferReader:
+    """A read-only view of a buffer file (``BufferReader``): stats and dictionary rows, while a daemon writes."""
+
+    def __init__(self, path: Path, label_names: Sequence[str]) -> None:
+        self.conn = open_readonly(path)
+        self.label_names = list(label_names)
+
+    def stats(self) -> BufferStats:
+        return read_stats(self.conn, self.label_names)
+
+    def word(self, word: str) -> tuple[WordEntry | None, PendingWord | None]:
+        row = self.conn.execute("SELECT score, updates FROM dict_words WHERE word = ?", (word,)).fetchone()
+        seen = self.conn.execute("SELECT count, total FROM dict_pending WHERE word = ?", (word,)).fetchone()
+        return (WordEntry(row[0], row[1]) if row else None), (PendingWord(seen[0], seen[1]) if seen else None)
+
+    def words(self) -> dict[str, WordEntry]:
+        return {w: WordEntry(s, u) for w, s, u in self.conn.execute("SELECT word, score, updates FROM dict_words ORDER BY word")}
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def read_stored_labels(conn: sqlite3.Connection) -> list[str]:
     row = conn.execute("SELECT value FROM meta WHERE key='labels'").fetchone()
     return json.loads(row[0]) if row else []

@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from sentiloop.events import FeedbackEvent, LabelEvent, ParsedRecord
+from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
+
+if TYPE_CHECKING:
+    from sentiloop.config import DictionaryConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +114,26 @@ def holdout_split(event_id: str, holdout_share: float) -> str:
 
 
 class BufferStore(Protocol):
-    """Durable, idempotent event storage. One ``append_batch`` = one transaction."""
+    """Durable, idempotent event storage with the dictionary's state. One ``append_batch`` = one transaction.
+
+    Every caller (consumer, controller, retrain worker, housekeeping) types against this protocol;
+    ``SQLiteBufferStore`` implements it today.
+    """
+
+    dictionary: WordSentimentModel | None  # the in-memory cache of the dictionary rows (None: no dictionary kept)
 
     def append_batch(self, records: Sequence[SourcedEvent], invalid: Mapping[str, int] | None = None) -> BatchResult:
-        """Store new events (duplicates by event_id are counted, not stored) and count invalid ones."""
+        """Store new events and label events (duplicates by event_id are counted, not stored), apply the
+        labels whose events are stored, update the dictionary, count invalid records."""
 
     def count_since(self, mark: str) -> int:
         """Labels that matured after ``mark`` was last set (the volume trigger's input)."""
+
+    def count_after(self, label_seq: int) -> int:
+        """Labels that matured after position ``label_seq``."""
+
+    def mark_seq(self, mark: str) -> int:
+        """The label position ``mark`` was last set to (0 when never)."""
 
     def set_mark(self, mark: str, label_seq: int | None = None) -> None:
         """Remember a label position (default: the newest) under ``mark``."""
@@ -150,8 +167,33 @@ class BufferStore(Protocol):
     def stats(self) -> BufferStats:
         """Current counts."""
 
-    def apply_retention(self, now_ms: int) -> int:
+    def apply_retention(self, now_ms: int | None = None) -> int:
         """Delete events past the retention age (their ids are kept so they stay duplicates)."""
+
+    def apply(self, dictionary: DictionaryConfig, retention_days: float | None) -> None:
+        """A reloaded config: the dictionary's update rule and the retention age, from the next batch on."""
+
+    def seed_dictionary(self, lexicon: Mapping[str, float], source: str) -> int:
+        """Bootstrap words from a seed lexicon once per buffer; returns how many were added."""
+
+    def committed_dictionary(self) -> WordSentimentModel:
+        """The dictionary as committed (what a snapshot may show)."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+class BufferReader(Protocol):
+    """Read-only access for `sentiloop status` and `sentiloop dictionary`, safe while a daemon writes."""
+
+    def stats(self) -> BufferStats:
+        """Current counts."""
+
+    def word(self, word: str) -> tuple[WordEntry | None, PendingWord | None]:
+        """A word's dictionary row, or its pending count (both None: never seen)."""
+
+    def words(self) -> dict[str, WordEntry]:
+        """Every known word, sorted."""
 
     def close(self) -> None:
         """Release the connection."""

@@ -42,8 +42,7 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from sentiloop.buffer.sqlite import SQLiteBufferStore
-from sentiloop.buffer.store import BatchResult
+from sentiloop.buffer.store import BatchResult, BufferStore
 from sentiloop.config import Settings
 from sentiloop.consumers.batch import PendingBatch, RecordCopy, Refused, prepare_batch
 from sentiloop.consumers.clients import KafkaClients
@@ -107,7 +106,7 @@ class FeedbackConsumer:
         self,
         settings: Settings,
         bootstrap: Sequence[str],
-        store: SQLiteBufferStore,
+        store: BufferStore,
         metrics: IngestMetrics,
         on_batch: BatchListener | None = None,
         clients: KafkaClients | None = None,

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sentiloop.buffer.sqlite import SQLiteBufferStore
-from sentiloop.buffer.store import BatchResult
+from sentiloop.buffer import open_buffer
+from sentiloop.buffer.store import BatchResult, BufferStore
 from sentiloop.config import KafkaConfig, Settings, load_settings, secret_env
 from sentiloop.consumers.broker import EmbeddedBroker
 from sentiloop.consumers.clients import KafkaClients
@@ -52,9 +52,9 @@ def build_dictionary(settings: Settings) -> WordSentimentModel:
     return WordSentimentModel(settings.polarities, d.alpha, d.min_count, d.tokenizer, d.temperature)
 
 
-def open_store(settings: Settings, dictionary: WordSentimentModel | None) -> SQLiteBufferStore:
+def open_store(settings: Settings, dictionary: WordSentimentModel | None) -> BufferStore:
     """The buffer under ``data_dir``, with the dictionary loaded (and seeded once, if configured)."""
-    store = SQLiteBufferStore.for_settings(settings, dictionary)
+    store = open_buffer(settings, dictionary)
     if dictionary is not None and settings.dictionary.seed_lexicon != "none":
         added = store.seed_dictionary(load_seed_lexicon(settings.dictionary.seed_lexicon, settings.polarities), settings.dictionary.seed_lexicon)
         if added:
@@ -97,7 +97,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.started = time.monotonic()
         self.broker: EmbeddedBroker | None = None
-        self.store: SQLiteBufferStore | None = None
+        self.store: BufferStore | None = None
         self.servers: list[Any] = []
         self.admin_url: str | None = None
         self.serving = Serving()

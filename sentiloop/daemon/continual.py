@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
-from sentiloop.buffer.sqlite import SQLiteBufferStore
+from sentiloop.buffer.store import BufferStore
 from sentiloop.config import Settings, secret_env, settings_without_secrets
 from sentiloop.daemon.serving import Serving
 from sentiloop.errors import StorageUnavailable
@@ -128,7 +128,7 @@ class PendingShadow:
 
 
 class RetrainController:
-    def __init__(self, settings: Settings, store: SQLiteBufferStore, metrics: IngestMetrics, monitor: DriftSignals,
+    def __init__(self, settings: Settings, store: BufferStore, metrics: IngestMetrics, monitor: DriftSignals,
                  announce: Any | None = None, serving: Serving | None = None, clock: Clock = time.monotonic,
                  spawn: Spawn = spawn_worker, policy: DecisionPolicy | None = None, models: ModelStore | None = None) -> None:
         """The daemon's root passes ``policy`` and ``models``; left out, they are built from ``settings``

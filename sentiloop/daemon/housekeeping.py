@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from sentiloop.buffer.sqlite import SQLiteBufferStore
+from sentiloop.buffer.store import BufferStore
 from sentiloop.config import BufferConfig, DictionaryConfig
 from sentiloop.errors import CheckpointError, StorageUnavailable
 from sentiloop.models.snapshots import DictionarySnapshots
@@ -26,7 +26,7 @@ Clock = Callable[[], float]
 class SnapshotCadence:
     """A dictionary snapshot every ``dictionary.snapshot_every`` updates (and one at shutdown)."""
 
-    def __init__(self, store: SQLiteBufferStore, snapshots: DictionarySnapshots, config: DictionaryConfig, buffer: BufferConfig,
+    def __init__(self, store: BufferStore, snapshots: DictionarySnapshots, config: DictionaryConfig, buffer: BufferConfig,
                  metrics: IngestMetrics, clock: Clock = time.monotonic) -> None:
         self.store, self.snapshots, self.metrics, self.clock = store, snapshots, metrics, clock
         self.apply(config, buffer)
@@ -62,7 +62,7 @@ class SnapshotCadence:
 class RetentionSweep:
     """Deletes events older than ``buffer.retention_days``, at most once an hour."""
 
-    def __init__(self, store: SQLiteBufferStore, config: BufferConfig, clock: Clock = time.monotonic) -> None:
+    def __init__(self, store: BufferStore, config: BufferConfig, clock: Clock = time.monotonic) -> None:
         self.store, self.config, self.clock = store, config, clock
         self._last = 0.0
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sentiloop.buffer.sqlite import SQLiteBufferStore
-from sentiloop.buffer.store import StoredEvent
+from sentiloop.buffer.store import BufferStore, StoredEvent
 from sentiloop.config import Settings
 from sentiloop.datasets import Record
 from sentiloop.errors import DataError
@@ -155,7 +154,7 @@ def _recent_holdout(holdout: list[StoredEvent], starts: Sequence[int], minimum: 
     return holdout[-newest:]
 
 
-def assemble_pools(settings: Settings, store: SQLiteBufferStore, champion_info: dict[str, Any],
+def assemble_pools(settings: Settings, store: BufferStore, champion_info: dict[str, Any],
                    recent_since: int | None = None, full: bool = False, until_seq: int | None = None) -> CyclePools:
     """The pools of one run. The gate judges on holdout feedback after ``recent_since`` (the drift point)
     or else after the last retrain; when that is under ``gate.min_holdout`` events, on the newest holdout.

@@ -15,7 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sentiloop.buffer.sqlite import SQLiteBufferStore
+from sentiloop.buffer import open_buffer
+from sentiloop.buffer.store import BufferStore
 from sentiloop.config import Settings
 from sentiloop.errors import CheckpointError
 from sentiloop.models.ensemble import Ensemble
@@ -102,7 +103,7 @@ class RetrainWorker:
 
     settings: Settings
     models: ModelStore
-    store: SQLiteBufferStore
+    store: BufferStore
     interrupted: CheckpointManager | None  # a run a killed worker left behind, resumed by the next run if still valid
     scores: ScoreStore  # the champion's scores the daemon already computed; this run adds the rest
     tracker: Callable[[], Tracker | None]  # built only when a run gets past the skip check (MLflow takes seconds)
@@ -112,7 +113,7 @@ class RetrainWorker:
         interrupted = pending_resume(settings)  # before anything else reads the run records
         models = ModelStore(settings.data_dir)
         models.champion_path()  # no champion: refused here, before a buffer is opened (or created)
-        return cls(settings, models, SQLiteBufferStore.for_settings(settings), interrupted, ScoreStore.for_settings(settings),
+        return cls(settings, models, open_buffer(settings), interrupted, ScoreStore.for_settings(settings),
                    lambda: _tracker(settings))
 
     def close(self) -> None:
