@@ -31,6 +31,7 @@ __all__ = [
     "BufferReader",
     "BufferStats",
     "BufferStore",
+    "SQLiteBufferReader",
     "SQLiteBufferStore",
     "SourcedEvent",
     "StoredEvent",

@@ -1,4 +1,5 @@
-"""Delayed labels in the buffer: applied once, out of order, corrections, redelivery, expiry, migration."""
+"""Delayed labels, part of the contract every backend passes (the ``backend`` fixture): applied once, out of
+order, corrections, redelivery, expiry; and SQLite's migration of a version-1 buffer."""
 
 import sqlite3
 from pathlib import Path
@@ -7,12 +8,9 @@ import pytest
 
 from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
 from sentiloop.buffer.sqlite import SCHEMA, SCHEMA_VERSION
-from sentiloop.config import Settings
 from sentiloop.errors import BufferFileError
 from sentiloop.events import FeedbackEvent, LabelEvent
-from sentiloop.models.word_sentiment import WordSentimentModel
-
-LABELS = Settings().label_names
+from tests.buffer.conftest import LABELS, SQLiteBackend
 
 
 def traffic(i: int, text: str = "good movie", ts: int = 1000) -> SourcedEvent:
@@ -23,12 +21,10 @@ def label(name: str, ref: int, value: int, ts: int = 5000) -> SourcedEvent:
     return SourcedEvent(LabelEvent(name, f"e{ref}", value, ts), "t", 1, 100 + ts)
 
 
-def make_store(tmp_path: Path) -> SQLiteBufferStore:
-    return SQLiteBufferStore(tmp_path / "b.sqlite3", LABELS, WordSentimentModel([-2, -1, 0, 1, 2], min_count=1))
 
 
-def test_a_delayed_label_attaches_to_its_prediction_once(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
+def test_a_delayed_label_attaches_to_its_prediction_once(backend: SQLiteBackend) -> None:
+    store = backend.open()
     store.append_batch([traffic(1), traffic(2)])
     assert store.count_after(0) == 0 and store.stats().events_awaiting_label == 2
     before = store.label_position()
@@ -47,8 +43,8 @@ def test_a_delayed_label_attaches_to_its_prediction_once(tmp_path: Path) -> None
     store.close()
 
 
-def test_a_label_before_its_event_waits_and_applies_when_it_arrives(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
+def test_a_label_before_its_event_waits_and_applies_when_it_arrives(backend: SQLiteBackend) -> None:
+    store = backend.open()
     early = store.append_batch([label("l1", 7, 0)])
     assert early.labels_pending == 1 and early.labels_applied == 0 and store.stats().labels_pending == 1
     late = store.append_batch([traffic(7, "awful plot")])
@@ -59,8 +55,8 @@ def test_a_label_before_its_event_waits_and_applies_when_it_arrives(tmp_path: Pa
     store.close()
 
 
-def test_corrections_latest_ts_wins_whatever_the_arrival_order(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
+def test_corrections_latest_ts_wins_whatever_the_arrival_order(backend: SQLiteBackend) -> None:
+    store = backend.open()
     store.append_batch([traffic(1)])
     store.append_batch([label("a", 1, 4, ts=2000)])
     position = store.label_position()
@@ -79,8 +75,8 @@ def test_corrections_latest_ts_wins_whatever_the_arrival_order(tmp_path: Path) -
     store.close()
 
 
-def test_two_labels_for_an_absent_event_resolve_by_ts_when_it_arrives(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
+def test_two_labels_for_an_absent_event_resolve_by_ts_when_it_arrives(backend: SQLiteBackend) -> None:
+    store = backend.open()
     store.append_batch([label("new", 1, 0, ts=9000), label("old", 1, 4, ts=1000)])
     result = store.append_batch([traffic(1)])
     assert next(store.iter_events()).event.label == 0
@@ -88,8 +84,8 @@ def test_two_labels_for_an_absent_event_resolve_by_ts_when_it_arrives(tmp_path: 
     store.close()
 
 
-def test_pending_labels_expire_only_after_the_caller_says_so(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
+def test_pending_labels_expire_only_after_the_caller_says_so(backend: SQLiteBackend) -> None:
+    store = backend.open()
     store.append_batch([label("l1", 1, 2), label("l2", 2, 2)])
     waiting = store.pending_labels_older_than(10**15)
     assert sorted(p.label.event_id for p in waiting) == ["l1", "l2"] and waiting[0].topic == "t"
@@ -103,9 +99,8 @@ def test_pending_labels_expire_only_after_the_caller_says_so(tmp_path: Path) -> 
     store.close()
 
 
-def test_retention_retires_labels_with_their_events(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
-    store.retention_days = 1
+def test_retention_retires_labels_with_their_events(backend: SQLiteBackend) -> None:
+    store = backend.open(retention_days=1)
     store.append_batch([traffic(1), label("l1", 1, 4)])
     assert store.apply_retention(now_ms=10**13) == 1
     assert store.append_batch([traffic(1), label("l1", 1, 4)]).duplicates == 2
@@ -134,12 +129,12 @@ def test_a_version_1_buffer_is_migrated_in_place(tmp_path: Path) -> None:
         SQLiteBufferStore(path, LABELS)
 
 
-def test_the_readme_example_file_stores_as_documented(tmp_path: Path) -> None:
+def test_the_readme_example_file_stores_as_documented(backend: SQLiteBackend) -> None:
     from sentiloop.events import parse_event
 
     lines = (Path(__file__).resolve().parents[2] / "examples" / "feedback_with_labels.jsonl").read_bytes().splitlines()
     records = [SourcedEvent(parse_event(line, LABELS, 0), "t", 0, i) for i, line in enumerate(lines)]
-    store = make_store(tmp_path)
+    store = backend.open()
     for start in range(0, len(records), 25):  # in poll-batch sized pieces, as the daemon would
         store.append_batch(records[start : start + 25])
     stats = store.stats()
