@@ -192,7 +192,7 @@ def _apply_pending_labels(conn: sqlite3.Connection, refs: set[str], fresh: set[s
             conn.execute("UPDATE labels SET state = ? WHERE label_id = ?", (state, label["label_id"]))
             if new_label == current and label_ts > current_ts:  # the latest word on this event is now this one
                 conn.execute("UPDATE events SET label_ts_ms = ? WHERE seq = ?", (label_ts, row["seq"]))
-                stored[row["event_id"]] = _with(conn, row["seq"])
+                stored[row["event_id"]] = _event_row(conn, row["seq"])
             continue
         conn.execute("UPDATE events SET label = ?, label_seq = ?, label_ts_ms = ?, labelled_ms = ?,"
                      " corrections = corrections + ? WHERE seq = ?",
@@ -201,7 +201,7 @@ def _apply_pending_labels(conn: sqlite3.Connection, refs: set[str], fresh: set[s
             conn.execute("UPDATE labels SET state = 'superseded' WHERE ref_event_id = ? AND state IN ('applied', 'confirmed')",
                          (row["event_id"],))
         conn.execute("UPDATE labels SET state = 'applied' WHERE label_id = ?", (label["label_id"],))
-        updated = _with(conn, row["seq"])
+        updated = _event_row(conn, row["seq"])
         stored[row["event_id"]] = updated
         event = _row_to_stored(updated).event
         result.labelled.append(event)
@@ -214,7 +214,7 @@ def _apply_pending_labels(conn: sqlite3.Connection, refs: set[str], fresh: set[s
     result.labels_pending = len(fresh)
 
 
-def _with(conn: sqlite3.Connection, seq: int) -> sqlite3.Row:
+def _event_row(conn: sqlite3.Connection, seq: int) -> sqlite3.Row:
     row: sqlite3.Row = conn.execute(f"SELECT {_EVENT_COLUMNS}, label_ts_ms FROM events WHERE seq = ?", (seq,)).fetchone()
     return row
 
