@@ -9,7 +9,8 @@ from sentiloop.config import BufferConfig, DictionaryConfig
 from sentiloop.daemon.housekeeping import RETENTION_EVERY_S, RetentionSweep, SnapshotCadence
 from sentiloop.models.snapshots import DictionarySnapshots
 from sentiloop.monitoring.metrics import IngestMetrics
-from tests.buffer.test_buffer import ev, make_store
+from tests.buffer.test_contract import ev
+from tests.buffer.test_sqlite_buffer import make_store
 
 
 class Clock:
