@@ -93,6 +93,9 @@ class Demo:
         self.daemon: Any = None
         self._thread: threading.Thread | None = None
         self._seen_outcomes = 0
+        # Each run's events get their own ids: a second run in the same data_dir would otherwise send
+        # only duplicates (stored once, changing nothing), and the demo would wait for them forever.
+        self.event_prefix = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-"
         self._seen_drift: dict[str, float] = {}
         self._pending_announced = False
         self._last_line = 0.0
@@ -145,7 +148,7 @@ class Demo:
                         delay = started + i / self.rate - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
-                        producer.send(self.settings.kafka.topic, json.dumps(feedback_event(record, names, "demo-")).encode())
+                        producer.send(self.settings.kafka.topic, json.dumps(feedback_event(record, names, self.event_prefix)).encode())
                         self.produced += 1
                         bar.update(1)
                         if i % 50 == 0:
