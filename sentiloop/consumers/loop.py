@@ -8,8 +8,7 @@ Checkpoint order (what makes kill -9, a full disk and a poison record safe), per
   3. valid events + dictionary updates + refusal counters are written in ONE SQLite transaction.
      If that transaction fails because of a record (a value SQLite cannot bind), the events are
      stored one transaction each and those that still fail are refused as ``unstorable`` (→ step 2);
-  4. only now do the batch's offsets (last + 1 per partition) become committable; their commit is sent
-     (asynchronously: they stay pending until acknowledged, and revocation and close commit synchronously).
+  4. only now do the batch's offsets (last + 1 per partition) become committable; they are committed.
 
 Label events whose event never arrives wait in the buffer for ``buffer.label_wait_s``; then, between
 batches, they are published to the DLQ (reason ``label_for_unknown_event``) and, once acknowledged,
@@ -240,7 +239,7 @@ class FeedbackConsumer:
         self._held = None
         for tp, offset in batch.next_offsets.items():
             self._pending[tp] = OffsetAndMetadata(offset, "", -1)
-        committed = self.commit_pending(wait=False)
+        committed = self.commit_pending()
         if self._outage is not None:
             self._recovered()
         self._observe(batch.done, batch.counted, batch.record_ts, committed)
@@ -425,47 +424,26 @@ class FeedbackConsumer:
                 self._consumer.seek_to_end(tp)
         return moved
 
-    def commit_pending(self, only: set[TopicPartition] | None = None, wait: bool = True) -> bool:
-        """Commit stored-but-uncommitted offsets; a failure keeps them for the next attempt.
-
-        ``wait=False`` (after each stored batch) sends the commit and goes on: a round trip to the group
-        coordinator per batch would otherwise be most of the poll thread's time. The offsets stay
-        pending until the broker acknowledges them, so a failed commit is retried with the next one,
-        and revocation and close commit synchronously. Only stored offsets are ever sent.
-        """
+    def commit_pending(self, only: set[TopicPartition] | None = None) -> bool:
+        """Commit stored-but-uncommitted offsets; a failure keeps them for the next attempt."""
         if self._consumer is None or not self._pending:
             return True
         offsets = {tp: om for tp, om in self._pending.items() if only is None or tp in only}
         if not offsets:
             return True
         try:
-            if wait:
-                self._consumer.commit(offsets=offsets)
-            else:
-                self._consumer.commit_async(offsets=offsets, callback=self._commit_answered)
-                return True
+            self._consumer.commit(offsets=offsets)
         except KafkaError as exc:
-            self._commit_failed(exc)
+            self.metrics.commit_errors.inc()
+            log.warning("offset commit failed (%s); stored events will be redelivered and counted as duplicates", exc)
             if only is not None:  # partitions are leaving us: the new owner re-reads from the last commit
                 for tp in offsets:
                     self._pending.pop(tp, None)
             return False
-        self._commit_answered(offsets, None)
-        return True
-
-    def _commit_answered(self, offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:
-        """A commit's answer (for an asynchronous one, on the poll thread during a later poll)."""
-        if isinstance(response, Exception):
-            self._commit_failed(response)
-            return
         for tp, om in offsets.items():
-            if self._pending.get(tp) == om:  # a newer batch's offsets stay pending
+            if self._pending.get(tp) == om:
                 del self._pending[tp]
-
-    def _commit_failed(self, exc: Exception) -> None:
-        self.metrics.commit_errors.inc()
-        log.warning("offset commit failed (%s); it is retried with the next one, and stored events read again "
-                    "meanwhile are counted as duplicates", exc)
+        return True
 
     # -- observability -------------------------------------------------------------------------
     def _check_stalled(self, tp: TopicPartition, position: int, lag: int | None, now: float, paused: bool) -> None:

@@ -31,7 +31,7 @@ class IngestMetrics:
         )
         self.ingest_latency = Histogram(
             f"{PREFIX}_ingest_latency_seconds",
-            "Kafka record timestamp to the offset commit being sent (the batch is durable then)",
+            "Kafka record timestamp to offset commit",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
