@@ -26,6 +26,7 @@ import yaml
 from sentiloop.config import Settings
 from sentiloop.consumers.broker import free_port
 from sentiloop.datasets import Record
+from sentiloop.files import atomic_write_bytes
 from sentiloop.retrainers.results import RetrainStatus
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,7 @@ class Demo:
         self.daemon: Any = None
         self._thread: threading.Thread | None = None
         self._seen_outcomes = 0
-        # Each run's events get their own ids: a second run in the same data_dir would otherwise send
-        # only duplicates (stored once, changing nothing), and the demo would wait for them forever.
-        self.event_prefix = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-"
+        self.event_prefix = next_run_prefix(settings.data_dir)
         self._seen_drift: dict[str, float] = {}
         self._pending_announced = False
         self._last_line = 0.0
@@ -298,6 +297,16 @@ def plot(timeline: Timeline, settings: Settings, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def next_run_prefix(data_dir: Path) -> str:
+    """Event ids of this run: the first run's are fixed ("demo-…", so a fresh clone's demo is the same
+    every time); a later run in the same data_dir gets its own, or it would send only duplicates
+    (stored once, changing nothing) and wait for them forever."""
+    counter = data_dir / "demo-runs"
+    runs = int(counter.read_text(encoding="utf-8").strip() or 0) if counter.exists() else 0
+    atomic_write_bytes(counter, f"{runs + 1}\n".encode())
+    return "demo-" if runs == 0 else f"demo-run{runs + 1}-"
 
 
 def run_demo(data_dir: Path, dataset_dir: Path, *, members: Sequence[str], rate: float, stable: int, shift: int,

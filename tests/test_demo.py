@@ -30,3 +30,9 @@ def test_demo_runs_the_whole_loop_non_interactively(tmp_path: Path, vader_data_d
     assert (demo / "demo.png").stat().st_size > 10_000
     assert "/v1/status" in out and "mlflow ui --backend-store-uri" in out
     assert not (demo / "daemon.json").exists()  # stopped cleanly
+
+
+def test_each_demo_run_in_one_data_dir_gets_its_own_event_ids(tmp_path: Path) -> None:
+    from sentiloop.demo import next_run_prefix
+
+    assert [next_run_prefix(tmp_path) for _ in range(3)] == ["demo-", "demo-run2-", "demo-run3-"]
