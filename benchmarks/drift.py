@@ -57,7 +57,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,51 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float, daemon: Dae
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}; log tail:\n{daemon.log()[-3000:]}")
         time.sleep(every)
+
+
+@dataclass
+class Bootstrapped:
+    """A run's movie champion and what it was made from (shared by drift.py and feedback.py)."""
+
+    data_dir: Path
+    settings: Settings  # the benchmark's base settings (members, profile, seed)
+    plan: Plan
+    version: int
+    seconds: float
+    champion: Any
+
+
+def bootstrap_movies(records: list[Record], root: Path, args: argparse.Namespace,
+                     overrides: dict[str, Any] | None = None) -> Bootstrapped:
+    """A fresh data_dir under ``root``, the sentences partitioned (``make_plan``) and a champion trained
+    on the movie part; ``overrides`` adds settings to the members/profile/seed ones."""
+    data_dir = root / "data"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    base = Settings.model_validate(bench_config(data_dir, args.members, deep_merge(
+        profile_overrides(data_dir, args.members, args.profile), deep_merge({"models": {"seed": args.seed}}, overrides or {}))))
+    configure_threads(base.models.threads)
+    plan = make_plan(records, args, base.models.seed)
+    print(f"bootstrap: {', '.join(args.members)} ({args.profile} profile) on {len(plan.champion_records):,} movie sentences "
+          "(the daemon reads its golden set and replay from that file, never from the VADER cache)")
+    version, seconds = bootstrap_champion(base, plan.champion_records, args.profile, root / "champion-movies.jsonl")
+    return Bootstrapped(data_dir, base, plan, version, seconds, load_version(data_dir, version, args.members))
+
+
+@contextmanager
+def serving_daemon(config: dict[str, Any], root: Path, port: int, version: int) -> Iterator[Daemon]:
+    """``python -m sentiloop run`` with ``config`` (written to root/daemon.yaml), once it serves champion ``version``."""
+    config_path = root / "daemon.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    # The daemon and its retrain workers import sentiloop from this checkout, like this process does.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SENTILOOP_VADER_SDIST": str(root / "no-vader-sdist"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env.pop("SENTILOOP_CONFIG", None)  # never let the caller's config leak in
+    log_path = root / "daemon.log"
+    log_path.unlink(missing_ok=True)
+    with Daemon(config_path, log_path, port, env) as daemon:
+        wait_for(f"the daemon to serve champion v{version}", lambda: (m := daemon.metrics()) is not None
+                 and m.get("sentiloop_champion_version") == version, 120, daemon)
+        yield daemon
 
 
 class Streamer:
@@ -651,34 +697,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = vader_records(args.datasets)
     with tempfile.TemporaryDirectory(prefix="sentiloop-drift-") as tmp:
         root = args.workdir or Path(tmp)
-        data_dir = root / "data"
-        shutil.rmtree(data_dir, ignore_errors=True)
         port = free_port()
-        base = Settings.model_validate(bench_config(data_dir, args.members, deep_merge(
-            profile_overrides(data_dir, args.members, args.profile), {"models": {"seed": args.seed}})))
-        configure_threads(base.models.threads)
-        plan = make_plan(records, args, base.models.seed)
-        print(f"bootstrap: {', '.join(args.members)} ({args.profile} profile) on {len(plan.champion_records):,} movie sentences "
-              "(the daemon reads its golden set and replay from that file, never from the VADER cache)")
-        version, bootstrap_s = bootstrap_champion(base, plan.champion_records, args.profile, root / "champion-movies.jsonl")
-        champion = load_version(data_dir, version, args.members)
-        calibration = calibrate_on_stable(champion, plan.blocks[0].records, base, args.replicas)
+        run = bootstrap_movies(records, root, args)
+        data_dir, plan, version, bootstrap_s = run.data_dir, run.plan, run.version, run.seconds
+        calibration = calibrate_on_stable(run.champion, plan.blocks[0].records, run.settings, args.replicas)
 
         with EmbeddedBroker("127.0.0.1", 0, root / "broker.log") as broker:
             config = daemon_config(data_dir, broker.bootstrap, port, calibration, args)
-            config_path = root / "daemon.yaml"
-            config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
             settings = Settings.model_validate(config)
-            print_calibration(calibration, settings, config_path)
-            # The daemon and its retrain workers import sentiloop from this checkout, like this process does.
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "SENTILOOP_VADER_SDIST": str(root / "no-vader-sdist"),
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-            env.pop("SENTILOOP_CONFIG", None)  # never let the caller's config leak in
-            log_path = root / "daemon.log"
-            log_path.unlink(missing_ok=True)
-            with Daemon(config_path, log_path, port, env) as daemon:
-                wait_for("the daemon to serve champion v1", lambda: (m := daemon.metrics()) is not None
-                         and m.get("sentiloop_champion_version") == version, 120, daemon)
+            print_calibration(calibration, settings, root / "daemon.yaml")
+            with serving_daemon(config, root, port, version) as daemon:
                 streamer = Streamer(daemon, broker.bootstrap, args.rate, settings.label_names, args.retrain_timeout)
                 try:
                     streamer.stream(plan.blocks, args.retrain_timeout)

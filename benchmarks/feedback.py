@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -51,21 +50,16 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from benchmarks._common import (
     DEFAULT_DATASETS,
     OMP_NOTE,
-    REPO,
     RESULTS_DIR,
     bench_config,
-    bootstrap_champion,
-    configure_threads,
     deep_merge,
     feedback_event,
     load_note,
-    load_version,
     machine_info,
     plain_args,
     print_table,
@@ -74,8 +68,7 @@ from benchmarks._common import (
     verdict,
     write_json,
 )
-from benchmarks.drift import DEFAULT_SEED, Block, Daemon, calibrate_on_stable, make_plan, wait_for
-from sentiloop.config import Settings
+from benchmarks.drift import DEFAULT_SEED, Block, Daemon, bootstrap_movies, calibrate_on_stable, serving_daemon, wait_for
 
 TOPIC = "bench.feedback"
 LABEL_FREE = ("prediction_shift", "confidence_drop", "oov_rate")  # need no label (OOV watches all traffic)
@@ -123,11 +116,6 @@ def build_stream(blocks: Sequence[Block], label_names: list[str], delay: int, sh
         else:
             traffic += 1
     return Stream(records, label_positions, traffic, len(label_positions))
-
-
-def calibrate(champion: Any, stable: Block, settings: Settings, replicas: int) -> dict[str, float]:
-    """Both kinds of thresholds from the champion's predictions on the stable stretch, offline (drift.py's procedure)."""
-    return asdict(calibrate_on_stable(champion, stable.records, settings, replicas))
 
 
 def daemon_config(data_dir: Path, bootstrap: str, port: int, thresholds: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:
@@ -318,34 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = vader_records(args.datasets)
     with tempfile.TemporaryDirectory(prefix="sentiloop-feedback-") as tmp:
         root = args.workdir or Path(tmp)
-        data_dir = root / "data"
-        shutil.rmtree(data_dir, ignore_errors=True)
         port = free_port()
-        base = Settings.model_validate(bench_config(data_dir, args.members, deep_merge(
-            profile_overrides(data_dir, args.members, args.profile), {"models": {"seed": args.seed},
-                                                                      "retrain": {"drift": {"prediction_window": args.chunk}}})))
-        configure_threads(base.models.threads)
-        plan = make_plan(records, args, base.models.seed)
-        print(f"bootstrap: {', '.join(args.members)} ({args.profile} profile) on {len(plan.champion_records):,} movie sentences")
-        version, bootstrap_s = bootstrap_champion(base, plan.champion_records, args.profile, root / "champion-movies.jsonl")
-        champion = load_version(data_dir, version, args.members)
-        thresholds = calibrate(champion, plan.blocks[0], base, args.replicas)
+        run = bootstrap_movies(records, root, args, {"retrain": {"drift": {"prediction_window": args.chunk}}})
+        data_dir, plan, version, bootstrap_s = run.data_dir, run.plan, run.version, run.seconds
+        thresholds = asdict(calibrate_on_stable(run.champion, plan.blocks[0].records, run.settings, args.replicas))
         print("calibrated on the stable stretch: " + ", ".join(f"{k} {v:.4f}" for k, v in thresholds.items()))
-        stream = build_stream(plan.blocks, base.label_names, args.label_delay, args.label_share)
+        stream = build_stream(plan.blocks, run.settings.label_names, args.label_delay, args.label_share)
         print(f"stream: {stream.traffic:,} unlabelled events, {stream.labels:,} label events {args.label_delay} traffic events behind")
 
         with EmbeddedBroker("127.0.0.1", 0, root / "broker.log") as broker:
             config = daemon_config(data_dir, broker.bootstrap, port, thresholds, args)
-            config_path = root / "daemon.yaml"
-            config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "SENTILOOP_VADER_SDIST": str(root / "no-vader-sdist"),
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-            env.pop("SENTILOOP_CONFIG", None)
-            log_path = root / "daemon.log"
-            log_path.unlink(missing_ok=True)
-            with Daemon(config_path, log_path, port, env) as daemon:
-                wait_for("the daemon to serve champion v1", lambda: (m := daemon.metrics()) is not None
-                         and m.get("sentiloop_champion_version") == version, 120, daemon)
+            with serving_daemon(config, root, port, version) as daemon:
                 samples = send(daemon, broker.bootstrap, stream, args.rate)
                 wait_for("every event and label scored", lambda: (m := daemon.metrics()) is not None
                          and m.get("sentiloop_monitored_events_total", 0) >= stream.traffic
