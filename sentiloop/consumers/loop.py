@@ -312,16 +312,20 @@ class FeedbackConsumer:
             return None
 
     def _expire_labels(self) -> None:
-        """Label events that waited ``buffer.label_wait_s`` for their event: to the DLQ, then marked expired."""
+        """Label events that waited ``buffer.label_wait_s`` for their event: to the DLQ, then marked expired
+        (and the label gauges refreshed), at most every ``_EXPIRY_EVERY_S``."""
         wait_s = self.settings.buffer.label_wait_s
         now = time.monotonic()
         if now - self._last_expiry < min(_EXPIRY_EVERY_S, max(0.5, wait_s / 4)):
             return
         self._last_expiry = now
-        try:
+        try:  # the label gauges ride on this cadence: counting unlabelled events every second would cost the poll loop
+            awaiting, pending = self.store.label_counts()
             expired = self.store.pending_labels_older_than(int(time.time() * 1000 - wait_s * 1000))
         except StorageUnavailable:
             return  # the next batch reports the outage
+        self.metrics.events_awaiting_label.set(awaiting)
+        self.metrics.labels_pending.set(pending)
         if not expired:
             return
         names = self.settings.label_names
@@ -518,9 +522,3 @@ class FeedbackConsumer:
             self._check_stalled(tp, position, lag, now, paused=tp in consumer.paused())
         if self.store.dictionary is not None:
             self.metrics.dictionary_words.set(len(self.store.dictionary.words))
-        try:
-            stats = self.store.label_counts()
-        except StorageUnavailable:
-            return
-        self.metrics.labels_pending.set(stats[1])
-        self.metrics.events_awaiting_label.set(stats[0])
