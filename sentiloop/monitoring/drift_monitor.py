@@ -147,10 +147,6 @@ class DriftMonitor:
         self.metrics.shadow_running.set(1)
         log.info("challenger v%s scores live traffic in shadow for %d events", version, events)
 
-    def shadow_report(self) -> ShadowReport | None:
-        with self.lock:
-            return self.shadow.report() if self.shadow is not None else None
-
     def shadow_done(self) -> bool:
         with self.lock:
             return self.shadow is not None and self.shadow.done

@@ -70,6 +70,13 @@ class Calibration:
         return np.asarray(self.accuracy_by_bin)[index]
 
 
+def expected_accuracy(calibration: Calibration | None, confidence: np.ndarray) -> np.ndarray:
+    """What each top-class probability says about being right: calibrated, or as it is when there is
+    no calibration (a champion without a golden set)."""
+    confidence = np.asarray(confidence, dtype=float)
+    return confidence if calibration is None else calibration(confidence)
+
+
 class PredictionShiftDrift(LabelShiftDrift):
     """The predicted-class mix of a traffic window against the champion's predictions on its golden set."""
 
@@ -159,12 +166,9 @@ class PerformanceEstimate:
         self.recalibrate = recalibrate
         self._since_refit = 0
 
-    @staticmethod
-    def _expected(calibration: Calibration | None, confidence: float) -> float:
-        return confidence if calibration is None else float(calibration(np.array([confidence]))[0])
-
     def observe(self, event_id: str, confidence: float, predicted: int) -> None:
-        expected = self._expected(self.calibration, confidence)
+        expected, expected_golden = (float(expected_accuracy(c, np.array([confidence]))[0])
+                                     for c in (self.calibration, self.golden_calibration))
         current = self.chunks[-1]
         if current.events >= self.chunk:
             if len(self.chunks) == self.chunks.maxlen:  # the oldest chunk leaves: forget its events
@@ -174,7 +178,7 @@ class PerformanceEstimate:
             self.chunks.append(current)
         current.events += 1
         current.expected += expected
-        current.expected_golden += self._expected(self.golden_calibration, confidence)
+        current.expected_golden += expected_golden
         self.seen[event_id] = (current, predicted, confidence)
         self.recent.append(expected)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sentiloop.monitoring.label_free import Calibration
+from sentiloop.monitoring.label_free import Calibration, expected_accuracy
 
 
 @dataclass
@@ -78,8 +78,7 @@ class ShadowRun:
         challenger_probabilities = np.asarray(self.challenger.predict_proba(texts))
         for name, probabilities, calibration in (("champion", champion_probabilities, self.champion_calibration),
                                                  ("challenger", challenger_probabilities, self.challenger_calibration)):
-            confidence = probabilities.max(axis=1)
-            self.expected[name].extend((confidence if calibration is None else calibration(confidence)).tolist())
+            self.expected[name].extend(expected_accuracy(calibration, probabilities.max(axis=1)).tolist())
         for event_id, a, b in zip(event_ids, champion_probabilities.argmax(axis=1), challenger_probabilities.argmax(axis=1)):
             self.pairs[event_id] = _Pair(int(a), int(b))
 
