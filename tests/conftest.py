@@ -148,20 +148,20 @@ def buffer_stats(data_dir: Path) -> dict:
     """Read counts the way `sentiloop status` does (read-only, while the daemon writes)."""
     from dataclasses import asdict
 
-    from sentiloop.buffer.sqlite import open_readonly, read_stats
+    from sentiloop.buffer import SQLiteBufferReader
     from sentiloop.config import Settings
     from sentiloop.errors import NotInitialised
 
     db = data_dir / "buffer.sqlite3"
     if not db.exists():
         return {"events_stored": 0}
-    conn = open_readonly(db)
+    reader = SQLiteBufferReader(db, Settings().label_names)
     try:
-        return asdict(read_stats(conn, Settings().label_names))
+        return asdict(reader.stats())
     except NotInitialised:  # created but not initialised yet
         return {"events_stored": 0}
     finally:
-        conn.close()
+        reader.close()
 
 
 def dictionary_rows(data_dir: Path) -> dict[str, tuple[float, int]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sentiloop.buffer.sqlite import SQLiteBufferReader, SQLiteBufferStore, open_readonly
+from sentiloop.buffer.sqlite import SQLiteBufferReader, SQLiteBufferStore
 from sentiloop.buffer.store import BatchResult, BufferReader, BufferStats, BufferStore, SourcedEvent, StoredEvent
 
 if TYPE_CHECKING:
@@ -37,5 +37,4 @@ __all__ = [
     "StoredEvent",
     "open_buffer",
     "open_reader",
-    "open_readonly",
 ]

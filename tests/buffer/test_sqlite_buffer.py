@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
-from sentiloop.buffer.sqlite import open_readonly
+from sentiloop.buffer import SourcedEvent, SQLiteBufferReader, SQLiteBufferStore
 from sentiloop.events import FeedbackEvent
 from sentiloop.models.word_sentiment import WordSentimentModel
 from tests.buffer.conftest import LABELS
@@ -86,4 +85,4 @@ def test_a_file_that_is_not_a_database_names_the_file_and_what_to_do(tmp_path: P
         make_store(tmp_path)
     assert str(path) in str(info.value)
     with pytest.raises(BufferFileError, match="is not a usable sentiloop buffer"):
-        open_readonly(path)
+        SQLiteBufferReader(path, LABELS)
