@@ -121,9 +121,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(stats)
         return 0
     if "buffer_error" in stats:
-        print(f"buffer          {settings.db_path}: {stats['buffer_error']}")
+        print(f"buffer          {settings.buffer_location}: {stats['buffer_error']}")
         return 1
-    print(f"buffer          {settings.db_path}")
+    print(f"buffer          {settings.buffer_location}")
     print(f"events stored   {stats['events_stored']} ({stats['events_labelled']} labelled)")
     print(f"events invalid  {stats['events_invalid_total']}" + "".join(f"\n  {k:<14}{v}" for k, v in sorted(stats["events_invalid"].items())))
     print(f"duplicates      {stats['events_duplicate']}")

@@ -7,10 +7,12 @@ typo never silently falls back to a default. Environment overrides use ``__`` fo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -173,7 +175,16 @@ class DictionaryConfig(_Strict):
 
 
 class BufferConfig(_Strict):
-    """The durable refinement buffer (SQLite, WAL)."""
+    """The durable refinement buffer: SQLite (WAL) under data_dir, or PostgreSQL shared by replicas."""
+
+    url: str | None = Field(
+        default=None, description="null: SQLite under data_dir (one host). postgresql://user@host:5432/db: one buffer shared "
+        "by daemon replicas on several hosts (needs the postgres extra); the password goes in buffer.password, "
+        "PGPASSWORD or ~/.pgpass, never in the URL")
+    postgres_schema: str = Field(default="sentiloop", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                                 description="PostgreSQL schema holding the buffer's tables (created and migrated by sentiloop)")
+    password: SecretStr | None = Field(default=None, description="secret: the PostgreSQL password (SENTILOOP_BUFFER__PASSWORD); "
+                                       "masked in `config show`, never written to disk")
 
     retention_days: float | None = Field(default=None, gt=0, description="delete events older than this; null keeps all")
     max_text_chars: int = Field(default=5000, ge=1, le=1_000_000)
@@ -187,6 +198,22 @@ class BufferConfig(_Strict):
                                description="longest wait between attempts to write (a held batch, a dictionary snapshot) while storage fails")
     label_wait_s: float = Field(default=7 * 86_400, gt=0, description="a label event whose event has not arrived after this long "
                                 "goes to the DLQ (reason label_for_unknown_event); until then it waits for it (out-of-order streams)")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"{parts.scheme or 'no scheme'}: only postgresql://user@host:port/database is supported "
+                             "(leave buffer.url null for SQLite under data_dir)")
+        if parts.password is not None:
+            raise ValueError("the URL holds a password: move it to buffer.password (SENTILOOP_BUFFER__PASSWORD), "
+                             "PGPASSWORD or ~/.pgpass, so it never reaches a config file or a log")
+        if importlib.util.find_spec("psycopg") is None:
+            raise ValueError("a PostgreSQL buffer needs psycopg: pip install 'sentiloop[postgres]'")
+        return url
 
 
 class BertConfig(_Strict):
@@ -502,6 +529,13 @@ class Settings(_Strict):
     def db_path(self) -> Path:
         return self.data_dir / "buffer.sqlite3"
 
+    @property
+    def buffer_location(self) -> str:
+        """Where the buffer lives, for messages: the SQLite file, or the PostgreSQL URL and schema."""
+        if self.buffer.url is None:
+            return str(self.db_path)
+        return f"{self.buffer.url} (schema {self.buffer.postgres_schema})"
+
 
 # Keys that moved, old path → new path: an old config is refused with where the setting lives now.
 MOVED_KEYS = {
@@ -588,7 +622,7 @@ def load_settings(path: Path | str | None = None, environ: dict[str, str] | None
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
-SECRET_KEYS = (("kafka", "sasl_plain_password"), ("admin", "token"))
+SECRET_KEYS = (("kafka", "sasl_plain_password"), ("admin", "token"), ("buffer", "password"))
 
 
 def secret_env(settings: Settings) -> dict[str, str]:

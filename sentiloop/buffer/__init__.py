@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sentiloop.buffer.sql_store import SQLBufferReader
 from sentiloop.buffer.sqlite import SQLiteBufferReader, SQLiteBufferStore
 from sentiloop.buffer.store import BatchResult, BufferReader, BufferStats, BufferStore, SourcedEvent, StoredEvent
 
@@ -18,11 +19,19 @@ if TYPE_CHECKING:
 
 def open_buffer(settings: Settings, dictionary: WordSentimentModel | None = None) -> BufferStore:
     """The buffer of ``settings`` opened for writing (created and migrated if needed)."""
+    if settings.buffer.url is not None:
+        from sentiloop.buffer.postgres import PostgresBufferStore  # psycopg: only when configured
+
+        return PostgresBufferStore.for_settings(settings, dictionary)
     return SQLiteBufferStore.for_settings(settings, dictionary)
 
 
 def open_reader(settings: Settings) -> BufferReader:
     """The buffer of ``settings`` read-only (`sentiloop status`, `sentiloop dictionary`)."""
+    if settings.buffer.url is not None:
+        from sentiloop.buffer.postgres import dialect_for
+
+        return SQLBufferReader(dialect_for(settings), settings.label_names)
     return SQLiteBufferReader(settings.db_path, settings.label_names)
 
 

@@ -141,7 +141,7 @@ class Daemon:
                 from sentiloop.daemon.reload import ConfigWatcher
 
                 self.watcher = ConfigWatcher(self.config_path, self.reload_config).start()
-            print(f"sentiloop: consuming {settings.kafka.topic} from {','.join(bootstrap)}; buffer {settings.db_path}", flush=True)
+            print(f"sentiloop: consuming {settings.kafka.topic} from {','.join(bootstrap)}; buffer {settings.buffer_location}", flush=True)
             for server in self.servers:
                 print(f"sentiloop: {server.name} on {server.url}", flush=True)
             self.consumer.run(self.stop_event)

@@ -12,7 +12,7 @@ import pytest
 from sentiloop.buffer import SourcedEvent
 from sentiloop.errors import ConfigError
 from sentiloop.events import FeedbackEvent
-from tests.buffer.conftest import SQLiteBackend
+from tests.buffer.conftest import Backend
 
 
 def ev(i: int, text: str = "good movie", label: int | None = 4, domain: str = "tweets") -> SourcedEvent:
@@ -20,7 +20,7 @@ def ev(i: int, text: str = "good movie", label: int | None = 4, domain: str = "t
     return SourcedEvent(event, "t", 0, i)
 
 
-def test_append_is_idempotent_and_updates_dictionary_once(backend: SQLiteBackend) -> None:
+def test_append_is_idempotent_and_updates_dictionary_once(backend: Backend) -> None:
     store = backend.open()
     first = store.append_batch([ev(1), ev(2, "bad movie", 0)], {"not_json": 2})
     assert len(first.inserted) == 2 and first.duplicates == 0
@@ -35,7 +35,7 @@ def test_append_is_idempotent_and_updates_dictionary_once(backend: SQLiteBackend
     assert len(within.inserted) == 1 and within.duplicates == 1
 
 
-def test_dictionary_survives_reopen(backend: SQLiteBackend) -> None:
+def test_dictionary_survives_reopen(backend: Backend) -> None:
     store = backend.open()
     store.append_batch([ev(i) for i in range(5)])
     assert store.dictionary is not None
@@ -45,7 +45,7 @@ def test_dictionary_survives_reopen(backend: SQLiteBackend) -> None:
     assert reopened.dictionary is not None and reopened.dictionary.to_dict() == expected
 
 
-def test_two_writers_on_one_buffer_stay_exact(backend: SQLiteBackend) -> None:
+def test_two_writers_on_one_buffer_stay_exact(backend: Backend) -> None:
     """Two processes' stores share one buffer: each re-reads touched words inside its transaction."""
     a, b = backend.open(), backend.open()
     a.append_batch([ev(1, "fine", 4)])
@@ -57,7 +57,7 @@ def test_two_writers_on_one_buffer_stay_exact(backend: SQLiteBackend) -> None:
     assert a.dictionary.words["fine"].updates == 3
 
 
-def test_marks_sample_export_and_split(backend: SQLiteBackend) -> None:
+def test_marks_sample_export_and_split(backend: Backend) -> None:
     store = backend.open(holdout_share=0.5)
     store.append_batch([ev(i, label=i % 5, domain="a" if i % 2 else "b") for i in range(40)])
     store.set_mark("retrain")
@@ -78,7 +78,7 @@ def test_marks_sample_export_and_split(backend: SQLiteBackend) -> None:
     assert first["event_id"] == "id0" and first["label"] == "very_negative"
 
 
-def test_retention_keeps_ids_as_duplicates(backend: SQLiteBackend) -> None:
+def test_retention_keeps_ids_as_duplicates(backend: Backend) -> None:
     store = backend.open(retention_days=1)
     store.append_batch([ev(1)])
     assert store.apply_retention(now_ms=10**13) == 1
@@ -86,13 +86,13 @@ def test_retention_keeps_ids_as_duplicates(backend: SQLiteBackend) -> None:
     assert store.append_batch([ev(1)]).duplicates == 1
 
 
-def test_label_set_change_is_refused(backend: SQLiteBackend) -> None:
+def test_label_set_change_is_refused(backend: Backend) -> None:
     backend.open().close()
     with pytest.raises(ConfigError, match="written with labels"):
         backend.open(labels=["neg", "pos"])
 
 
-def test_a_reader_sees_counts_grow_while_a_writer_writes(backend: SQLiteBackend) -> None:
+def test_a_reader_sees_counts_grow_while_a_writer_writes(backend: Backend) -> None:
     store = backend.open()
     store.append_batch([ev(0, "lovely day", 4)])
     stop = threading.Event()
@@ -118,7 +118,7 @@ def test_a_reader_sees_counts_grow_while_a_writer_writes(backend: SQLiteBackend)
     assert row is not None and row.updates == 1 and pending is None and "lovely" in words
 
 
-def test_seed_lexicon_once(backend: SQLiteBackend) -> None:
+def test_seed_lexicon_once(backend: Backend) -> None:
     store = backend.open()
     assert store.seed_dictionary({"good": 1.5, "bad": -1.5}, "test") == 2
     assert store.seed_dictionary({"good": 1.5}, "test") == 0

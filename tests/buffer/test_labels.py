@@ -10,7 +10,7 @@ from sentiloop.buffer import SourcedEvent, SQLiteBufferStore
 from sentiloop.buffer.sqlite import SCHEMA, SCHEMA_VERSION
 from sentiloop.errors import BufferFileError
 from sentiloop.events import FeedbackEvent, LabelEvent
-from tests.buffer.conftest import LABELS, SQLiteBackend
+from tests.buffer.conftest import LABELS, Backend
 
 
 def traffic(i: int, text: str = "good movie", ts: int = 1000) -> SourcedEvent:
@@ -23,7 +23,7 @@ def label(name: str, ref: int, value: int, ts: int = 5000) -> SourcedEvent:
 
 
 
-def test_a_delayed_label_attaches_to_its_prediction_once(backend: SQLiteBackend) -> None:
+def test_a_delayed_label_attaches_to_its_prediction_once(backend: Backend) -> None:
     store = backend.open()
     store.append_batch([traffic(1), traffic(2)])
     assert store.count_after(0) == 0 and store.stats().events_awaiting_label == 2
@@ -43,7 +43,7 @@ def test_a_delayed_label_attaches_to_its_prediction_once(backend: SQLiteBackend)
     store.close()
 
 
-def test_a_label_before_its_event_waits_and_applies_when_it_arrives(backend: SQLiteBackend) -> None:
+def test_a_label_before_its_event_waits_and_applies_when_it_arrives(backend: Backend) -> None:
     store = backend.open()
     early = store.append_batch([label("l1", 7, 0)])
     assert early.labels_pending == 1 and early.labels_applied == 0 and store.stats().labels_pending == 1
@@ -55,7 +55,7 @@ def test_a_label_before_its_event_waits_and_applies_when_it_arrives(backend: SQL
     store.close()
 
 
-def test_corrections_latest_ts_wins_whatever_the_arrival_order(backend: SQLiteBackend) -> None:
+def test_corrections_latest_ts_wins_whatever_the_arrival_order(backend: Backend) -> None:
     store = backend.open()
     store.append_batch([traffic(1)])
     store.append_batch([label("a", 1, 4, ts=2000)])
@@ -75,7 +75,7 @@ def test_corrections_latest_ts_wins_whatever_the_arrival_order(backend: SQLiteBa
     store.close()
 
 
-def test_two_labels_for_an_absent_event_resolve_by_ts_when_it_arrives(backend: SQLiteBackend) -> None:
+def test_two_labels_for_an_absent_event_resolve_by_ts_when_it_arrives(backend: Backend) -> None:
     store = backend.open()
     store.append_batch([label("new", 1, 0, ts=9000), label("old", 1, 4, ts=1000)])
     result = store.append_batch([traffic(1)])
@@ -84,7 +84,7 @@ def test_two_labels_for_an_absent_event_resolve_by_ts_when_it_arrives(backend: S
     store.close()
 
 
-def test_pending_labels_expire_only_after_the_caller_says_so(backend: SQLiteBackend) -> None:
+def test_pending_labels_expire_only_after_the_caller_says_so(backend: Backend) -> None:
     store = backend.open()
     store.append_batch([label("l1", 1, 2), label("l2", 2, 2)])
     waiting = store.pending_labels_older_than(10**15)
@@ -99,7 +99,7 @@ def test_pending_labels_expire_only_after_the_caller_says_so(backend: SQLiteBack
     store.close()
 
 
-def test_retention_retires_labels_with_their_events(backend: SQLiteBackend) -> None:
+def test_retention_retires_labels_with_their_events(backend: Backend) -> None:
     store = backend.open(retention_days=1)
     store.append_batch([traffic(1), label("l1", 1, 4)])
     assert store.apply_retention(now_ms=10**13) == 1
@@ -129,7 +129,7 @@ def test_a_version_1_buffer_is_migrated_in_place(tmp_path: Path) -> None:
         SQLiteBufferStore(path, LABELS)
 
 
-def test_the_readme_example_file_stores_as_documented(backend: SQLiteBackend) -> None:
+def test_the_readme_example_file_stores_as_documented(backend: Backend) -> None:
     from sentiloop.events import parse_event
 
     lines = (Path(__file__).resolve().parents[2] / "examples" / "feedback_with_labels.jsonl").read_bytes().splitlines()
