@@ -45,10 +45,11 @@ class BrokerError(SentiloopError):
 
 
 class StorageUnavailable(SentiloopError):
-    """The buffer cannot be written right now (disk full, read-only, locked, I/O error).
+    """The buffer cannot be written right now (disk full, read-only, locked, I/O error, server gone).
 
     Transient by nature: the consumer pauses, keeps the batch, and retries with backoff. ``kind`` is a
-    short metric label (``disk_full``, ``read_only``, ``locked``, ``io_error``, ``cant_open``, ``corrupt``).
+    short metric label (``disk_full``, ``read_only``, ``locked``, ``io_error``, ``cant_open``, ``corrupt``;
+    PostgreSQL adds ``connection_lost``, ``server_unavailable``, ``postgres_error``).
     """
 
     def __init__(self, kind: str, detail: str) -> None:

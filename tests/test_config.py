@@ -132,3 +132,19 @@ def test_language_ko_sets_korean_defaults_and_explicit_keys_win(tmp_path: Path) 
 
 def test_the_cache_dir_variable_is_not_a_setting() -> None:
     assert env_overrides({"SENTILOOP_CACHE_DIR": "/tmp/cache", "SENTILOOP_LANGUAGE": "ko"}) == {"language": "ko"}
+
+
+def test_a_postgres_buffer_url_is_checked_and_its_password_kept_out_of_files(tmp_path: Path) -> None:
+    from sentiloop.config import secret_env, settings_to_yaml, settings_without_secrets
+
+    with pytest.raises(ConfigError, match=r"buffer\.url: .*holds a password: move it to buffer\.password"):
+        load_settings(write(tmp_path, "buffer:\n  url: postgresql://u:hunter2@db:5432/x\n"), environ={})
+    with pytest.raises(ConfigError, match=r"buffer\.url: .*mysql: only postgresql://"):
+        load_settings(write(tmp_path, "buffer:\n  url: mysql://db/x\n"), environ={})
+    with pytest.raises(ConfigError, match=r"buffer\.postgres_schema"):
+        load_settings(write(tmp_path, "buffer:\n  postgres_schema: Drop Table\n"), environ={})
+    settings = load_settings(write(tmp_path, "buffer:\n  url: postgresql://u@db:5432/x\n"),
+                             environ={"SENTILOOP_BUFFER__PASSWORD": "hunter2"})
+    assert settings.buffer_location == "postgresql://u@db:5432/x (schema sentiloop)"
+    assert "hunter2" not in settings_to_yaml(settings) and "password" not in settings_without_secrets(settings)["buffer"]
+    assert secret_env(settings)["SENTILOOP_BUFFER__PASSWORD"] == "hunter2"  # how the retrain worker gets it

@@ -133,7 +133,8 @@ class PostgresConnection:
 
 # SQLSTATE classes and codes that mean "the storage cannot take writes now", by metric label; any
 # other psycopg error (a value PostgreSQL refuses, e.g. a NUL character) is about one record.
-_UNAVAILABLE_STATES = {"53100": "disk_full", "25006": "read_only", "55P03": "locked", "55006": "locked"}
+_UNAVAILABLE_STATES = {"53100": "disk_full", "25006": "read_only", "55P03": "locked", "55006": "locked",
+                       "57P01": "connection_lost", "57P02": "connection_lost"}  # terminated by an admin or a crash
 _UNAVAILABLE_CLASSES = {"08": "connection_lost", "40": "locked", "53": "server_unavailable", "57": "server_unavailable",
                         "58": "io_error", "XX": "corrupt"}
 
@@ -177,7 +178,7 @@ class PostgresDialect:
         extra: dict[str, Any] = {"password": self.password} if self.password else {}
         try:
             raw = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)),
-                                  application_name="sentiloop", **extra)
+                                  application_name=f"sentiloop {self.schema}", **extra)
         except psycopg.Error as exc:
             raise storage_failure(exc) or exc from None
         conn = PostgresConnection(raw)

@@ -60,7 +60,8 @@ class IngestMetrics:
         self.buffer_write_errors = Counter(
             f"{PREFIX}_buffer_write_errors", "Failed attempts to write a batch to the buffer, by kind", ["kind"], registry=r
         )
-        for kind in ("disk_full", "read_only", "locked", "io_error", "cant_open", "corrupt", "sqlite_error"):
+        for kind in ("disk_full", "read_only", "locked", "io_error", "cant_open", "corrupt", "sqlite_error",
+                     "connection_lost", "server_unavailable", "postgres_error"):
             self.buffer_write_errors.labels(kind=kind)
         self.poll_errors = Counter(f"{PREFIX}_poll_errors", "Kafka polls that failed, by error (e.g. UnsupportedCodecError)", ["error"], registry=r)
         for error in ("UnsupportedCodecError", "CorruptRecordError", "KafkaConnectionError", "KafkaTimeoutError"):
