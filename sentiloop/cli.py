@@ -357,6 +357,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             else:
                 print(f"the daemon started a retrain ({answer.get('policy')}); follow it with `sentiloop status`")
             return 0
+    if args.parent_pid is not None:
+        from sentiloop.runtime import die_with_parent
+
+        die_with_parent(args.parent_pid)
     _configure_threads(settings)
     from sentiloop.retrainers.run import run_retrain
 
@@ -556,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="judge the gate on holdout events stored after buffer seq SEQ (the daemon passes where drift was detected)")
     p.add_argument("--offline", action="store_true", help="run here even when a daemon runs (default: ask the daemon)")
     p.add_argument("--progress", metavar="FILE", help=argparse.SUPPRESS)  # the daemon's worker reports here
+    p.add_argument("--parent-pid", type=_non_negative_int, metavar="PID", help=argparse.SUPPRESS)  # the worker dies with its daemon
     p.add_argument("--json", action="store_true")
 
     p = _add(sub, "promote", cmd_promote, "make ensemble VERSION the champion (checks it loads and verifies first)")

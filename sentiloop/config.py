@@ -320,6 +320,8 @@ class MlflowConfig(_Strict):
     experiment: str = "ensemble_retraining"
     registered_model: str = "sentiloop-ensemble"
     enabled: bool = True
+    follow_interval_s: float = Field(default=10.0, gt=0, le=3600, description="replicas on a PostgreSQL buffer look this often "
+                                     "at the registry's champion alias and serve the version it names")
 
 
 class DriftConfig(_Strict):

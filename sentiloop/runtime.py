@@ -31,3 +31,21 @@ def use_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process (a retrain worker) die with the daemon that started it, even by SIGKILL.
+
+    A worker left running after its daemon was killed could promote a challenger while another
+    replica, now the leader, runs a retrain of its own. Linux ``PR_SET_PDEATHSIG``; elsewhere the
+    check below still catches a parent that is already gone.
+    """
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the daemon died before the call above took effect
+        raise SystemExit(f"the daemon (pid {parent_pid}) that started this retrain is gone")

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentiloop.buffer import open_buffer
 from sentiloop.buffer.store import BatchResult, BufferStore
@@ -26,13 +26,18 @@ from sentiloop.consumers.broker import EmbeddedBroker
 from sentiloop.consumers.clients import KafkaClients
 from sentiloop.consumers.loop import FeedbackConsumer
 from sentiloop.daemon.housekeeping import RetentionSweep, SnapshotCadence
+from sentiloop.daemon.leadership import leadership_for
 from sentiloop.daemon.serving import Serving
 from sentiloop.errors import ConfigError
 from sentiloop.logs import configure_logging
 from sentiloop.models.lexicon import load_seed_lexicon
 from sentiloop.models.snapshots import DictionarySnapshots
+from sentiloop.models.store import ModelStore
 from sentiloop.models.word_sentiment import WordSentimentModel
 from sentiloop.monitoring.metrics import IngestMetrics
+
+if TYPE_CHECKING:
+    from sentiloop.models.follow import RegistryFollower
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +195,6 @@ class Daemon:
         """Drift monitor + retrain controller (both off the poll loop); idle until a champion exists."""
         from sentiloop.daemon.continual import RetrainController
         from sentiloop.models.scores import ScoreStore
-        from sentiloop.models.store import ModelStore
         from sentiloop.monitoring.drift_monitor import DriftMonitor
         from sentiloop.retrainers.policy import DecisionPolicy
 
@@ -198,10 +202,23 @@ class Daemon:
         self.monitor = DriftMonitor(self.settings.retrain.drift, len(self.settings.labels), self.metrics,
                                     scores=ScoreStore.for_settings(self.settings)).start()
         self.announcer = Announcer(self.settings, clients)
+        models = ModelStore(self.settings.data_dir)
         self.controller = RetrainController(self.settings, self.store, self.metrics, self.monitor,
                                             announce=self.announcer, serving=self.serving,
-                                            policy=DecisionPolicy.from_config(self.settings.retrain),
-                                            models=ModelStore(self.settings.data_dir)).start()
+                                            policy=DecisionPolicy.from_config(self.settings.retrain), models=models,
+                                            leadership=leadership_for(self.settings), follower=self._follower(models)).start()
+
+    def _follower(self, models: ModelStore) -> RegistryFollower | None:
+        """Replicas on a PostgreSQL buffer have data_dirs of their own: they meet in the MLflow registry."""
+        settings = self.settings
+        if settings.buffer.url is None or not settings.mlflow.enabled:
+            return None
+        from sentiloop.models.follow import RegistryFollower
+
+        if settings.mlflow.tracking_uri is None:
+            log.warning("buffer.url is shared but mlflow.tracking_uri is not: replicas on other hosts cannot see this one's "
+                        "champions; set mlflow.tracking_uri to a tracking server they all reach")
+        return RegistryFollower(settings, models, settings.mlflow.follow_interval_s)
 
     def _shutdown(self) -> None:
         from sentiloop.daemon.client import remove_runtime

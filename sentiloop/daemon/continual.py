@@ -30,6 +30,7 @@ import yaml
 
 from sentiloop.buffer.store import BufferStore
 from sentiloop.config import Settings, secret_env, settings_without_secrets
+from sentiloop.daemon.leadership import Leadership, replica_name
 from sentiloop.daemon.serving import Serving
 from sentiloop.errors import StorageUnavailable
 from sentiloop.files import atomic_write_bytes
@@ -42,6 +43,7 @@ from sentiloop.retrainers.progress import read_progress
 from sentiloop.retrainers.results import GOLDEN, RECENT, RetrainStatus, RetrainSummary
 
 if TYPE_CHECKING:
+    from sentiloop.models.follow import RegistryFollower
     from sentiloop.monitoring.shadow import ShadowReport
 
 log = logging.getLogger(__name__)
@@ -130,9 +132,12 @@ class PendingShadow:
 class RetrainController:
     def __init__(self, settings: Settings, store: BufferStore, metrics: IngestMetrics, monitor: DriftSignals,
                  announce: Any | None = None, serving: Serving | None = None, clock: Clock = time.monotonic,
-                 spawn: Spawn = spawn_worker, policy: DecisionPolicy | None = None, models: ModelStore | None = None) -> None:
+                 spawn: Spawn = spawn_worker, policy: DecisionPolicy | None = None, models: ModelStore | None = None,
+                 leadership: Leadership | None = None, follower: RegistryFollower | None = None) -> None:
         """The daemon's root passes ``policy`` and ``models``; left out, they are built from ``settings``
-        (``clock`` then drives the policy's cool-down and rate limit). ``spawn`` starts the worker process."""
+        (``clock`` then drives the policy's cool-down and rate limit). ``spawn`` starts the worker process.
+        ``leadership``: replicas sharing a buffer run retrains only on the leader (None: this one always
+        leads); ``follower``: replicas on other hosts adopt the registry's champion alias."""
         self.settings = settings
         self.serving = serving
         self.paused = settings.pause.retraining
@@ -143,6 +148,9 @@ class RetrainController:
         self.policy = policy or DecisionPolicy.from_config(settings.retrain, clock)
         self.spawn = spawn
         self.models = models or ModelStore(settings.data_dir)
+        self.leadership = leadership
+        self.follower = follower
+        self.leading = leadership is None
         self.worker: Worker | None = None
         self.shadow: PendingShadow | None = None
         self.champion_version: int | None = None
@@ -162,6 +170,10 @@ class RetrainController:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> RetrainController:
+        self.leading = self.leadership.leads() if self.leadership is not None else True
+        self.metrics.retrain_leader.set(1 if self.leading else 0)
+        if self.follower is not None:
+            self.follower.poll()  # a new replica with an empty data_dir serves the registry's champion from the start
         self.refresh_champion()
         if self.settings.retrain.schedule_cron:
             self._start_scheduler(self.settings.retrain.schedule_cron)
@@ -176,6 +188,8 @@ class RetrainController:
         if self.worker is not None and self.worker.process.poll() is None:
             log.info("stopping the retrain worker (it will be discarded at the next start)")
             self.worker.process.terminate()
+        if self.leadership is not None:
+            self.leadership.release()
 
     def _start_scheduler(self, cron: str) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -197,6 +211,9 @@ class RetrainController:
         It obeys the policy's cool-down and rate limit and a retraining pause, unless ``force``; the
         answer says which. Returns (HTTP status, body).
         """
+        if not self.leading:
+            return 409, {"accepted": False, "why": f"replica {replica_name()} is not the retrain leader: send the request to the "
+                         "replica whose /v1/status says \"leader\": true (sentiloop_retrain_leader 1)"}
         if self.champion_version is None and self.policy.state is not RetrainState.RUNNING:
             return 409, {"accepted": False, "why": "no champion ensemble yet: run `sentiloop train` first"}
         answer = self.policy.request(reason, mode, force, held="retraining is paused (POST /v1/resume)" if self.paused else "")
@@ -236,6 +253,8 @@ class RetrainController:
         return {
             "enabled": r.enabled,
             "paused": self.paused,
+            "leader": self.leading,
+            "replica": replica_name(),
             "state": self.policy.state.value,
             "triggers": {
                 "volume": {"new_labelled_events": self.store.count_since(RETRAIN_MARK), "threshold": r.volume_threshold},
@@ -269,10 +288,18 @@ class RetrainController:
             unavailable = ""
 
     def tick(self) -> None:
-        """Read the inputs, feed the policy, start the retrain it says is due; tell it when a worker ends."""
+        """Read the inputs, feed the policy, start the retrain it says is due; tell it when a worker ends.
+
+        On a replica that does not lead, only the champion is followed.
+        """
+        self.leading = self.leadership.leads() if self.leadership is not None else True
+        self.metrics.retrain_leader.set(1 if self.leading else 0)
         worker = self.worker
         if worker is not None:
             if worker.process.poll() is None:
+                if not self.leading:  # another replica may lead now: two retrains must never run at once
+                    log.error("lost the retrain leadership: stopping the running retrain (pid %d)", worker.process.pid)
+                    worker.process.terminate()
                 return
             seen = len(self.outcomes)
             try:
@@ -281,8 +308,12 @@ class RetrainController:
                 self.worker = None
                 self.policy.finished(self.outcomes[-1].status.value if len(self.outcomes) > seen else "failed")
                 self.metrics.retrain_running.set(0)  # only now: "not running" means a request is weighed again
-        if self.models.champion() != self.champion_version:
+        if self.follower is not None and self.follower.poll():
+            self.refresh_champion(reason="followed the registry's champion alias")
+        elif self.models.champion() != self.champion_version:
             self.refresh_champion()  # promote/rollback from the CLI
+        if not self.leading:
+            return
         if self._shadow_goes_on():
             return  # no retrain starts while a challenger is in shadow
         if not self.settings.retrain.enabled or self.champion_version is None:
@@ -340,7 +371,7 @@ class RetrainController:
         nice = ["nice", "-n", str(WORKER_NICENESS)] if shutil.which("nice") else []
         command = [*nice, sys.executable, "-m", "sentiloop", "retrain", "--config", str(self._effective_config()),
                    "--trigger", trigger, "--reason", reason[:500], "--json", "--offline",
-                   "--progress", str(output.with_suffix(".progress.json"))]
+                   "--progress", str(output.with_suffix(".progress.json")), "--parent-pid", str(os.getpid())]
         if mode:
             command += ["--mode", mode]
         if recent_since is not None:
@@ -464,11 +495,13 @@ class RetrainController:
         if self.serving is not None:
             self.serving.swap(ensemble, version)
         previous, self.champion_version = self.champion_version, version
+        registered = self.models.registered_version(version)
         self.metrics.champion_version.set(version)
+        self.metrics.champion_registry_version.set(registered or 0)
         for member, weight in ensemble.weights.items():
             self.metrics.ensemble_weight.labels(member=member).set(weight)
-        if previous is not None and self.announce is not None:
-            self.announce({"event": "champion_changed", "version": version, "previous": previous,
+        if previous is not None and self.announce is not None and self.leading:  # followers do not echo it
+            self.announce({"event": "champion_changed", "version": version, "previous": previous, "registry_version": registered,
                            "reason": reason or "champion pointer changed (promote/rollback)",
                            "metrics": summary.gate_metrics.model_dump(mode="json") if summary and summary.gate_metrics else {},
                            "ts_ms": int(time.time() * 1000)})

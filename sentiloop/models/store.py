@@ -74,6 +74,13 @@ class ModelStore:
             return None
         return read_json(file).get(str(version))
 
+    def local_version(self, registered: int) -> int | None:
+        """The local version that MLflow registry version ``registered`` is (None: not here yet)."""
+        file = self.root / REGISTRY
+        if not file.exists():
+            return None
+        return next((int(local) for local, reg in read_json(file).items() if reg == registered and self.path(int(local)).is_dir()), None)
+
     def previous_champion(self) -> int | None:
         """The champion before the current one (for rollback)."""
         history = self._pointer()["history"]

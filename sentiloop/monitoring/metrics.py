@@ -122,5 +122,9 @@ class IngestMetrics:
         self.bias_score = Gauge(f"{PREFIX}_bias_score", "Data-bias check scores of the last retrain", ["check"], registry=r)
         self.bias_flagged = Counter(f"{PREFIX}_bias_flagged", "Bias checks scoring above 0.7", ["check"], registry=r)
         self.champion_version = Gauge(f"{PREFIX}_champion_version", "Serving ensemble version", registry=r)
+        self.champion_registry_version = Gauge(f"{PREFIX}_champion_registry_version",
+                                               "MLflow registry version of the serving ensemble (the same on every replica); 0: not registered",
+                                               registry=r)
+        self.retrain_leader = Gauge(f"{PREFIX}_retrain_leader", "1 on the one replica that decides and runs retrains", registry=r)
         self.retrain_pending = Gauge(f"{PREFIX}_retrain_pending", "1 while a drift retrain waits for drift_settle_events new events", registry=r)
         self.retrain_running = Gauge(f"{PREFIX}_retrain_running", "1 while a retrain worker runs", registry=r)

@@ -99,6 +99,25 @@ class Tracker:
     def set_alias(self, alias: str, version: int) -> None:
         self.client.set_registered_model_alias(self.settings.mlflow.registered_model, alias, str(version))
 
+    def download_ensemble(self, version: int, destination: Path) -> Path:
+        """Download registered ``version`` under ``destination``; returns its ensemble directory.
+
+        The directory is the one the pyfunc flavour names in MLmodel (``artifacts/ensemble``), refused
+        if it points outside the download: a registry entry is input like any other.
+        """
+        import yaml
+
+        root = Path(self.mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{self.settings.mlflow.registered_model}/{version}", dst_path=str(destination),
+            tracking_uri=self.uri)).resolve()
+        spec = yaml.safe_load((root / "MLmodel").read_text(encoding="utf-8"))
+        relative = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {}).get("ensemble", {}).get("path")
+        ensemble = (root / str(relative)).resolve() if relative else None
+        if ensemble is None or not ensemble.is_relative_to(root) or not ensemble.is_dir():
+            raise ValueError(f"{self.settings.mlflow.registered_model} version {version} is not a sentiloop ensemble "
+                             "(its MLmodel names no ensemble artifact)")
+        return ensemble
+
     def alias_version(self, alias: str) -> int | None:
         try:
             return int(self.client.get_model_version_by_alias(self.settings.mlflow.registered_model, alias).version)
