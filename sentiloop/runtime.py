@@ -26,6 +26,32 @@ def prepare_environment() -> None:
         os.environ.setdefault(name, value)
 
 
+# The daemon talks to MLflow only to follow the champion alias and to move it: a registry that is
+# down must cost a few seconds per look, not minutes of retries (MLflow's defaults), so promotion,
+# rollback and shutdown stay prompt. The retrain worker keeps MLflow's patient defaults.
+_DAEMON_ENVIRONMENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+_set_for_the_daemon: set[str] = set()
+
+
+def prepare_daemon_environment() -> None:
+    """The daemon's own defaults above (a value the user exported wins)."""
+    for name, value in _DAEMON_ENVIRONMENT_DEFAULTS.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            _set_for_the_daemon.add(name)
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment a retrain worker starts with: the daemon's, less the daemon-only defaults."""
+    return {name: value for name, value in os.environ.items() if name not in _set_for_the_daemon}
+
+
 def use_torch_threads(threads: int) -> None:
     """torch's intra-op thread count for this process (``models.threads``)."""
     import torch

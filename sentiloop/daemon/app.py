@@ -35,6 +35,7 @@ from sentiloop.models.snapshots import DictionarySnapshots
 from sentiloop.models.store import ModelStore
 from sentiloop.models.word_sentiment import WordSentimentModel
 from sentiloop.monitoring.metrics import IngestMetrics
+from sentiloop.runtime import prepare_daemon_environment
 
 if TYPE_CHECKING:
     from sentiloop.models.follow import RegistryFollower
@@ -113,6 +114,7 @@ class Daemon:
         self.monitor: Any = None
         self.controller: Any = None
         self.announcer: Announcer | None = None
+        self.follower: RegistryFollower | None = None
         self.metrics = IngestMetrics()
         self.snapshot_cadence: SnapshotCadence | None = None
         self.retention: RetentionSweep | None = None
@@ -122,6 +124,7 @@ class Daemon:
     def run(self) -> int:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_daemon_environment()
         self._install_signal_handlers()
         try:
             self._missing_codecs = missing_codecs()
@@ -206,7 +209,8 @@ class Daemon:
         self.controller = RetrainController(self.settings, self.store, self.metrics, self.monitor,
                                             announce=self.announcer, serving=self.serving,
                                             policy=DecisionPolicy.from_config(self.settings.retrain), models=models,
-                                            leadership=leadership_for(self.settings), follower=self._follower(models)).start()
+                                            leadership=leadership_for(self.settings)).start()
+        self.follower = self._follower(models)
 
     def _follower(self, models: ModelStore) -> RegistryFollower | None:
         """Replicas on a PostgreSQL buffer have data_dirs of their own: they meet in the MLflow registry."""
@@ -218,13 +222,15 @@ class Daemon:
         if settings.mlflow.tracking_uri is None:
             log.warning("buffer.url is shared but mlflow.tracking_uri is not: replicas on other hosts cannot see this one's "
                         "champions; set mlflow.tracking_uri to a tracking server they all reach")
-        return RegistryFollower(settings, models, settings.mlflow.follow_interval_s)
+        return RegistryFollower(settings, models, settings.mlflow.follow_interval_s).start()
 
     def _shutdown(self) -> None:
         from sentiloop.daemon.client import remove_runtime
 
         if self.watcher is not None:
             self.watcher.stop()
+        if self.follower is not None:
+            self.follower.stop()
         if self.controller is not None:
             self.controller.stop()
         if self.announcer is not None:

@@ -41,9 +41,9 @@ from sentiloop.retrainers.data import RETRAIN_MARK, golden_pool, original_split
 from sentiloop.retrainers.policy import Clock, Decision, DecisionPolicy, RetrainState
 from sentiloop.retrainers.progress import read_progress
 from sentiloop.retrainers.results import GOLDEN, RECENT, RetrainStatus, RetrainSummary
+from sentiloop.runtime import worker_environment
 
 if TYPE_CHECKING:
-    from sentiloop.models.follow import RegistryFollower
     from sentiloop.monitoring.shadow import ShadowReport
 
 log = logging.getLogger(__name__)
@@ -133,11 +133,12 @@ class RetrainController:
     def __init__(self, settings: Settings, store: BufferStore, metrics: IngestMetrics, monitor: DriftSignals,
                  announce: Any | None = None, serving: Serving | None = None, clock: Clock = time.monotonic,
                  spawn: Spawn = spawn_worker, policy: DecisionPolicy | None = None, models: ModelStore | None = None,
-                 leadership: Leadership | None = None, follower: RegistryFollower | None = None) -> None:
+                 leadership: Leadership | None = None) -> None:
         """The daemon's root passes ``policy`` and ``models``; left out, they are built from ``settings``
         (``clock`` then drives the policy's cool-down and rate limit). ``spawn`` starts the worker process.
         ``leadership``: replicas sharing a buffer run retrains only on the leader (None: this one always
-        leads); ``follower``: replicas on other hosts adopt the registry's champion alias."""
+        leads); every replica serves the champion pointer of its data_dir (which ``RegistryFollower``
+        moves on replicas that meet in the MLflow registry)."""
         self.settings = settings
         self.serving = serving
         self.paused = settings.pause.retraining
@@ -149,7 +150,6 @@ class RetrainController:
         self.spawn = spawn
         self.models = models or ModelStore(settings.data_dir)
         self.leadership = leadership
-        self.follower = follower
         self.leading = leadership is None
         self.worker: Worker | None = None
         self.shadow: PendingShadow | None = None
@@ -172,8 +172,6 @@ class RetrainController:
     def start(self) -> RetrainController:
         self.leading = self.leadership.leads() if self.leadership is not None else True
         self.metrics.retrain_leader.set(1 if self.leading else 0)
-        if self.follower is not None:
-            self.follower.poll()  # a new replica with an empty data_dir serves the registry's champion from the start
         self.refresh_champion()
         if self.settings.retrain.schedule_cron:
             self._start_scheduler(self.settings.retrain.schedule_cron)
@@ -308,10 +306,8 @@ class RetrainController:
                 self.worker = None
                 self.policy.finished(self.outcomes[-1].status.value if len(self.outcomes) > seen else "failed")
                 self.metrics.retrain_running.set(0)  # only now: "not running" means a request is weighed again
-        if self.follower is not None and self.follower.poll():
-            self.refresh_champion(reason="followed the registry's champion alias")
-        elif self.models.champion() != self.champion_version:
-            self.refresh_champion()  # promote/rollback from the CLI
+        if self.models.champion() != self.champion_version:
+            self.refresh_champion()  # promote/rollback from the CLI, or the registry followed
         if not self.leading:
             return
         if self._shadow_goes_on():
@@ -376,7 +372,7 @@ class RetrainController:
             command += ["--mode", mode]
         if recent_since is not None:
             command += ["--recent-since", str(recent_since)]
-        env = {**os.environ, **secret_env(self.settings)}
+        env = {**worker_environment(), **secret_env(self.settings)}
         process = self.spawn(command, output, output.with_suffix(".log"), env)
         self.worker = Worker(process, output, trigger, time.monotonic())
         self.metrics.retrain_running.set(1)

@@ -3,7 +3,8 @@ leader promoted, with no shared disk.
 
 When the alias moves, the follower downloads that registered version, verifies it
 (``Ensemble.load``), keeps it as the next local version with its registry number, and points the
-local champion at it; the retrain controller then hot-swaps it as it does a local promotion.
+local champion at it; the retrain controller, which watches that pointer, then hot-swaps it as it
+does a local promotion.
 Edge-triggered: only a *move* of the alias acts (and the first look, so a new replica with an empty
 data_dir starts serving), so a promotion in flight on the leader (local pointer moved, alias not yet)
 is never undone.
@@ -14,8 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,20 +28,33 @@ log = logging.getLogger(__name__)
 
 
 class RegistryFollower:
-    """Polls the alias every ``interval_s``; ``poll()`` says whether the local champion changed."""
+    """Looks at the alias every ``interval_s`` on a thread of its own (a slow registry never holds up
+    retrain decisions); ``follow()`` is one look and says whether the local champion moved."""
 
-    def __init__(self, settings: Settings, models: ModelStore, interval_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings, self.models, self.interval_s, self.clock = settings, models, interval_s, clock
+    def __init__(self, settings: Settings, models: ModelStore, interval_s: float) -> None:
+        self.settings, self.models, self.interval_s = settings, models, interval_s
         self.seen: int | None = None  # the registry version the alias named at the last look
         self._tracker: Any = None
-        self._next = 0.0
         self._failure = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sentiloop-follow", daemon=True)
 
-    def poll(self) -> bool:
-        if self.clock() < self._next:
-            return False
-        self._next = self.clock() + self.interval_s
+    def start(self) -> RegistryFollower:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            self.follow()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def follow(self) -> bool:
         try:
             return self._follow()
         except Exception as exc:  # the registry may be down or a version broken: serve on, say it once
