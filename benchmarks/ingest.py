@@ -16,7 +16,13 @@ set of synthetic schema-v1 feedback events, produced once to a 3-partition topic
                the same records with its own group and buffer: the price of the fsync is b / b';
   (c) latency  the daemon path again (fresh topic, group and buffer) while a separate process
                produces events at a steady paced rate, each record stamped with its send time.
-               Latency = offset-commit time - record timestamp, exact per event. Target: p99 < 100 ms.
+               Latency = offset-commit time - record timestamp, exact per event. Target: p99 < 100 ms;
+  (d) postgres the daemon path of (b) with the buffer in PostgreSQL (``buffer.url``, a fresh schema on
+               the server given by --postgres), same records, its own group;
+  (e) replicas two daemon processes in one group sharing that PostgreSQL buffer, each with its own
+               data_dir, same records. Counted while *both* consume (from the later one's first batch
+               to the last batch): the 1 → 2 replica scaling is e / d. On 2 CPUs the replicas, the
+               broker and the PostgreSQL server share the same two cores.
 
 Rates are counted from the start of the first poll that returns records (so the consumer-group
 join, which the broker delays by about half the session timeout, is reported separately) to the
@@ -172,14 +178,30 @@ def make_corpus(n: int, seed: int, prefix: str) -> Corpus:
 
 
 # -- configuration and producing -----------------------------------------------------------------
-def bench_settings(bootstrap: str, data_dir: Path, topic: str, group: str, synchronous: str = "FULL") -> Settings:
-    """Daemon defaults, except: this broker, a private topic/group/buffer, and no HTTP endpoint."""
+def bench_settings(bootstrap: str, data_dir: Path, topic: str, group: str, synchronous: str = "FULL",
+                   postgres: tuple[str, str] | None = None) -> Settings:
+    """Daemon defaults, except: this broker, a private topic/group/buffer, and no HTTP endpoint.
+    ``postgres``: (URL, schema) of a PostgreSQL buffer instead of SQLite under ``data_dir``."""
+    url, schema = postgres if postgres is not None else (None, "sentiloop")
     return Settings(
         data_dir=data_dir,
         kafka=KafkaConfig(bootstrap_servers=[bootstrap], topic=topic, group_id=group, partitions=PARTITIONS),
         metrics=MetricsConfig(enabled=False),
-        buffer=BufferConfig(synchronous=synchronous),
+        buffer=BufferConfig(synchronous=synchronous, url=url, postgres_schema=schema),
     )
+
+
+@contextmanager
+def postgres_schema(url: str) -> Iterator[tuple[str, str]]:
+    """A fresh schema for one phase's buffer, dropped afterwards: (URL, schema)."""
+    import psycopg
+
+    name = f"bench_{os.getpid()}_{int(time.time() * 1000)}"
+    try:
+        yield url, name
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 def produce_bulk(config: KafkaConfig, corpus: Corpus) -> float:
@@ -278,6 +300,7 @@ class InstrumentedConsumer(FeedbackConsumer):
         self.stored = 0
         self.uncommitted_batches = 0
         self.latencies_ms: list[float] = []
+        self.timeline: list[tuple[float, int]] = []  # (wall clock, events stored so far) after each batch
 
     def run(self, stop: threading.Event) -> None:
         if self.profiler is None:
@@ -305,6 +328,8 @@ class InstrumentedConsumer(FeedbackConsumer):
         super()._observe(result, invalid, record_ts, committed)
         self.stored += len(result.inserted)
         self.last_batch_at = time.perf_counter()
+        if result.inserted:
+            self.timeline.append((time.time(), self.stored))
 
 
 @contextmanager
@@ -387,6 +412,44 @@ def bench_daemon(settings: Settings, n: int, timeout_s: float, profiler: cProfil
         consumer.store.close()
 
 
+def run_replica(settings_data: dict[str, Any], n: int, timeout_s: float) -> list[tuple[float, int]]:
+    """One replica (in its own process): consume until the shared buffer holds ``n`` events; its timeline."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    consumer = open_daemon(Settings.model_validate(settings_data))
+    deadline = time.monotonic() + timeout_s
+    try:
+        with running(consumer) as thread:
+            while consumer.store.count_after(0) < n:
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"replica stopped or timed out at {consumer.store.count_after(0)}/{n}")
+                time.sleep(0.1)
+        return consumer.timeline
+    finally:
+        consumer.store.close()
+
+
+def bench_replicas(settings: list[Settings], n: int, timeout_s: float) -> dict[str, Any]:
+    """Replicas in one group on one PostgreSQL buffer, each a process; the rate while all of them consume."""
+    spawn = multiprocessing.get_context("spawn")  # never fork a process that runs Kafka threads
+    with ProcessPoolExecutor(max_workers=len(settings), mp_context=spawn) as pool:
+        futures = [pool.submit(run_replica, s.model_dump(mode="json"), n, timeout_s) for s in settings]
+        with tqdm(total=len(futures), unit="replica", desc=f"(e) {len(settings)} replicas on PostgreSQL") as bar:
+            timelines = []
+            for future in futures:
+                timelines.append(future.result(timeout=timeout_s + 120))
+                bar.update(1)
+    if any(not timeline for timeline in timelines):
+        raise RuntimeError("a replica stored nothing: the group gave all partitions to the other one")
+    all_consuming = max(timeline[0][0] for timeline in timelines)
+    before = sum(max((stored for at, stored in timeline if at <= all_consuming), default=0) for timeline in timelines)
+    finished = max(timeline[-1][0] for timeline in timelines)
+    shares = [timeline[-1][1] for timeline in timelines]
+    if sum(shares) != n:
+        raise RuntimeError(f"the replicas stored {shares} (sum {sum(shares)}), not {n} events once each")
+    return {"replicas": len(settings), "events": n, "per_replica": shares, "counted_events": n - before,
+            "seconds": finished - all_consuming, "rate": (n - before) / (finished - all_consuming)}
+
+
 def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
     data = np.asarray(values_ms, dtype=np.float64)
     points = {"p50": 50, "p90": 90, "p99": 99, "p99_9": 99.9}
@@ -466,6 +529,14 @@ def print_table(results: dict[str, Any]) -> None:
         ("                        p99", f"{lat['p99']:>10.1f} ms", f"target < {TARGET_P99_MS:g} ms: {p99_ok}"),
         ("                        max", f"{lat['max']:>10.1f} ms", ""),
     ]
+    if "postgres" in results:
+        pg, two = results["postgres"], results["replicas"]
+        rows += [
+            ("(d) daemon path, PostgreSQL buffer", f"{pg['rate']:>10,.0f} ev/s", f"{pg['events']:,} ev in {pg['seconds']:.2f}s; d/a {pg['rate'] / a['rate']:.2f}"),
+            ("(e) 2 replicas, one PostgreSQL buffer", f"{two['rate']:>10,.0f} ev/s",
+             f"{two['counted_events']:,} ev while both consumed in {two['seconds']:.2f}s; split {two['per_replica']}"),
+            ("    scaling e/d (1 -> 2 replicas)", f"{results['replica_scaling']:>10.2f}", f"on {results['machine']['cpus_usable']} CPUs"),
+        ]
     width = max(len(r[0]) for r in rows)
     machine = results["machine"]
     print(
@@ -506,6 +577,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic events (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a phase may take before the run fails (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file (default: benchmarks/results/ingest.json)")
+    parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/test", metavar="URL",
+                        help="PostgreSQL server for phases (d) and (e): a schema is created there and dropped (default: %(default)s)")
+    parser.add_argument("--no-postgres", action="store_true", help="skip phases (d) and (e)")
     parser.add_argument(
         "--profile", type=Path, metavar="FILE",
         help="cProfile the daemon's poll thread during (b), write pstats to FILE and print the top functions "
@@ -534,6 +608,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         normal = bench_settings(broker.bootstrap, root / "daemon-normal", THROUGHPUT_TOPIC, "bench.daemon-normal", "NORMAL")
         daemon_normal = bench_daemon(normal, args.events, args.timeout, None)
         paced = bench_latency(latency, make_corpus(args.latency_events, args.seed + 1, "lat"), args.rate, args.timeout)
+        scaled: dict[str, Any] = {}
+        if not args.no_postgres:
+            with postgres_schema(args.postgres) as one:
+                on_postgres = bench_daemon(bench_settings(broker.bootstrap, root / "postgres", THROUGHPUT_TOPIC, "bench.postgres",
+                                                          postgres=one), args.events, args.timeout, None)
+            with postgres_schema(args.postgres) as shared:
+                two = bench_replicas([bench_settings(broker.bootstrap, root / f"replica-{i}", THROUGHPUT_TOPIC, "bench.replicas",
+                                                     postgres=shared) for i in (1, 2)], args.events, args.timeout)
+            scaled = {"postgres": {**asdict(on_postgres), "rate": on_postgres.rate}, "replicas": two,
+                      "replica_scaling": two["rate"] / on_postgres.rate}
 
     results: dict[str, Any] = {
         "benchmark": "ingest",
@@ -549,6 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "daemon_normal": {**asdict(daemon_normal), "rate": daemon_normal.rate},
         "full_vs_normal": daemon.rate / daemon_normal.rate,
         "latency": paced,
+        **scaled,
         "targets": {"ratio_min": TARGET_RATIO, "p99_ms_max": TARGET_P99_MS},
         "total_seconds": time.perf_counter() - started,
     }

@@ -153,11 +153,12 @@ class SQLBufferStore:
             self._load_dictionary(conn)
 
     def committed_dictionary(self) -> WordSentimentModel:
-        """The dictionary as committed (what a snapshot may show); re-read first if a write failed."""
+        """The dictionary as committed (what a snapshot may show), every row re-read: the in-memory
+        model is fresh only for the words this process changed, and other writers (replicas) change
+        the rest."""
         assert self.dictionary is not None
         with self._lock:
-            if self._dictionary_stale:
-                self.reload_dictionary()
+            self.reload_dictionary()
             return self.dictionary
 
     def _load_dictionary(self, conn: Connection) -> None:

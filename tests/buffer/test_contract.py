@@ -57,6 +57,16 @@ def test_two_writers_on_one_buffer_stay_exact(backend: Backend) -> None:
     assert a.dictionary.words["fine"].updates == 3
 
 
+def test_the_committed_dictionary_holds_other_writers_words(backend: Backend) -> None:
+    """What a snapshot shows: every committed row, also the words only another writer (a replica) learnt."""
+    a, b = backend.open(), backend.open()
+    a.append_batch([ev(1, "splendid", 4)])
+    b.append_batch([ev(2, "dreadful", 0)])
+    assert b.dictionary is not None and "splendid" not in b.dictionary.words  # not touched by b's batches
+    committed = b.committed_dictionary()
+    assert {"splendid", "dreadful"} <= committed.words.keys()
+
+
 def test_marks_sample_export_and_split(backend: Backend) -> None:
     store = backend.open(holdout_share=0.5)
     store.append_batch([ev(i, label=i % 5, domain="a" if i % 2 else "b") for i in range(40)])
