@@ -361,11 +361,17 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         from sentiloop.runtime import die_with_parent
 
         die_with_parent(args.parent_pid)
-    _configure_threads(settings)
-    from sentiloop.retrainers.run import run_retrain
+    progress = Path(args.progress) if args.progress else None
+    if settings.retrain.executor == "ray":  # this process becomes the Ray driver; the retrain runs on the cluster
+        from sentiloop.retrainers.ray_executor import run_on_ray
 
-    summary = run_retrain(settings, args.trigger, args.reason, args.mode, force=args.force, recent_since=args.recent_since,
-                          progress=Path(args.progress) if args.progress else None)
+        summary = run_on_ray(settings, args.trigger, args.reason, args.mode, args.force, args.recent_since, progress)
+    else:
+        _configure_threads(settings)
+        from sentiloop.retrainers.run import run_retrain
+
+        summary = run_retrain(settings, args.trigger, args.reason, args.mode, force=args.force, recent_since=args.recent_since,
+                              progress=progress)
     if args.json:
         print(summary.to_json())  # the one JSON form: the daemon reads it back with RetrainSummary.read
         return 0

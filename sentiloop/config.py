@@ -405,6 +405,22 @@ class DistillationConfig(_Strict):
     temperature: float = Field(default=2.0, gt=0, le=20, description="softens both distributions before they are compared")
 
 
+class RayConfig(_Strict):
+    """Where ``retrain.executor: ray`` runs a retrain: an existing Ray cluster (the ray extra)."""
+
+    address: str = Field(default="127.0.0.1:6379", min_length=1, description="the cluster's GCS address, as `ray start --head` "
+                         "prints it (host:port), or 'auto' for the cluster this host belongs to")
+    num_cpus: float = Field(default=2, gt=0, le=1024, description="CPUs the retrain task reserves on its node")
+    connect_timeout_s: float = Field(default=30, gt=0, le=600, description="give up (the retrain fails, nothing changes) after this long")
+
+    @field_validator("address")
+    @classmethod
+    def _ray_installed(cls, address: str) -> str:
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("retrains on Ray need Ray: pip install 'sentiloop[ray]'")
+        return address
+
+
 class RetrainConfig(_Strict):
     """The refine → retrain cycle (seed IterativeRetrainingSystem) and its triggers."""
 
@@ -432,6 +448,15 @@ class RetrainConfig(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     gate: GateSettings = Field(default_factory=GateSettings)
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    executor: Literal["local", "ray"] = Field(default="local", description="local: a worker process next to the daemon; ray: "
+                                              "the retrain runs as a task on the Ray cluster of retrain.ray (the ray extra)")
+    ray: RayConfig | None = Field(default=None, description="the Ray cluster; needed by executor: ray")
+
+    @model_validator(mode="after")
+    def _ray_needs_its_cluster(self) -> RetrainConfig:
+        if self.executor == "ray" and self.ray is None:
+            raise ValueError("executor: ray needs retrain.ray.address (the cluster's GCS address, e.g. 127.0.0.1:6379)")
+        return self
 
     @field_validator("schedule_cron")
     @classmethod

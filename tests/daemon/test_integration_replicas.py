@@ -95,7 +95,7 @@ def bootstrap_champion(tmp_path: Path, config: dict[str, Any]) -> None:
     data = TrainData(texts, np.array(labels), domains=["old"] * len(texts))
     member = WordSentimentMember(settings.polarities, min_count=1, seed_lexicon="none")
     member.fit(data, data)
-    version, path = ModelStore(settings.data_dir).next_path()
+    _, path = ModelStore(settings.data_dir).next_path()
     Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, settings.label_names, info={"data": "synthetic"}).save(path)
     tracker = Tracker(settings)
     with tracker.run("bootstrap", {}):
