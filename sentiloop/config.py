@@ -411,7 +411,9 @@ class RayConfig(_Strict):
     address: str = Field(default="127.0.0.1:6379", min_length=1, description="the cluster's GCS address, as `ray start --head` "
                          "prints it (host:port), or 'auto' for the cluster this host belongs to")
     num_cpus: float = Field(default=2, gt=0, le=1024, description="CPUs the retrain task reserves on its node")
-    connect_timeout_s: float = Field(default=30, gt=0, le=600, description="give up (the retrain fails, nothing changes) after this long")
+    bert_workers: int = Field(default=1, ge=1, le=64, description="the BERT fine-tune runs data-parallel on this many Ray Train "
+                              "workers (TorchTrainer, gloo); 1: inside the retrain task")
+    bert_worker_cpus: float = Field(default=1, gt=0, le=256, description="CPUs each BERT worker reserves")
 
     @field_validator("address")
     @classmethod

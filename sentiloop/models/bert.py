@@ -42,6 +42,8 @@ from sentiloop.models.pretrained import resolve_pretrained
 from sentiloop.models.torch_common import (
     EarlyStopping,
     OptimizerState,
+    average_gradients,
+    data_parallel_rank,
     length_sorted_batches,
     named_optimizer_state,
     seeded,
@@ -149,7 +151,20 @@ class BertMember:
                                max_steps=self.config.max_steps)
 
     def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[BertMember, FitReport]:
-        """The seed's BERT "fine-tune" on a copy; "top 2 layers from the 3rd epoch" (epochs count from 0)."""
+        """The seed's BERT "fine-tune" on a copy; "top 2 layers from the 3rd epoch" (epochs count from 0).
+
+        With ``retrain.executor: ray`` and ``retrain.ray.bert_workers`` > 1 it runs data-parallel on
+        that many Ray Train workers (``sentiloop.models.bert_ray``), with the same result contract.
+        """
+        cluster = budget.retrain.ray
+        if budget.retrain.executor == "ray" and cluster is not None and cluster.bert_workers > 1 and data_parallel_rank()[1] == 1:
+            from sentiloop.models.bert_ray import fine_tune_data_parallel
+
+            return fine_tune_data_parallel(self, train, validation, budget, cluster.bert_workers)
+        return self.fine_tune_copy(train, validation)
+
+    def fine_tune_copy(self, train: TrainData, validation: TrainData) -> tuple[BertMember, FitReport]:
+        """The retrain's fine-tune, here, on a copy (the champion keeps serving)."""
         challenger = copy.deepcopy(self)
         report = challenger.fine_tune(train, validation, epochs=self.config.fine_tune_epochs, max_steps=self.config.fine_tune_max_steps,
                                       unfreeze_from_epoch=2, top_layers=2)
@@ -358,10 +373,20 @@ class BertMember:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
     ) -> float:
-        """One optimiser step on one batch; returns its (weighted) training loss."""
-        rows = torch.as_tensor(index)
-        loss = weighted_cross_entropy(inputs.logits(index), labels[rows], None if weights is None else weights[rows])
-        loss.backward()
+        """One optimiser step on one batch; returns its (weighted) training loss.
+
+        Data-parallel (Ray Train): every rank walks the same batches, trains on its slice of each and
+        the gradients are averaged before the step, so all ranks keep identical weights.
+        """
+        rank, world = data_parallel_rank()
+        index = index[rank::world]
+        loss = torch.zeros(())
+        if len(index):
+            rows = torch.as_tensor(index)
+            loss = weighted_cross_entropy(inputs.logits(index), labels[rows], None if weights is None else weights[rows])
+            loss.backward()
+        if world > 1:
+            average_gradients([p for p in self.model.parameters() if p.requires_grad], len(index))
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], GRAD_CLIP)
         optimizer.step()
         scheduler.step()

@@ -46,6 +46,38 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
         yield order[start : start + batch_size]
 
 
+def data_parallel_rank() -> tuple[int, int]:
+    """(rank, world size) of the data-parallel group this process trains in; (0, 1) when alone.
+
+    Ray Train's ``TorchTrainer`` sets the group up (gloo on CPU) before the training function runs.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def average_gradients(parameters: Sequence[torch.nn.Parameter], examples: int) -> None:
+    """Make every rank's gradients the example-weighted mean over the group (what DDP computes).
+
+    Each rank's gradient is the mean over its ``examples``; all ranks pass the same parameters in
+    the same order (they follow one schedule), a rank with no examples contributes zeros.
+    """
+    import torch.distributed as dist
+
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) * examples for p in parameters])
+    count = torch.tensor([float(examples)])
+    dist.all_reduce(flat)
+    dist.all_reduce(count)
+    flat /= max(count.item(), 1.0)
+    offset = 0
+    for p in parameters:
+        size = p.numel()
+        p.grad = flat[offset : offset + size].view_as(p).clone()
+        offset += size
+
+
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """Mean cross-entropy, per-example weighted when refinement down-weights doubtful labels."""
     losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")

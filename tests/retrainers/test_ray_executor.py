@@ -121,3 +121,33 @@ def test_the_daemon_runs_its_volume_retrain_on_ray_and_hot_swaps(ray_head: str, 
     wait_until(lambda: metric(port, "sentiloop_champion_version") == 2.0, timeout=180, what="the promotion of the Ray retrain")
     worker_logs = "".join(log.read_text(errors="replace") for log in (data / "retrain").glob("worker-*.log"))
     assert "(sentiloop-retrain-volume pid=" in worker_logs  # Ray's prefix: the retrain ran as a Ray task
+
+
+def test_the_bert_fine_tune_runs_data_parallel_on_two_ray_train_workers(ray_head: str, tiny_bert: Path, tmp_path: Path) -> None:
+    """Two TorchTrainer workers (gloo): the challenger learns as the single-process fine-tune does, and
+    the champion is untouched."""
+    import ray
+    import torch
+
+    from sentiloop.config import RetrainConfig
+    from sentiloop.models.base import WarmStart
+    from tests.models.test_bert import make_data, make_member
+
+    champion = make_member(tiny_bert, fine_tune_epochs=3)
+    champion.fit(make_data(120, seed=3))
+    before = {k: v.clone() for k, v in champion.model.state_dict().items()}
+    train, validation = make_data(400, seed=4), make_data(120, seed=5)
+    single, single_report = champion.fine_tune_copy(train, validation)
+    budget = WarmStart(RetrainConfig.model_validate({"executor": "ray", "ray": {"address": ray_head, "bert_workers": 2,
+                                                                                 "bert_worker_cpus": 0.5}}), 1, tmp_path / "backup")
+    ray.init(address=ray_head, logging_level="ERROR", log_to_driver=False)
+    try:
+        parallel, parallel_report = champion.warm_start(train, validation, budget)
+    finally:
+        ray.shutdown()
+    assert all(torch.equal(before[k], v) for k, v in champion.model.state_dict().items())
+    accuracy = {name: float((member.predict_proba(validation.texts).argmax(1) == validation.labels).mean())
+                for name, member in (("single", single), ("parallel", parallel))}
+    assert accuracy["parallel"] > 0.6 and abs(accuracy["parallel"] - accuracy["single"]) < 0.15, accuracy
+    assert parallel_report.steps == single_report.steps  # the same batches, split across the two workers
+    assert parallel_report.validation_probabilities is not None and parallel_report.validation_probabilities.shape == (120, 3)
