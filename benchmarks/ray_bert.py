@@ -34,6 +34,9 @@ from typing import Any
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from benchmarks._common import DEFAULT_DATASETS, RESULTS_DIR, by_domain, configure_threads, load_note, machine_info, print_table, vader_records
 from sentiloop.config import BertConfig, RetrainConfig
 from sentiloop.consumers.broker import free_port
