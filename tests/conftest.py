@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from sentiloop.consumers.broker import EmbeddedBroker, free_port
+from tests.postgres import PostgresSchema
 
 POSITIVE = ["good", "great", "love", "excellent", "nice", "wonderful", "superb", "enjoyable"]
 NEGATIVE = ["bad", "awful", "hate", "terrible", "poor", "boring", "dreadful", "dull"]
@@ -226,6 +227,14 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
         transformers.BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture
+def schema() -> Iterator[PostgresSchema]:
+    """A fresh schema on the real PostgreSQL server (tests/postgres.py), dropped with its tables after the test."""
+    created = PostgresSchema.create()
+    yield created
+    created.drop()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from sentiloop.buffer.dialect import Connection, Cursor, migrate
+from sentiloop.buffer.schema import POSTGRES, migrations
 from sentiloop.buffer.sql_store import SQLBufferStore
 from sentiloop.errors import NotInitialised, StorageUnavailable
 from sentiloop.models.word_sentiment import WordSentimentModel
@@ -32,60 +33,7 @@ from sentiloop.models.word_sentiment import WordSentimentModel
 if TYPE_CHECKING:
     from sentiloop.config import Settings
 
-# Version 1 is the base schema, 2 adds delayed labels: the same versions as the SQLite buffer's.
-# BIGINT for every millisecond timestamp and position; DOUBLE PRECISION so a score is the same
-# float64 the in-memory dictionary computed (REAL would round it to 32 bits).
-MIGRATIONS: dict[int, str] = {
-    1: """
-CREATE TABLE events (
-    seq BIGSERIAL PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    "offset" BIGINT NOT NULL,
-    text TEXT NOT NULL,
-    label INTEGER,
-    predicted_label INTEGER,
-    model_version TEXT,
-    domain TEXT,
-    lang TEXT,
-    event_ts_ms BIGINT NOT NULL,
-    ingested_ms BIGINT NOT NULL,
-    split TEXT NOT NULL
-);
-CREATE INDEX events_label ON events(label);
-CREATE INDEX events_domain ON events(domain);
-CREATE INDEX events_ingested ON events(ingested_ms);
-CREATE TABLE retired_ids (event_id TEXT PRIMARY KEY);
-CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
-CREATE TABLE marks (name TEXT PRIMARY KEY, seq BIGINT NOT NULL, set_ms BIGINT NOT NULL);
-CREATE TABLE dict_words (word TEXT PRIMARY KEY, score DOUBLE PRECISION NOT NULL, updates BIGINT NOT NULL);
-CREATE TABLE dict_pending (word TEXT PRIMARY KEY, count BIGINT NOT NULL, total DOUBLE PRECISION NOT NULL);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
-""",
-    2: """
-ALTER TABLE events ADD COLUMN label_seq BIGINT;
-ALTER TABLE events ADD COLUMN label_ts_ms BIGINT;
-ALTER TABLE events ADD COLUMN labelled_ms BIGINT;
-ALTER TABLE events ADD COLUMN corrections INTEGER NOT NULL DEFAULT 0;
-UPDATE events SET label_seq = seq, label_ts_ms = event_ts_ms, labelled_ms = ingested_ms WHERE label IS NOT NULL;
-CREATE UNIQUE INDEX events_label_seq ON events(label_seq);
-CREATE TABLE labels (
-    arrival BIGSERIAL,
-    label_id TEXT PRIMARY KEY,
-    ref_event_id TEXT NOT NULL,
-    label INTEGER NOT NULL,
-    label_ts_ms BIGINT NOT NULL,
-    received_ms BIGINT NOT NULL,
-    state TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    "offset" BIGINT NOT NULL
-);
-CREATE INDEX labels_pending ON labels(state, ref_event_id);
-INSERT INTO counters SELECT 'label_seq', COALESCE(MAX(seq), 0) FROM events ON CONFLICT (name) DO NOTHING
-""",
-}
+MIGRATIONS = migrations(POSTGRES)  # the same versions as the SQLite buffer's (buffer/schema.py)
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

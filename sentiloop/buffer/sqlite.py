@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sentiloop.buffer.dialect import Connection, migrate
+from sentiloop.buffer.schema import SQLITE, migrations
 from sentiloop.buffer.sql_store import SQLBufferReader, SQLBufferStore
 from sentiloop.errors import BufferFileError, NotInitialised, StorageUnavailable
 from sentiloop.models.word_sentiment import WordSentimentModel
@@ -20,58 +21,9 @@ from sentiloop.models.word_sentiment import WordSentimentModel
 if TYPE_CHECKING:
     from sentiloop.config import Settings
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    label INTEGER,
-    predicted_label INTEGER,
-    model_version TEXT,
-    domain TEXT,
-    lang TEXT,
-    event_ts_ms INTEGER NOT NULL,
-    ingested_ms INTEGER NOT NULL,
-    split TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_label ON events(label);
-CREATE INDEX IF NOT EXISTS events_domain ON events(domain);
-CREATE INDEX IF NOT EXISTS events_ingested ON events(ingested_ms);
-CREATE TABLE IF NOT EXISTS retired_ids (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, set_ms INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dict_words (word TEXT PRIMARY KEY, score REAL NOT NULL, updates INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dict_pending (word TEXT PRIMARY KEY, count INTEGER NOT NULL, total REAL NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-"""
-# Versioned migrations, applied in order inside one transaction at open; meta 'schema_version' says
-# which ran. The base schema above is version 1 (buffers written before migrations existed).
-MIGRATIONS: dict[int, str] = {
-    2: """
-ALTER TABLE events ADD COLUMN label_seq INTEGER;
-ALTER TABLE events ADD COLUMN label_ts_ms INTEGER;
-ALTER TABLE events ADD COLUMN labelled_ms INTEGER;
-ALTER TABLE events ADD COLUMN corrections INTEGER NOT NULL DEFAULT 0;
-UPDATE events SET label_seq = seq, label_ts_ms = event_ts_ms, labelled_ms = ingested_ms WHERE label IS NOT NULL;
-CREATE UNIQUE INDEX events_label_seq ON events(label_seq);
-CREATE TABLE labels (
-    label_id TEXT PRIMARY KEY,
-    ref_event_id TEXT NOT NULL,
-    label INTEGER NOT NULL,
-    label_ts_ms INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    offset INTEGER NOT NULL
-);
-CREATE INDEX labels_pending ON labels(state, ref_event_id);
-INSERT INTO counters SELECT 'label_seq', COALESCE(MAX(seq), 0) FROM events WHERE 1 ON CONFLICT(name) DO NOTHING;
-""",
-}
+# Buffers written before versioning have every version-1 table and no schema_version row (unversioned=1).
+MIGRATIONS = migrations(SQLITE)
+SCHEMA = MIGRATIONS[1]
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -159,9 +111,6 @@ class SQLiteDialect:
             # survives a power loss too (NORMAL survives only a process crash).
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("BEGIN IMMEDIATE")  # one transaction: readers never see half a schema
-            for statement in SCHEMA.split(";\n"):
-                if statement.strip():
-                    conn.execute(statement)
             migrate(conn, self, MIGRATIONS, unversioned=1)
             conn.execute("COMMIT")
         except (sqlite3.DatabaseError, BufferFileError) as exc:

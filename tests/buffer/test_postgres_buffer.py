@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -21,13 +20,6 @@ from tests.buffer.conftest import LABELS, dictionary
 from tests.postgres import PostgresSchema
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def schema() -> Iterator[PostgresSchema]:
-    created = PostgresSchema.create()
-    yield created
-    created.drop()
 
 
 def open_store(schema: PostgresSchema, **dialect: float) -> PostgresBufferStore:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,6 @@ from tests.consumers.test_integration_ingest import assert_same_dictionary, clea
 from tests.postgres import PostgresSchema
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
-
-
-@pytest.fixture
-def schema() -> Iterator[PostgresSchema]:
-    created = PostgresSchema.create()
-    yield created
-    created.drop()
 
 
 def buffer_config(schema: PostgresSchema) -> dict[str, str]:

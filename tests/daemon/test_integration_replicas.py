@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from sentiloop.buffer import SourcedEvent
@@ -24,10 +23,6 @@ from sentiloop.buffer.postgres import PostgresBufferStore
 from sentiloop.config import Settings
 from sentiloop.consumers.broker import free_port
 from sentiloop.events import FeedbackEvent
-from sentiloop.models.base import TrainData
-from sentiloop.models.ensemble import Ensemble
-from sentiloop.models.store import ModelStore
-from sentiloop.models.word_member import WordSentimentMember
 from sentiloop.models.word_sentiment import WordSentimentModel
 from sentiloop.monitoring.tracking import Tracker
 from sentiloop.retrainers.data import RETRAIN_MARK
@@ -36,7 +31,7 @@ from tests.consumers.test_integration_ingest import assert_same_dictionary, metr
 from tests.consumers.test_integration_postgres import pg_dictionary, pg_stats
 from tests.daemon.test_integration_continual import events, metric, worker_pids
 from tests.postgres import PostgresSchema
-from tests.retrainers.test_retrain_cycle import NEW, OLD, sentences
+from tests.retrainers.test_retrain_cycle import NEW, OLD, sentences, word_champion
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -69,13 +64,6 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture
-def schema() -> Iterator[PostgresSchema]:
-    created = PostgresSchema.create()
-    yield created
-    created.drop()
-
-
 def overrides(schema: PostgresSchema, mlflow_url: str) -> dict[str, Any]:
     return {
         "buffer": {"url": schema.url, "postgres_schema": schema.name, "holdout_share": 0.3},
@@ -91,12 +79,7 @@ def overrides(schema: PostgresSchema, mlflow_url: str) -> dict[str, Any]:
 def bootstrap_champion(tmp_path: Path, config: dict[str, Any]) -> None:
     """The first champion, trained elsewhere and registered; the old-domain events it knows in the buffer."""
     settings = Settings.model_validate({"data_dir": str(tmp_path / "trainer"), **config})
-    texts, labels = sentences(OLD, 400, 1)
-    data = TrainData(texts, np.array(labels), domains=["old"] * len(texts))
-    member = WordSentimentMember(settings.polarities, min_count=1, seed_lexicon="none")
-    member.fit(data, data)
-    _, path = ModelStore(settings.data_dir).next_path()
-    Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, settings.label_names, info={"data": "synthetic"}).save(path)
+    _, path = word_champion(settings)
     tracker = Tracker(settings)
     with tracker.run("bootstrap", {}):
         tracker.register_ensemble(path, "champion")

@@ -4,7 +4,6 @@ retrains, a leader that loses the lock stops its worker at once)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -35,13 +34,6 @@ def test_one_flock_holder_at_a_time_and_release_hands_it_over(tmp_path: Path) ->
     first.release()
     assert second.leads() and not first.leads()
     second.release()
-
-
-@pytest.fixture
-def schema() -> Iterator[PostgresSchema]:
-    created = PostgresSchema.create()
-    yield created
-    created.drop()
 
 
 @pytest.mark.postgres

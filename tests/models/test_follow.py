@@ -8,18 +8,15 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from sentiloop.config import Settings
-from sentiloop.models.base import TrainData
 from sentiloop.models.ensemble import Ensemble
 from sentiloop.models.follow import RegistryFollower
 from sentiloop.models.store import ModelStore
-from sentiloop.models.word_member import WordSentimentMember
 from sentiloop.monitoring.tracking import Tracker
 from sentiloop.runtime import _DAEMON_ENVIRONMENT_DEFAULTS, prepare_daemon_environment, worker_environment
-from tests.retrainers.test_retrain_cycle import NEW, OLD, sentences
+from tests.retrainers.test_retrain_cycle import NEW, OLD, word_champion
 
 
 def replica(root: Path, name: str) -> Settings:
@@ -28,13 +25,8 @@ def replica(root: Path, name: str) -> Settings:
 
 
 def register(settings: Settings, vocab: dict[int, list[str]], alias: str) -> int:
-    texts, labels = sentences(vocab, 200, 1)
-    data = TrainData(texts, np.array(labels), domains=["x"] * len(texts))
-    member = WordSentimentMember(settings.polarities, min_count=1, seed_lexicon="none")
-    member.fit(data, data)
+    version, path = word_champion(settings, vocab, n=200)
     store = ModelStore(settings.data_dir)
-    version, path = store.next_path()
-    Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, settings.label_names, info={"data": "synthetic"}).save(path)
     tracker = Tracker(settings)
     with tracker.run(f"v{version}", {}):
         registered = tracker.register_ensemble(path, alias)

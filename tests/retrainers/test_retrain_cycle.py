@@ -39,14 +39,20 @@ def settings_for(tmp_path: Path, mlflow: bool = False) -> Settings:
     })
 
 
-def bootstrap(settings: Settings, dataset: str = "synthetic") -> None:
-    texts, labels = sentences(OLD, 400, 1)
+def word_champion(settings: Settings, vocab: dict[int, list[str]] = OLD, n: int = 400, dataset: str = "synthetic") -> tuple[int, Path]:
+    """A word-sentiment ensemble trained on ``n`` sentences of ``vocab``, saved as the next version under data_dir."""
+    texts, labels = sentences(vocab, n, 1)
     data = TrainData(texts, np.array(labels), domains=["old"] * len(texts))
     member = WordSentimentMember(settings.polarities, min_count=1, seed_lexicon="none")
     member.fit(data, data)
-    store = ModelStore(settings.data_dir)
-    version, path = store.next_path()
+    version, path = ModelStore(settings.data_dir).next_path()
     Ensemble({"word_sentiment": member}, {"word_sentiment": 1.0}, settings.label_names, info={"data": dataset}).save(path)
+    return version, path
+
+
+def bootstrap(settings: Settings, dataset: str = "synthetic") -> None:
+    version, _ = word_champion(settings, dataset=dataset)
+    store = ModelStore(settings.data_dir)
     store.set_champion(version, "bootstrap")
     # The golden set comes from the buffer when the original dataset is unknown: store old-domain events first.
     feed(settings, *sentences(OLD, 300, 2), prefix="old")
