@@ -9,7 +9,7 @@ replicas on one PostgreSQL database — stay exact.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from sentiloop.buffer.dialect import Connection
 from sentiloop.buffer.event_log import bump, chunks, placeholders
@@ -53,11 +53,19 @@ def write_changes(conn: Connection, model: WordSentimentModel) -> None:
     changes.clear()
 
 
-def learn(conn: Connection, model: WordSentimentModel, labelled: Sequence[tuple[str, int]]) -> None:
-    """The dictionary learns each applied label once, in the order they were applied."""
+def tokenized(model: WordSentimentModel, texts: Iterable[str]) -> dict[str, set[str]]:
+    """Each text's words, computed before the write transaction: the writers' lock is not held for it."""
+    return {text: set(model.tokenize(text)) for text in texts}
+
+
+def learn(conn: Connection, model: WordSentimentModel, labelled: Sequence[tuple[str, int]],
+          known: Mapping[str, set[str]] | None = None) -> None:
+    """The dictionary learns each applied label once, in the order they were applied (``known``: texts
+    already tokenised; a delayed label's text is tokenised here)."""
     if not labelled:
         return
-    tokens = [set(model.tokenize(text)) for text, _ in labelled]
+    known = known or {}
+    tokens = [known[text] if text in known else set(model.tokenize(text)) for text, _ in labelled]
     refresh(conn, model, set().union(*tokens))
     for words, (_, label) in zip(tokens, labelled):
         model.learn_tokens(words, label)

@@ -23,6 +23,7 @@ from sentiloop.buffer import dictionary_rows, event_log
 from sentiloop.buffer.dialect import Connection, Dialect
 from sentiloop.buffer.store import BatchResult, BufferStats, PendingLabel, SourcedEvent, StoredEvent
 from sentiloop.errors import BufferFileError, ConfigError
+from sentiloop.events import FeedbackEvent
 from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
 
 if TYPE_CHECKING:
@@ -175,11 +176,13 @@ class SQLBufferStore:
     def append_batch(self, records: Sequence[SourcedEvent], invalid: Mapping[str, int] | None = None) -> BatchResult:
         """Insert new events and label events, apply every label whose event is stored, update the
         dictionary for each label applied, count the rest: one transaction."""
+        known = dictionary_rows.tokenized(self.dictionary, (r.event.text for r in records if isinstance(r.event, FeedbackEvent)
+                                                             and r.event.label is not None)) if self.dictionary is not None else {}
         with self._write() as conn:
             batch = event_log.Batch(conn, self.dialect, self.holdout_share, clock_ms())
             batch.store(records)
             if self.dictionary is not None:
-                dictionary_rows.learn(conn, self.dictionary, batch.learn)
+                dictionary_rows.learn(conn, self.dictionary, batch.learn, known)
                 batch.result.dictionary_updates = len(batch.learn)
             for reason, count in (invalid or {}).items():
                 event_log.bump(conn, f"invalid:{reason}", count)
