@@ -4,7 +4,7 @@ The daemon tracks a Ray retrain exactly as a local one, because what it starts i
 ``sentiloop retrain --json`` process; with this executor that process is a thin Ray *driver*:
 
 - it submits ``run_retrain`` as a task reserving ``retrain.ray.num_cpus`` on some node, with the
-  settings as data and the secrets in the task's environment (never in the task's arguments);
+  settings as data (secrets left out) and only the buffer's password in the task's environment;
 - the task's progress file is relayed to the driver through a Ray queue and written where the
   daemon reads it, so ``/v1/status`` shows the iteration and member as for a local worker;
 - the task's summary comes back as the driver's JSON on stdout; a task that raises is a failed run;
@@ -35,6 +35,7 @@ from sentiloop.retrainers.results import RetrainSummary
 from sentiloop.retrainers.strategies import Mode
 
 log = logging.getLogger(__name__)
+RETRAIN_SECRET = "SENTILOOP_BUFFER__PASSWORD"
 RELAY_S = 0.25  # how often the task's progress file is relayed (a small JSON read)
 
 
@@ -47,7 +48,7 @@ def run_on_ray(settings: Settings, trigger: str, reason: str, mode: Mode | None,
     assert settings.retrain.ray is not None
     cluster = settings.retrain.ray
     ray.init(address=cluster.address, namespace="sentiloop", logging_level=logging.WARNING, log_to_driver=True,
-             configure_logging=False, runtime_env={"env_vars": secret_env(settings)})
+             configure_logging=False, runtime_env={"env_vars": task_environment(settings)})
     relay = Queue(maxsize=100) if progress is not None else None
     task = ray.remote(num_cpus=cluster.num_cpus, max_retries=0)(_retrain_task).options(name=f"sentiloop-retrain-{trigger}").remote(
         settings_without_secrets(settings), trigger, reason, mode, force, recent_since, relay)
@@ -71,6 +72,12 @@ def run_on_ray(settings: Settings, trigger: str, reason: str, mode: Mode | None,
     finally:
         signal.signal(signal.SIGTERM, previous)
         ray.shutdown()
+
+
+def task_environment(settings: Settings) -> dict[str, str]:
+    """The secrets the retrain task gets: only the buffer's password. The cluster's operators can read
+    a runtime environment, and a retrain has no use for Kafka's or the admin API's secrets."""
+    return {name: value for name, value in secret_env(settings).items() if name == RETRAIN_SECRET}
 
 
 def _drain(relay: Any, progress: Path | None) -> None:

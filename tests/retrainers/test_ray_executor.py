@@ -151,3 +151,12 @@ def test_the_bert_fine_tune_runs_data_parallel_on_two_ray_train_workers(ray_head
     assert accuracy["parallel"] > 0.6 and abs(accuracy["parallel"] - accuracy["single"]) < 0.15, accuracy
     assert parallel_report.steps == single_report.steps  # the same batches, split across the two workers
     assert parallel_report.validation_probabilities is not None and parallel_report.validation_probabilities.shape == (120, 3)
+
+
+def test_only_the_buffer_password_travels_to_the_cluster() -> None:
+    from sentiloop.config import Settings
+    from sentiloop.retrainers.ray_executor import task_environment
+
+    settings = Settings.model_validate({"admin": {"token": "a" * 32}, "buffer": {"password": "pg-secret"},
+                                        "kafka": {"sasl_plain_password": "kafka-secret"}})
+    assert task_environment(settings) == {"SENTILOOP_BUFFER__PASSWORD": "pg-secret"}
