@@ -222,7 +222,9 @@ class Daemon:
         if settings.mlflow.tracking_uri is None:
             log.warning("buffer.url is shared but mlflow.tracking_uri is not: replicas on other hosts cannot see this one's "
                         "champions; set mlflow.tracking_uri to a tracking server they all reach")
-        return RegistryFollower(settings, models, settings.mlflow.follow_interval_s).start()
+        controller = self.controller
+        return RegistryFollower(settings, models, settings.mlflow.follow_interval_s,
+                                busy=lambda: controller is not None and controller.worker is not None).start()
 
     def _shutdown(self) -> None:
         from sentiloop.daemon.client import remove_runtime

@@ -16,6 +16,7 @@ import logging
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,10 @@ class RegistryFollower:
     """Looks at the alias every ``interval_s`` on a thread of its own (a slow registry never holds up
     retrain decisions); ``follow()`` is one look and says whether the local champion moved."""
 
-    def __init__(self, settings: Settings, models: ModelStore, interval_s: float) -> None:
-        self.settings, self.models, self.interval_s = settings, models, interval_s
+    def __init__(self, settings: Settings, models: ModelStore, interval_s: float, busy: Callable[[], bool] = lambda: False) -> None:
+        """``busy``: True while this replica's own retrain worker may write a new local version (the
+        leader's): the follower waits, so the two never take the same version number."""
+        self.settings, self.models, self.interval_s, self.busy = settings, models, interval_s, busy
         self.seen: int | None = None  # the registry version the alias named at the last look
         self._tracker: Any = None
         self._failure = ""
@@ -55,6 +58,8 @@ class RegistryFollower:
                 return
 
     def follow(self) -> bool:
+        if self.busy():
+            return False  # looked at again after the worker ended (its own promotion moves the alias anyway)
         try:
             return self._follow()
         except Exception as exc:  # the registry may be down or a version broken: serve on, say it once

@@ -49,6 +49,9 @@ def test_a_replica_follows_the_champion_alias_and_keeps_its_own_promotion(tmp_pa
     models.set_champion(3, "a promotion whose alias is not moved yet")
     assert not follower.follow() and models.champion() == 3  # the alias did not move: nothing undone
     Tracker(leader).set_alias("champion", first)  # rollback in the registry: served again, not downloaded twice
+    follower.busy = lambda: True  # this replica's own retrain is writing a version: wait
+    assert not follower.follow() and models.champion() == 3
+    follower.busy = lambda: False
     assert follower.follow() and models.champion() == 1 and models.versions() == [1, 2, 3]
 
 
