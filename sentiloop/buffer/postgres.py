@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = migrations(POSTGRES)  # the same versions as the SQLite buffer's (buffer/schema.py)
 SCHEMA_VERSION = max(MIGRATIONS)
+KEEPALIVE_S = 10
 
 
 def redacted(url: str) -> str:
@@ -122,11 +123,16 @@ class PostgresDialect:
         self.location = f"{redacted(url)} (schema {schema})"
         self.lock_key = advisory_key(f"sentiloop buffer {schema}")
 
-    def connect(self, *, readonly: bool = False) -> Connection:
+    def connect(self, *, readonly: bool = False, application: str | None = None) -> PostgresConnection:
+        """A new session; TCP keepalives both ways, so a vanished peer is noticed in ~KEEPALIVE_S × 2.5
+        (the server then ends the session and drops its locks; this side gets an error, not a hang)."""
         extra: dict[str, Any] = {"password": self.password} if self.password else {}
         try:
             raw = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)),
-                                  application_name=f"sentiloop {self.schema}", **extra)
+                                  application_name=(application or f"sentiloop {self.schema}")[:63], keepalives=1,
+                                  keepalives_idle=KEEPALIVE_S, keepalives_interval=KEEPALIVE_S // 2, keepalives_count=3,
+                                  options=f"-c tcp_keepalives_idle={KEEPALIVE_S} -c tcp_keepalives_interval={KEEPALIVE_S // 2}"
+                                          " -c tcp_keepalives_count=3", **extra)
         except psycopg.Error as exc:
             raise storage_failure(exc) or exc from None
         conn = PostgresConnection(raw)

@@ -5,7 +5,7 @@ follow its champion: ``sentiloop.models.follow``). The lock lives where the repl
 
 - PostgreSQL buffer: a *session* advisory lock on a connection held for as long as the replica
   leads. A killed process closes its socket and the server drops the lock at once; a host that
-  vanishes is noticed by TCP keepalives (set per session) within ``KEEPALIVE_S``-ish seconds.
+  vanishes is noticed by the session's TCP keepalives (``buffer.postgres.KEEPALIVE_S``) in ~25 s.
 - SQLite buffer (replicas on one host, one data_dir): ``flock`` on ``data_dir/leader.lock``,
   released by the kernel when the process dies.
 
@@ -21,13 +21,15 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
+
+from sentiloop.errors import StorageUnavailable
 
 if TYPE_CHECKING:
+    from sentiloop.buffer.postgres import PostgresConnection, PostgresDialect
     from sentiloop.config import Settings
 
 log = logging.getLogger(__name__)
-KEEPALIVE_S = 10
 
 
 def replica_name() -> str:
@@ -76,15 +78,14 @@ class FileLeadership:
 
 
 class PostgresLeadership:
-    """A session advisory lock on a dedicated connection to the buffer's database."""
+    """A session advisory lock on a session of its own to the buffer's database."""
 
-    def __init__(self, url: str, schema: str, password: str | None, connect_timeout_s: float = 10.0) -> None:
+    def __init__(self, dialect: PostgresDialect) -> None:
         from sentiloop.buffer.postgres import advisory_key
 
-        self.url, self.schema, self.password = url, schema, password
-        self.connect_timeout_s = connect_timeout_s
-        self.key = advisory_key(f"sentiloop leader {schema}")
-        self._conn: Any = None
+        self.dialect = dialect
+        self.key = advisory_key(f"sentiloop leader {dialect.schema}")
+        self._conn: PostgresConnection | None = None
         self._failure = ""
 
     def leads(self) -> bool:
@@ -94,15 +95,15 @@ class PostgresLeadership:
             if self._conn is not None:
                 self._conn.execute("SELECT 1")  # still connected, so still holding the lock
                 return True
-            conn = self._connect()
-            if conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
+            conn = self.dialect.connect(application=f"sentiloop leader {replica_name()}")
+            if conn.execute("SELECT pg_try_advisory_lock(?)", (self.key,)).fetchone()[0]:
                 self._conn = conn
                 self._failure = ""
-                log.info("this replica is the retrain leader (PostgreSQL advisory lock, schema %s)", self.schema)
+                log.info("this replica is the retrain leader (PostgreSQL advisory lock, schema %s)", self.dialect.schema)
                 return True
             conn.close()
             return False
-        except psycopg.Error as exc:
+        except (psycopg.Error, StorageUnavailable) as exc:
             if self._conn is not None:
                 log.error("lost the retrain leadership (its PostgreSQL connection failed: %s)", exc)
             elif str(exc) != self._failure:
@@ -110,16 +111,6 @@ class PostgresLeadership:
             self._failure = str(exc)
             self.release()
             return False
-
-    def _connect(self) -> Any:
-        import psycopg
-
-        extra: dict[str, Any] = {"password": self.password} if self.password else {}
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)),
-                               application_name=f"sentiloop leader {replica_name()}"[:63], keepalives=1,
-                               keepalives_idle=KEEPALIVE_S, keepalives_interval=KEEPALIVE_S // 2, keepalives_count=3,
-                               options=f"-c tcp_keepalives_idle={KEEPALIVE_S} -c tcp_keepalives_interval={KEEPALIVE_S // 2}"
-                                       " -c tcp_keepalives_count=3", **extra)
 
     def release(self) -> None:
         if self._conn is not None:
@@ -132,7 +123,8 @@ class PostgresLeadership:
 
 def leadership_for(settings: Settings) -> Leadership:
     """The lock the replicas of this buffer share."""
-    b = settings.buffer
-    if b.url is None:
+    if settings.buffer.url is None:
         return FileLeadership(settings.data_dir / "leader.lock")
-    return PostgresLeadership(b.url, b.postgres_schema, b.password.get_secret_value() if b.password else None)
+    from sentiloop.buffer.postgres import dialect_for
+
+    return PostgresLeadership(dialect_for(settings))

@@ -38,7 +38,7 @@ def test_one_flock_holder_at_a_time_and_release_hands_it_over(tmp_path: Path) ->
 
 @pytest.mark.postgres
 def test_one_postgres_leader_and_leadership_moves_when_its_session_dies(schema: PostgresSchema) -> None:
-    replicas = [PostgresLeadership(schema.url, schema.name, None) for _ in range(3)]
+    replicas = [PostgresLeadership(schema.dialect()) for _ in range(3)]
     assert [r.leads() for r in replicas] == [True, False, False]
     with psycopg.connect(schema.url, autocommit=True) as admin:  # the leader's host dies: its session ends
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = (%s::bigint & 4294967295)::oid"
