@@ -15,6 +15,14 @@ from sentiloop.buffer.dialect import Connection
 from sentiloop.buffer.event_log import bump, chunks, placeholders
 from sentiloop.models.word_sentiment import PendingWord, WordEntry, WordSentimentModel
 
+WRITE_COUNTERS = ("dictionary_updates", "dictionary_seeded")  # every change to the rows bumps one of them
+
+
+def writes(conn: Connection) -> int:
+    """How many changes the rows have taken, from every writer: a cache that saw this many is current."""
+    row = conn.execute("SELECT COALESCE(SUM(value), 0) FROM counters WHERE name IN (?, ?)", WRITE_COUNTERS).fetchone()
+    return int(row[0])
+
 
 def load(conn: Connection, model: WordSentimentModel) -> None:
     """Replace the model's state with every committed row."""
@@ -42,13 +50,13 @@ def write_changes(conn: Connection, model: WordSentimentModel) -> None:
     changes = model.changes
     conn.executemany(
         "INSERT INTO dict_words VALUES (?, ?, ?) ON CONFLICT(word) DO UPDATE SET score = excluded.score, updates = excluded.updates",
-        [(w, model.words[w].score, model.words[w].updates) for w in sorted(changes.words)],
+        [(w, model.words[w].score, model.words[w].updates) for w in changes.words],
     )
-    gone = sorted(w for w in changes.pending if w not in model.pending)
+    gone = [w for w in changes.pending if w not in model.pending]
     conn.executemany("DELETE FROM dict_pending WHERE word = ?", [(w,) for w in gone])
     conn.executemany(
         "INSERT INTO dict_pending VALUES (?, ?, ?) ON CONFLICT(word) DO UPDATE SET count = excluded.count, total = excluded.total",
-        [(w, model.pending[w].count, model.pending[w].total) for w in sorted(changes.pending) if w in model.pending],
+        [(w, model.pending[w].count, model.pending[w].total) for w in changes.pending if w in model.pending],
     )
     changes.clear()
 
@@ -80,6 +88,7 @@ def seed(conn: Connection, model: WordSentimentModel, lexicon: Mapping[str, floa
     refresh(conn, model, set(lexicon))
     added = model.seed(dict(lexicon))
     write_changes(conn, model)
+    bump(conn, "dictionary_seeded", added)
     conn.execute("INSERT INTO meta VALUES (?, ?)", (f"seeded:{source}", str(added)))
     return added
 

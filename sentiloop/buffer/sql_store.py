@@ -53,6 +53,7 @@ class SQLBufferStore:
         self._lock = threading.RLock()  # one connection, shared by the poll and controller threads
         self._conn: Connection | None = None
         self._dictionary_stale = False
+        self._writes_seen = 0  # dictionary row changes (all writers) the in-memory model reflects
         self._connection()
         self._check_labels()
         if dictionary is not None:
@@ -154,23 +155,31 @@ class SQLBufferStore:
             self._load_dictionary(conn)
 
     def committed_dictionary(self) -> WordSentimentModel:
-        """The dictionary as committed (what a snapshot may show), every row re-read: the in-memory
-        model is fresh only for the words this process changed, and other writers (replicas) change
-        the rest."""
+        """The dictionary as committed (what a snapshot may show). The in-memory model is fresh only
+        for the words this process changed: when another writer (a replica, another process on the
+        file) has changed rows since, every row is re-read; a lone writer's cache is used as it is."""
         assert self.dictionary is not None
         with self._lock:
-            self.reload_dictionary()
+            if self._dictionary_stale:
+                self.reload_dictionary()
+            else:
+                with self._read() as conn:
+                    if dictionary_rows.writes(conn) != self._writes_seen:
+                        self._load_dictionary(conn)
             return self.dictionary
 
     def _load_dictionary(self, conn: Connection) -> None:
         assert self.dictionary is not None
+        self._writes_seen = dictionary_rows.writes(conn)
         dictionary_rows.load(conn, self.dictionary)
         self._dictionary_stale = False
 
     def seed_dictionary(self, lexicon: Mapping[str, float], source: str) -> int:
         assert self.dictionary is not None
         with self._write() as conn:
-            return dictionary_rows.seed(conn, self.dictionary, lexicon, source)
+            added = dictionary_rows.seed(conn, self.dictionary, lexicon, source)
+        self._writes_seen += added
+        return added
 
     # -- writes --------------------------------------------------------------------------------
     def append_batch(self, records: Sequence[SourcedEvent], invalid: Mapping[str, int] | None = None) -> BatchResult:
@@ -186,6 +195,7 @@ class SQLBufferStore:
                 batch.result.dictionary_updates = len(batch.learn)
             for reason, count in (invalid or {}).items():
                 event_log.bump(conn, f"invalid:{reason}", count)
+        self._writes_seen += batch.result.dictionary_updates  # committed: the rows this cache has seen
         return batch.result
 
     def pending_labels_older_than(self, received_before_ms: int, limit: int = 1000) -> list[PendingLabel]:
