@@ -34,9 +34,7 @@ _DAEMON_ENVIRONMENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-
-
-_set_for_the_daemon: set[str] = set()
+_set_for_the_daemon: set[str] = set()  # the names prepare_daemon_environment set (the user had not)
 
 
 def prepare_daemon_environment() -> None:

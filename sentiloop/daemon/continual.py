@@ -170,8 +170,7 @@ class RetrainController:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> RetrainController:
-        self.leading = self.leadership.leads() if self.leadership is not None else True
-        self.metrics.retrain_leader.set(1 if self.leading else 0)
+        self._check_leadership()
         self.refresh_champion()
         if self.settings.retrain.schedule_cron:
             self._start_scheduler(self.settings.retrain.schedule_cron)
@@ -285,13 +284,16 @@ class RetrainController:
                 log.exception("retrain controller tick failed")
             unavailable = ""
 
+    def _check_leadership(self) -> None:
+        self.leading = self.leadership.leads() if self.leadership is not None else True
+        self.metrics.retrain_leader.set(1 if self.leading else 0)
+
     def tick(self) -> None:
         """Read the inputs, feed the policy, start the retrain it says is due; tell it when a worker ends.
 
         On a replica that does not lead, only the champion is followed.
         """
-        self.leading = self.leadership.leads() if self.leadership is not None else True
-        self.metrics.retrain_leader.set(1 if self.leading else 0)
+        self._check_leadership()
         worker = self.worker
         if worker is not None:
             if worker.process.poll() is None:

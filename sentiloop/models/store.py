@@ -61,25 +61,24 @@ class ModelStore:
         pointer["champion"] = version
         atomic_write_json(self.root / CHAMPION, pointer)
 
+    def _registrations(self) -> dict[str, int]:
+        """Local version (as text) → MLflow model-registry version."""
+        file = self.root / REGISTRY
+        return read_json(file) if file.exists() else {}
+
     def record_registration(self, version: int, registered: int) -> None:
         """Remember which MLflow model-registry version a local version was registered as."""
-        file = self.root / REGISTRY
-        mapping = read_json(file) if file.exists() else {}
+        mapping = self._registrations()
         mapping[str(version)] = registered
-        atomic_write_json(file, mapping)
+        atomic_write_json(self.root / REGISTRY, mapping)
 
     def registered_version(self, version: int) -> int | None:
-        file = self.root / REGISTRY
-        if not file.exists():
-            return None
-        return read_json(file).get(str(version))
+        return self._registrations().get(str(version))
 
     def local_version(self, registered: int) -> int | None:
         """The local version that MLflow registry version ``registered`` is (None: not here yet)."""
-        file = self.root / REGISTRY
-        if not file.exists():
-            return None
-        return next((int(local) for local, reg in read_json(file).items() if reg == registered and self.path(int(local)).is_dir()), None)
+        return next((int(local) for local, reg in self._registrations().items() if reg == registered and self.path(int(local)).is_dir()),
+                    None)
 
     def previous_champion(self) -> int | None:
         """The champion before the current one (for rollback)."""
