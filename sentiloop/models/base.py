@@ -21,7 +21,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from sentiloop.config import ModelsConfig, RetrainConfig, Settings
-    from sentiloop.models.torch_common import OptimizerState
+    from sentiloop.models.fitting import OptimizerState
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.numpy import load_file, save_file
+from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, get_linear_schedule_with_warmup
 
@@ -38,13 +39,12 @@ from sentiloop.files import read_json
 from sentiloop.models.base import FitReport, TokenizerFit, TrainData, WarmStart
 from sentiloop.models.bert_prefix import FrozenPrefix, SplitEncoder, eval_mode, pad_batch, supports_prefix_cache
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
+from sentiloop.models.fitting import OptimizerState, length_sorted_batches
 from sentiloop.models.pretrained import resolve_pretrained
 from sentiloop.models.torch_common import (
     EarlyStopping,
-    OptimizerState,
     average_gradients,
     data_parallel_rank,
-    length_sorted_batches,
     named_optimizer_state,
     seeded,
     weighted_cross_entropy,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -41,19 +40,17 @@ from sentiloop.errors import CheckpointError, ConfigError, DataError
 from sentiloop.files import read_json
 from sentiloop.models.base import FitReport, TrainData, WarmStart
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
-from sentiloop.models.pretrained import BUNDLED_MINILM, resolve_pretrained
+from sentiloop.models.fitting import OptimizerState, length_sorted_batches, minibatches
 from sentiloop.models.torch_common import (
     EarlyStopping,
-    OptimizerState,
     Teacher,
     champion_teacher,
-    length_sorted_batches,
-    minibatches,
     named_optimizer_state,
     seeded,
     weighted_cross_entropy,
 )
 from sentiloop.models.vocab import PAD, Vocabulary, pad
+from sentiloop.models.word_vectors import pretrained_vectors
 
 WEIGHTS, VOCAB, MEMBER = "model.safetensors", "vocab.json", "member.json"
 FORMAT = "sentiloop.recurrent/1"
@@ -115,62 +112,6 @@ class RecurrentNet(nn.Module):
                     param.data.chunk(4)[1].fill_(1.0)  # PyTorch gate order: input, forget, cell, output
         nn.init.kaiming_normal_(self.classifier.weight, nonlinearity="relu")
         nn.init.zeros_(self.classifier.bias)
-
-
-@lru_cache(maxsize=1)
-def _minilm_token_embeddings() -> tuple[Any, torch.Tensor]:
-    """The bundled MiniLM's word-piece tokenizer and input embedding matrix (read once, ~1 s)."""
-    from safetensors import safe_open
-    from tokenizers import Tokenizer
-
-    path, _ = resolve_pretrained(BUNDLED_MINILM)
-    tokenizer = Tokenizer.from_file(str(Path(path, "tokenizer.json")))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    with safe_open(str(Path(path, "model.safetensors")), framework="pt") as weights:
-        matrix = weights.get_tensor("embeddings.word_embeddings.weight").float()
-    return tokenizer, matrix
-
-
-@lru_cache(maxsize=4)
-def _minilm_basis(dim: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(center, projection, scale) mapping a 384-dim word-piece vector to ``dim`` unit-variance values.
-
-    Fitted once on MiniLM's whole word-piece table (not on a member's vocabulary), so a word gets the same
-    initial vector in every member: a transfer challenger's new words live in its champion's space.
-    """
-    _, matrix = _minilm_token_embeddings()
-    center = matrix.mean(0)
-    if dim < matrix.size(1):
-        centred = matrix - center
-        _, vectors = torch.linalg.eigh((centred.T @ centred).double())  # ascending eigenvalues; 384 x 384
-        top = vectors[:, -dim:].flip(1)
-        top = top * torch.sign(top[top.abs().argmax(0), torch.arange(dim)])  # fixed signs: same basis everywhere
-        projection = top.float()  # the top principal directions
-    else:
-        projection = torch.eye(matrix.size(1), dim)  # identity, zero-padded beyond 384
-    scale = float(((matrix - center) @ projection).std())
-    return center, projection, scale
-
-
-def pretrained_vectors(words: Sequence[str], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Initial vectors for ``words`` from MiniLM's input embeddings, and which words got one.
-
-    A word's vector is the mean of its word pieces' embeddings (a word that is only [UNK] gets none,
-    and a zero row), centred, projected on the top ``dim`` principal directions (when ``dim`` < 384)
-    and scaled to unit variance, the scale of a freshly initialised embedding.
-    """
-    tokenizer, matrix = _minilm_token_embeddings()
-    center, projection, scale = _minilm_basis(dim)
-    unk = tokenizer.token_to_id("[UNK]")
-    vectors = torch.zeros(len(words), dim)
-    found = torch.zeros(len(words), dtype=torch.bool)
-    for row, encoding in enumerate(tokenizer.encode_batch(list(words), add_special_tokens=False) if words else []):
-        pieces = [i for i in encoding.ids if i != unk]
-        if pieces:
-            vectors[row] = (matrix[pieces].mean(0) - center) @ projection / scale
-            found[row] = True
-    return vectors, found
 
 
 class RecurrentMember:
@@ -281,7 +222,7 @@ class RecurrentMember:
         if self.config.pretrained_embeddings:
             vectors, found = pretrained_vectors(vocab.itos[2:], self.config.embedding_dim)
             with torch.no_grad():
-                model.embedding.weight[2:][found] = vectors[found]
+                model.embedding.weight[2:][torch.from_numpy(found)] = torch.from_numpy(vectors[found])
         self._optimizer = None
         return model
 
@@ -388,7 +329,7 @@ class RecurrentMember:
             return None
         return named_optimizer_state(self._optimizer, self._require_model())
 
-    def load_optimizer_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    def load_optimizer_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Rebuild the Adam optimizer from ``optimizer_state()`` output (same parameter names)."""
         params = dict(self._require_model().named_parameters())
         index: dict[str, int] = {}
@@ -399,7 +340,7 @@ class RecurrentMember:
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             name, slot = key.rsplit("/", 1)
-            state.setdefault(index[name], {})[slot] = value
+            state.setdefault(index[name], {})[slot] = torch.from_numpy(np.array(value))
         try:
             optimizer = torch.optim.Adam([{"params": [params[n] for n in g["params"]]} for g in meta["param_groups"]])
             optimizer.load_state_dict({"state": state, "param_groups": groups})

@@ -1,21 +1,21 @@
-"""Shared PyTorch plumbing for the neural members: seeded randomness, batching, early stopping.
+"""Shared PyTorch plumbing for the torch members: seeded randomness, data parallelism, losses, early stopping.
+
+The framework-free parts (batching, the stopping rule, replay answers) are :mod:`sentiloop.models.fitting`'s.
 
 Thread counts are a process setting (:func:`sentiloop.runtime.use_torch_threads`), not a member's.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
 from sentiloop.config import DistillationConfig
 from sentiloop.models.base import TrainData
+from sentiloop.models.fitting import OptimizerState, Patience, replay_answers
 from sentiloop.models.scores import Scorer
 
 
@@ -30,20 +30,6 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def minibatches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
-    """Index batches over ``n`` items, shuffled when ``rng`` is given."""
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
-    """Batches of similar length for inference: far less padding, same results."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
 
 
 def data_parallel_rank() -> tuple[int, int]:
@@ -87,25 +73,19 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: 
 
 
 @dataclass
-class EarlyStopping:
-    """Stop when validation loss has not improved for ``patience`` checks; remembers the best state."""
+class EarlyStopping(Patience):
+    """:class:`Patience` that also keeps the best model state (and the validation logits it gave)."""
 
-    patience: int
-    best: float = math.inf
-    bad_checks: int = 0
     best_state: dict[str, torch.Tensor] | None = None
-    best_logits: torch.Tensor | None = None  # the validation logits of the best state, when given
+    best_logits: torch.Tensor | None = None
 
     def update(self, loss: float, model: torch.nn.Module, logits: torch.Tensor | None = None) -> bool:
         """Record a validation loss (and the logits it came from); returns True when training should stop."""
-        if loss < self.best - 1e-4:
-            self.best = loss
-            self.bad_checks = 0
+        if self.improved(loss):
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             self.best_logits = logits
             return False
-        self.bad_checks += 1
-        return self.bad_checks > self.patience
+        return self.exhausted
 
     def restore(self, model: torch.nn.Module) -> None:
         if self.best_state is not None:
@@ -140,29 +120,20 @@ class Teacher:
 
 def champion_teacher(champion: Scorer, train: TrainData, distillation: DistillationConfig) -> Teacher | None:
     """``champion``'s answers on ``train``'s replayed rows (None when there are none, or distillation is off)."""
-    if distillation.weight == 0 or train.replay is None or not train.replay.any():
+    answers = replay_answers(champion, train, distillation)
+    if answers is None:
         return None
-    rows = np.flatnonzero(train.replay)
-    answers = np.asarray(champion.predict_proba([train.texts[int(i)] for i in rows]), dtype=np.float32)
-    probabilities = torch.zeros(len(train), answers.shape[1])
-    probabilities[torch.as_tensor(rows)] = torch.as_tensor(answers)
-    return Teacher(probabilities, torch.as_tensor(np.asarray(train.replay, dtype=bool)), distillation.weight, distillation.temperature)
-
-
-class OptimizerState(NamedTuple):
-    """Optimizer state keyed by parameter name: tensors for safetensors, the rest JSON-able (no pickle)."""
-
-    tensors: dict[str, torch.Tensor]
-    meta: dict[str, Any]
+    probabilities, mask = answers
+    return Teacher(torch.from_numpy(probabilities), torch.from_numpy(mask), distillation.weight, distillation.temperature)
 
 
 def named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> OptimizerState:
-    """Optimizer state keyed ``<parameter name>/<slot>`` instead of positional indices."""
+    """Optimizer state keyed ``<parameter name>/<slot>`` instead of positional indices, as numpy arrays."""
     names = {id(param): name for name, param in model.named_parameters()}
     ordered = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
     state = optimizer.state_dict()
     tensors = {
-        f"{ordered[index]}/{slot}": value.detach().contiguous()
+        f"{ordered[index]}/{slot}": value.detach().cpu().numpy().copy()
         for index, slots in state["state"].items()
         for slot, value in slots.items()
         if isinstance(value, torch.Tensor)

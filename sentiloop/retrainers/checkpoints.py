@@ -29,7 +29,7 @@ from sentiloop.errors import CheckpointError
 from sentiloop.files import atomic_directory, atomic_write_json, read_json
 
 if TYPE_CHECKING:
-    from sentiloop.models.torch_common import OptimizerState
+    from sentiloop.models.fitting import OptimizerState
 from sentiloop.models.checkpoint import verify_member_dir, write_manifest
 from sentiloop.models.ensemble import Ensemble
 
@@ -98,7 +98,6 @@ class CheckpointManager:
         arrays of the cycle's refinement state.
         """
         from safetensors.numpy import save_file as save_arrays
-        from safetensors.torch import save_file
 
         cycle = history[-1]
         target = self.iteration_dir(iteration)
@@ -110,7 +109,7 @@ class CheckpointManager:
                 if not tensors:
                     continue
                 (tmp / "optimizers").mkdir(exist_ok=True)
-                save_file(tensors, str(tmp / "optimizers" / f"{name}.safetensors"))
+                save_arrays(tensors, str(tmp / "optimizers" / f"{name}.safetensors"))
                 (tmp / "optimizers" / f"{name}.json").write_text(json.dumps(scalars, default=float), encoding="utf-8")
             atomic_write_json(tmp / CYCLE_FILE, {"iteration": iteration, "timestamp_ms": int(time.time() * 1000), **cycle})
             atomic_write_json(tmp / HISTORY_FILE, list(history))

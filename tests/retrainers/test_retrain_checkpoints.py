@@ -2,8 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file
+from safetensors.numpy import load_file
 
 from sentiloop.errors import CheckpointError
 from sentiloop.models.base import TrainData
@@ -22,7 +21,7 @@ def small_ensemble() -> Ensemble:
 
 
 def optimizer_state() -> tuple[dict, dict]:
-    return {"lstm.weight/exp_avg": torch.arange(6.0).reshape(2, 3)}, {"param_groups": [{"lr": 1e-3, "params": ["lstm.weight"]}]}
+    return {"lstm.weight/exp_avg": np.arange(6.0, dtype=np.float32).reshape(2, 3)}, {"param_groups": [{"lr": 1e-3, "params": ["lstm.weight"]}]}
 
 
 def test_iterations_are_atomic_verified_and_pruned(tmp_path: Path) -> None:
@@ -38,7 +37,7 @@ def test_iterations_are_atomic_verified_and_pruned(tmp_path: Path) -> None:
     assert iteration == 3 and cycle["metrics"]["ensemble"]["validation"] == pytest.approx(0.53)
     assert np.array_equal(loaded.predict_proba(["good"]), ensemble.predict_proba(["good"]))
     weights = manager.iteration_dir(3) / "optimizers" / "bilstm.safetensors"
-    assert torch.equal(load_file(str(weights))["lstm.weight/exp_avg"], state[0]["lstm.weight/exp_avg"])  # the seed's record
+    assert np.array_equal(load_file(str(weights))["lstm.weight/exp_avg"], state[0]["lstm.weight/exp_avg"])  # the seed's record
     point = manager.resume_point()
     assert point.iteration == 3 and point.history[-1]["metrics"]["ensemble"]["validation"] == pytest.approx(0.53)
     assert point.refinement["labels"].tolist() == [3, 4, 5, 6] and point.refinement["dropped"].tolist() == [True, False, False, True]
