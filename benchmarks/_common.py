@@ -23,7 +23,7 @@ import numpy as np
 from sentiloop.config import deep_merge
 from sentiloop.datasets import Record, load_vader_ground_truth, vader_cache_dir
 from sentiloop.models.registry import MEMBER_NAMES, in_training_order
-from sentiloop.runtime import prepare_environment, use_torch_threads
+from sentiloop.runtime import prepare_environment, use_threads
 from sentiloop.scenario import bootstrap_champion, by_domain, feedback_event, shuffled, write_labelled_jsonl
 from sentiloop.scenario import profile_overrides as scenario_profile_overrides
 
@@ -87,7 +87,7 @@ def accuracy(ensemble: Any, records: Sequence[Record]) -> float:
 def configure_threads(threads: int) -> None:
     """A benchmark is a process entry: the environment defaults and torch's threads are set here."""
     prepare_environment()
-    use_torch_threads(threads)
+    use_threads(threads)
 
 
 # -- output --------------------------------------------------------------------------------------

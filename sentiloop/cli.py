@@ -253,9 +253,9 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def _configure_threads(settings: Settings) -> None:
-    from sentiloop.runtime import use_torch_threads
+    from sentiloop.runtime import use_threads
 
-    use_torch_threads(settings.models.threads)
+    use_threads(settings.models.threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

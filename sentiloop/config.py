@@ -259,12 +259,52 @@ class RecurrentConfig(_Strict):
     pretrained_embeddings: bool = Field(default=True, description="initialise word vectors from the BERT model's token embeddings")
 
 
+class KerasImportConfig(_Strict):
+    """A team's own trained Keras LSTM to start the keras LSTM member from (``models.lstm.backend: keras``)."""
+
+    model: Path | None = Field(default=None, description="a .keras file: token ids (batch, time) in, one softmax unit per label "
+                               "out (in sentiloop.labels' order); `sentiloop train` fine-tunes it instead of training from scratch")
+    vocabulary: Path | None = Field(default=None, description="its vocabulary: a JSON object word → id (Keras Tokenizer.word_index, "
+                                    "made with an oov_token) or a list / text file of words by id (TextVectorization.get_vocabulary()); "
+                                    "id 0 is padding, id 1 the out-of-vocabulary token")
+    padding: Literal["pre", "post"] = Field(default="pre", description="where its training padded short texts "
+                                            "(Keras pad_sequences pads before the ids by default)")
+    custom_objects: list[str] = Field(default_factory=list, description="'module:Name' of each custom layer class the file "
+                                      "uses (installed code; nothing else in the file is run: Lambda layers are refused)")
+
+    @model_validator(mode="after")
+    def _both_files(self) -> KerasImportConfig:
+        if (self.model is None) != (self.vocabulary is None):
+            raise ValueError("give both model and vocabulary (the ids the model reads mean nothing without it), or neither")
+        for path in (self.model, self.vocabulary):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        if self.model is not None and self.model.suffix != ".keras":
+            raise ValueError(f"{self.model}: not a .keras file (export it with model.save('lstm.keras'))")
+        for name in self.custom_objects:
+            if name.count(":") != 1 or not all(name.split(":")):
+                raise ValueError(f"custom object {name!r}: write it as 'module:ClassName'")
+        return self
+
+
 class LSTMConfig(RecurrentConfig):
     """Seed LSTM: dropout 0.3, exponential decay from 1e-2 by ×0.96 every 100 steps."""
 
     dropout: float = Field(default=0.3, ge=0, lt=1)
     learning_rate: float = Field(default=1e-2, gt=0, lt=1)
     lr_decay_rate: float = Field(default=0.96, gt=0, le=1)
+    backend: Literal["torch", "keras"] = Field(default="torch", description="torch, or keras: the same LSTM in TensorFlow/Keras 3 "
+                                               "(the tensorflow extra), for teams that bring their own .keras model (models.lstm.keras)")
+    keras: KerasImportConfig = Field(default_factory=KerasImportConfig)
+
+    @model_validator(mode="after")
+    def _keras_installed(self) -> LSTMConfig:
+        if self.backend == "keras" and importlib.util.find_spec("tensorflow") is None:
+            raise ValueError("backend keras needs TensorFlow, which the default install leaves out: "
+                             "pip install -c constraints.txt 'sentiloop[tensorflow]'")
+        if self.backend == "torch" and self.keras.model is not None:
+            raise ValueError("models.lstm.keras.model is set but backend is torch: set backend: keras to use the .keras file")
+        return self
 
 
 class BiLSTMConfig(RecurrentConfig):

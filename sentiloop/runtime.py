@@ -1,7 +1,7 @@
 """Process-wide settings, owned here so that no other module changes them behind a caller's back.
 
 The CLI's ``main`` calls :func:`prepare_environment` before anything heavy is imported, and each
-command that runs a model calls :func:`use_torch_threads` once. Members never touch either: their
+command that runs a model calls :func:`use_threads` once. Members never touch either: their
 randomness is their own (:func:`sentiloop.models.torch_common.seeded`).
 """
 
@@ -17,6 +17,7 @@ _ENVIRONMENT_DEFAULTS = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow (the keras LSTM) would log CPU-feature notes at every start
 }
 
 
@@ -50,11 +51,16 @@ def worker_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name not in _set_for_the_daemon}
 
 
-def use_torch_threads(threads: int) -> None:
-    """torch's intra-op thread count for this process (``models.threads``)."""
+def use_threads(threads: int) -> None:
+    """The intra-op thread count of this process's models (``models.threads``): torch's, and TensorFlow's.
+
+    TensorFlow reads its counts once, when it starts; it is imported only by the keras LSTM, after this.
+    """
     import torch
 
     torch.set_num_threads(threads)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
 
 
 def die_with_parent(parent_pid: int) -> None:

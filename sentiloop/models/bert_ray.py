@@ -60,10 +60,10 @@ def _train_on_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     from sentiloop.models.bert import BertMember
-    from sentiloop.runtime import prepare_environment, use_torch_threads
+    from sentiloop.runtime import prepare_environment, use_threads
 
     prepare_environment()
-    use_torch_threads(config["threads"])  # its share of the node: workers on one host must not oversubscribe it
+    use_threads(config["threads"])  # its share of the node: workers on one host must not oversubscribe it
     champion = BertMember.load(Path(config["champion"]))
     challenger, report = champion.fine_tune_copy(_from_columns(config["train"]), _from_columns(config["validation"]))
     rank = ray.train.get_context().get_world_rank()

@@ -283,7 +283,7 @@ class RecurrentMember:
         model = self._require_model()
         batch, labels, weights = data.select(index)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(*pad(batch))
+        logits = model(*_tensors(pad(batch)))
         loss = weighted_cross_entropy(logits, labels, weights)
         if teacher is not None:
             loss = loss + teacher.loss(logits, torch.as_tensor(index))
@@ -314,7 +314,7 @@ class RecurrentMember:
         model.eval()
         with torch.no_grad():
             for batch in length_sorted_batches([len(seq) for seq in ids], PREDICT_BATCH):
-                out[torch.as_tensor(batch)] = model(*pad([ids[i] for i in batch]))
+                out[torch.as_tensor(batch)] = model(*_tensors(pad([ids[i] for i in batch])))
         return out
 
     # -- optimizer state (for the unified checkpoint) -----------------------------------------
@@ -436,6 +436,11 @@ class BiLSTMMember(RecurrentMember):
         teacher = champion_teacher(self, train, budget.retrain.distillation)
         challenger = self.clone()
         return challenger, challenger.partial_retrain(train, validation, epochs=budget.retrain.warm_start_epochs, teacher=teacher)
+
+
+def _tensors(padded: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, lengths = padded
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
 
 
 def _probabilities(logits: torch.Tensor) -> np.ndarray:

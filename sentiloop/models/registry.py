@@ -2,14 +2,16 @@
 
 Every other module iterates :data:`REGISTRY` (config defaults and choices, training order, checkpoint
 loading, retrain strategies, the CLI) instead of naming members itself, so adding a member is one
-entry here plus its class. Classes are imported on first use, so that ``torch`` and ``transformers``
-stay out of processes (the CLI, the consumer) that never build a neural member.
+entry here plus its class. A member may have several implementations (the LSTM in torch or in Keras),
+chosen by its section's ``backend``; each names its own kind in checkpoints. Classes are imported on
+first use, so that ``torch``, ``transformers`` and TensorFlow stay out of processes (the CLI, the
+consumer) that never build a neural member.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -23,34 +25,61 @@ MemberName = Literal["bert", "bilstm", "lstm", "word_sentiment"]
 
 
 @dataclass(frozen=True)
+class Implementation:
+    """One way to build a member: the kind its checkpoints name, its class, and the extra it needs."""
+
+    kind: str
+    target: str  # "module:Class", imported lazily
+    extra: str | None = None  # the pip extra whose packages it imports, named when they are missing
+
+    def member_class(self) -> type[Member]:
+        module, attribute = self.target.split(":")
+        try:
+            cls: type[Member] = getattr(importlib.import_module(module), attribute)
+        except ModuleNotFoundError as exc:
+            if self.extra is None:
+                raise
+            raise ConfigError(f"a {self.kind} member needs {exc.name}, which is not installed: "
+                              f"pip install -c constraints.txt 'sentiloop[{self.extra}]'") from None
+        return cls
+
+
+@dataclass(frozen=True)
 class MemberSpec:
-    """One member kind: its name (config key, checkpoint folder, metric label) and how it is used."""
+    """One member: its name (config key, checkpoint folder, metric label) and how it is used."""
 
     name: MemberName
-    implementation: str  # "module:Class", imported lazily
+    backends: Mapping[str, Implementation]  # by the value of its section's ``backend``; the first is the default
     config_section: str  # where its settings live, e.g. "models.bert"
     default_weight: float  # the seed's soft-vote weight
     training_order: int  # the seed's order: word-sentiment → LSTM → BiLSTM → BERT
     retrain_strategy: str  # the name of its warm-start method in retrain results
 
-    def member_class(self) -> type[Member]:
-        module, attribute = self.implementation.split(":")
-        cls: type[Member] = getattr(importlib.import_module(module), attribute)
-        return cls
+    def implementation(self, models: ModelsConfig) -> Implementation:
+        """The implementation ``models`` selects (its section's ``backend``, where it has one)."""
+        default = next(iter(self.backends))
+        return self.backends[getattr(getattr(models, self.name, None), "backend", default)]
 
     def build(self, settings: Settings, models: ModelsConfig) -> Member:
         """A fresh, untrained member configured from its own section."""
-        return self.member_class().from_settings(settings, models)
+        return self.implementation(models).member_class().from_settings(settings, models)
+
+
+def _only(kind: str, target: str) -> Mapping[str, Implementation]:
+    return {"builtin": Implementation(kind, target)}
 
 
 REGISTRY: tuple[MemberSpec, ...] = (
-    MemberSpec("word_sentiment", "sentiloop.models.word_member:WordSentimentMember", "dictionary", 0.15, 0, "incremental"),
-    MemberSpec("lstm", "sentiloop.models.recurrent:LSTMMember", "models.lstm", 0.25, 1, "transfer"),
-    MemberSpec("bilstm", "sentiloop.models.recurrent:BiLSTMMember", "models.bilstm", 0.30, 2, "partial"),
-    MemberSpec("bert", "sentiloop.models.bert:BertMember", "models.bert", 0.30, 3, "fine-tune"),
+    MemberSpec("word_sentiment", _only("word_sentiment", "sentiloop.models.word_member:WordSentimentMember"), "dictionary", 0.15, 0, "incremental"),
+    MemberSpec("lstm", {"torch": Implementation("lstm", "sentiloop.models.recurrent:LSTMMember"),
+                        "keras": Implementation("lstm_keras", "sentiloop.models.keras_lstm:KerasLSTMMember", "tensorflow")},
+               "models.lstm", 0.25, 1, "transfer"),
+    MemberSpec("bilstm", _only("bilstm", "sentiloop.models.recurrent:BiLSTMMember"), "models.bilstm", 0.30, 2, "partial"),
+    MemberSpec("bert", _only("bert", "sentiloop.models.bert:BertMember"), "models.bert", 0.30, 3, "fine-tune"),
 )
 MEMBER_NAMES: tuple[MemberName, ...] = tuple(spec.name for spec in sorted(REGISTRY, key=lambda s: s.name))
 _BY_NAME: dict[str, MemberSpec] = {spec.name: spec for spec in REGISTRY}
+KINDS: dict[str, Implementation] = {impl.kind: impl for spec in REGISTRY for impl in spec.backends.values()}
 assert set(_BY_NAME) == set(get_args(MemberName)), "REGISTRY and MemberName disagree"
 
 
@@ -64,9 +93,9 @@ def spec_for(name: str) -> MemberSpec:
 
 def member_class(kind: str) -> type[Member]:
     """The class that loads a checkpoint of ``kind`` (a checkpoint naming an unknown kind is refused)."""
-    if kind not in _BY_NAME:
-        raise CheckpointError(f"unknown member kind {kind!r}; known: {', '.join(MEMBER_NAMES)}")
-    return _BY_NAME[kind].member_class()
+    if kind not in KINDS:
+        raise CheckpointError(f"unknown member kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+    return KINDS[kind].member_class()
 
 
 def in_training_order(names: Sequence[str]) -> list[str]:

@@ -2,7 +2,7 @@
 
 The framework-free parts (batching, the stopping rule, replay answers) are :mod:`sentiloop.models.fitting`'s.
 
-Thread counts are a process setting (:func:`sentiloop.runtime.use_torch_threads`), not a member's.
+Thread counts are a process setting (:func:`sentiloop.runtime.use_threads`), not a member's.
 """
 
 from __future__ import annotations

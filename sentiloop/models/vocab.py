@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
-import torch
+import numpy as np
 
 from sentiloop.errors import CheckpointError
 from sentiloop.models.tokenize import Tokenizer, get_tokenizer
@@ -66,9 +66,9 @@ class Vocabulary:
             out.append(ids or [UNK])
         return out
 
-    def encode(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded ids (n, longest) and lengths (n,), ready for ``pack_padded_sequence``."""
-        return pad(self.ids(texts, max_length))
+    def encode(self, texts: Sequence[str], max_length: int, side: Literal["post", "pre"] = "post") -> tuple[np.ndarray, np.ndarray]:
+        """Padded ids (n, longest) and lengths (n,)."""
+        return pad(self.ids(texts, max_length), side)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "tokenizer": self.tokenizer_name, "words": self.words()}
@@ -87,10 +87,16 @@ class Vocabulary:
             raise CheckpointError(f"vocabulary: {exc}") from None
 
 
-def pad(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists with PAD into one tensor; also return their lengths."""
-    lengths = torch.tensor([len(seq) for seq in sequences], dtype=torch.long)
-    ids = torch.full((len(sequences), int(lengths.max()) if len(sequences) else 0), PAD, dtype=torch.long)
+def pad(sequences: Sequence[Sequence[int]], side: Literal["post", "pre"] = "post", length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pad id lists with PAD into one int64 array (after the ids, or before them as Keras'
+    ``pad_sequences`` does by default), ``length`` wide (default: the longest); also return their lengths."""
+    lengths = np.array([len(seq) for seq in sequences], dtype=np.int64)
+    width = length if length is not None else int(lengths.max()) if len(sequences) else 0
+    ids = np.full((len(sequences), width), PAD, dtype=np.int64)
     for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    return ids, lengths
+        kept = list(seq)[:width]
+        if side == "post":
+            ids[row, : len(kept)] = kept
+        elif kept:
+            ids[row, width - len(kept):] = kept
+    return ids, np.minimum(lengths, width)

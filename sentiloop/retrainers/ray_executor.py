@@ -98,11 +98,11 @@ def _retrain_task(settings_data: dict[str, Any], trigger: str, reason: str, mode
                   recent_since: int | None, relay: Any) -> str:
     """On a Ray worker: rebuild the settings (secrets from the task's environment) and run the retrain."""
     from sentiloop.retrainers.run import run_retrain
-    from sentiloop.runtime import prepare_environment, use_torch_threads
+    from sentiloop.runtime import prepare_environment, use_threads
 
     prepare_environment()
     settings = Settings.model_validate(deep_merge(settings_data, env_overrides(os.environ)))
-    use_torch_threads(settings.models.threads)
+    use_threads(settings.models.threads)
     with tempfile.TemporaryDirectory(prefix="sentiloop-ray-progress-") as tmp:
         progress = Path(tmp) / "progress.json"
         stop = threading.Event()

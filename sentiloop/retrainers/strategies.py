@@ -13,7 +13,8 @@ capability); the strategy names come from :mod:`sentiloop.models.registry`:
 - bert "fine-tune": the champion, head re-initialised, encoder 1e-5 / head 1e-3, top 2 layers unfrozen
   from the 3rd epoch, weight decay 0.01, ≤ 5 epochs, early stopping on validation loss; frozen layers
   run once per text (:mod:`sentiloop.models.bert_prefix`), so head-only epochs cost almost nothing.
-``full`` retrains the member from scratch, on all the old data and the new (see ``assemble_pools``).
+``full`` retrains the member from scratch, on all the old data and the new (see ``assemble_pools``); so
+does a retrain whose configuration switched the member to another implementation (``models.lstm.backend``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def retrain_member(name: str, champion: Member | None, train: TrainData, validat
                    settings: Settings, budget: WarmStart) -> tuple[Member, FitReport, str]:
     """Return (challenger, fit report, strategy used) for member ``name``; the champion is never modified."""
     spec = spec_for(name)
-    if mode == "full" or champion is None or not isinstance(champion, WarmStartable):
+    switched = champion is not None and champion.kind != spec.implementation(settings.models).kind  # e.g. models.lstm.backend changed
+    if mode == "full" or champion is None or switched or not isinstance(champion, WarmStartable):
         member = spec.build(settings, settings.models)
         return member, member.fit(train, validation), "full"
     challenger, report = champion.warm_start(train, validation, budget)
