@@ -267,8 +267,8 @@ class KerasImportConfig(_Strict):
     vocabulary: Path | None = Field(default=None, description="its vocabulary: a JSON object word → id (Keras Tokenizer.word_index, "
                                     "made with an oov_token) or a list / text file of words by id (TextVectorization.get_vocabulary()); "
                                     "id 0 is padding, id 1 the out-of-vocabulary token")
-    padding: Literal["pre", "post"] = Field(default="pre", description="where its training padded short texts "
-                                            "(Keras pad_sequences pads before the ids by default)")
+    padding: Literal["pre", "post"] = Field(default="pre", description="where its training padded short texts (Keras pad_sequences "
+                                            "pads before the ids by default), to models.lstm.max_length ids (its maxlen)")
     custom_objects: list[str] = Field(default_factory=list, description="'module:Name' of each custom layer class the file "
                                       "uses (installed code; nothing else in the file is run: Lambda layers are refused)")
 

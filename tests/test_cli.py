@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +20,8 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
     elapsed = time.perf_counter() - start
     assert result.returncode == 0 and "replay" in result.stdout and "status" in result.stdout
     assert elapsed < 2.0
-    probe = "import sys, sentiloop.cli; print(sorted(m for m in ('torch','transformers','mlflow','kafka','numpy') if m in sys.modules))"
+    probe = ("import sys, sentiloop.cli; "
+             "print(sorted(m for m in ('torch','transformers','mlflow','kafka','numpy','tensorflow','keras') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
 
 
@@ -33,6 +35,24 @@ def test_config_validate_reports_key_path(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "kafka.partitons: unknown key" in result.stderr
     assert "metrics.port: Input should be greater than or equal to 0" in result.stderr
+
+
+@pytest.mark.keras
+def test_the_keras_backend_names_its_extra_where_tensorflow_is_missing(tmp_path: Path) -> None:
+    config = tmp_path / "keras.yaml"
+    config.write_text("models:\n  lstm:\n    backend: keras\n")
+    result = run_cli("config", "validate", str(config))
+    if importlib.util.find_spec("tensorflow") is not None:  # the tensorflow extra's own venv (pytest -m keras)
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2
+    assert "models.lstm: Value error, backend keras needs TensorFlow" in result.stderr
+    assert "pip install -c constraints.txt 'sentiloop[tensorflow]'" in result.stderr
+    from sentiloop.errors import ConfigError
+    from sentiloop.models.registry import member_class
+
+    with pytest.raises(ConfigError, match=r"lstm_keras member needs (keras|tensorflow).*sentiloop\[tensorflow\]"):
+        member_class("lstm_keras")  # a checkpoint written where the extra was installed
 
 
 def test_status_without_buffer_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -117,6 +117,7 @@ class KerasLSTMMember:
         self.model: keras.Model | None = None
         self.padding: Padding = "post"
         self.max_length = self.config.max_length
+        self.fixed_width: int | None = None  # a brought-in model reads exactly this many ids (its pad_sequences maxlen)
         self.custom_objects: list[str] = []
         self.brought_in: str | None = None  # the .keras file the weights came from, when they did
         self._optimizer: keras.optimizers.Optimizer | None = None
@@ -134,7 +135,9 @@ class KerasLSTMMember:
 
         The model must read one (batch, time) tensor of token ids and give one softmax probability per
         label; its one Embedding layer must cover the vocabulary's ids (extra words beyond its input_dim
-        are unknown to it, as with Keras' ``Tokenizer(num_words=...)``). ``fit`` then fine-tunes it.
+        are unknown to it, as with Keras' ``Tokenizer(num_words=...)``). It is fed exactly as its team's
+        pipeline fed it: ids padded (``source.padding``) to its fixed input length, or to
+        ``models.lstm.max_length`` (the ``maxlen`` of their ``pad_sequences``). ``fit`` then fine-tunes it.
         """
         if source.model is None or source.vocabulary is None:
             raise ConfigError("models.lstm.keras: give both model and vocabulary")
@@ -151,7 +154,7 @@ class KerasLSTMMember:
         except (OSError, TypeError, KeyError) as exc:
             raise ConfigError(f"{path} cannot be loaded as a Keras model: {exc}") from None
         vocab = read_vocabulary(source.vocabulary, self.config.tokenizer)
-        self.max_length = _check_shapes(model, self.num_classes, path) or self.config.max_length
+        self.max_length = self.fixed_width = _check_shapes(model, self.num_classes, path) or self.config.max_length
         input_dim = int(_embedding_layer(model, path).input_dim)
         if len(vocab) > input_dim:
             log.info("%s reads %d ids; the %d words of %s beyond them count as unknown", path, input_dim, len(vocab) - input_dim, source.vocabulary)
@@ -181,7 +184,7 @@ class KerasLSTMMember:
             vectors, found = pretrained_vectors(self.vocab.itos[2:], cfg.embedding_dim)
             matrix[2:][found] = vectors[found]
             embedding.set_weights([matrix])
-        self.padding, self.max_length = "post", cfg.max_length
+        self.padding, self.max_length, self.fixed_width = "post", cfg.max_length, None
         return self._train(train, validation)
 
     def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[KerasLSTMMember, FitReport]:
@@ -227,7 +230,8 @@ class KerasLSTMMember:
         fresh = keras.initializers.HeNormal(seed=self.seed + 300)(kernel.shape)
         classifier.set_weights([np.asarray(fresh), *(np.zeros_like(w) for w in rest)])
         self.vocab, self.model = vocab, model
-        self.padding, self.max_length, self.custom_objects = champion.padding, champion.max_length, list(champion.custom_objects)
+        self.padding, self.max_length, self.fixed_width = champion.padding, champion.max_length, champion.fixed_width
+        self.custom_objects = list(champion.custom_objects)
         self.brought_in, self._optimizer = None, None
         return len(shared)
 
@@ -332,9 +336,8 @@ class KerasLSTMMember:
         return out / out.sum(axis=1, keepdims=True)
 
     def _width(self, ids: list[list[int]], batch: np.ndarray) -> int:
-        """The padded width of a batch: its longest text, or the model's fixed input length."""
-        fixed = self._require_model().inputs[0].shape[1]
-        return int(fixed) if fixed is not None else max(len(ids[i]) for i in batch)
+        """The padded width of a batch: its longest text (a masked network), or a brought-in model's fixed width."""
+        return self.fixed_width if self.fixed_width is not None else max(len(ids[i]) for i in batch)
 
     def _encode(self, data: TrainData) -> _Encoded:
         labels = np.asarray(data.labels, dtype=np.int32)
@@ -394,7 +397,8 @@ class KerasLSTMMember:
             save_file(weights, str(tmp / WEIGHTS))
             write_json(tmp, VOCAB, vocab.to_dict())
             write_json(tmp, MEMBER, {"format": FORMAT, "kind": self.kind, "num_classes": self.num_classes, "seed": self.seed,
-                                     "padding": self.padding, "max_length": self.max_length, "custom_objects": self.custom_objects,
+                                     "padding": self.padding, "max_length": self.max_length, "fixed_width": self.fixed_width,
+                                     "custom_objects": self.custom_objects,
                                      "brought_in": self.brought_in, "keras": keras.__version__,
                                      "config": self.config.model_dump(mode="json", exclude={"backend", "keras"})})
 
@@ -411,6 +415,7 @@ class KerasLSTMMember:
         try:
             member = cls(int(meta["num_classes"]), LSTMConfig.model_validate(meta["config"]), int(meta["seed"]))
             member.padding, member.max_length = _padding(meta["padding"]), int(meta["max_length"])
+            member.fixed_width = None if meta["fixed_width"] is None else int(meta["fixed_width"])
             member.custom_objects, member.brought_in = [str(name) for name in meta["custom_objects"]], meta.get("brought_in")
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
             raise CheckpointError(f"{directory / MEMBER} is invalid: {exc}") from None
@@ -459,9 +464,10 @@ def _custom_objects(names: Sequence[str]) -> dict[str, Any]:
     for name in names:
         module, attribute = name.split(":", 1)
         try:
-            objects[attribute] = getattr(importlib.import_module(module), attribute)
+            cls = getattr(importlib.import_module(module), attribute)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"custom object {name!r} cannot be imported: {exc}") from None
+        objects[attribute] = objects[keras.saving.get_registered_name(cls)] = cls  # "package>Name" when registered
     return objects
 
 

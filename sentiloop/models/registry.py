@@ -65,17 +65,14 @@ class MemberSpec:
         return self.implementation(models).member_class().from_settings(settings, models)
 
 
-def _only(kind: str, target: str) -> Mapping[str, Implementation]:
-    return {"builtin": Implementation(kind, target)}
-
-
 REGISTRY: tuple[MemberSpec, ...] = (
-    MemberSpec("word_sentiment", _only("word_sentiment", "sentiloop.models.word_member:WordSentimentMember"), "dictionary", 0.15, 0, "incremental"),
+    MemberSpec("word_sentiment", {"numpy": Implementation("word_sentiment", "sentiloop.models.word_member:WordSentimentMember")},
+               "dictionary", 0.15, 0, "incremental"),
     MemberSpec("lstm", {"torch": Implementation("lstm", "sentiloop.models.recurrent:LSTMMember"),
                         "keras": Implementation("lstm_keras", "sentiloop.models.keras_lstm:KerasLSTMMember", "tensorflow")},
                "models.lstm", 0.25, 1, "transfer"),
-    MemberSpec("bilstm", _only("bilstm", "sentiloop.models.recurrent:BiLSTMMember"), "models.bilstm", 0.30, 2, "partial"),
-    MemberSpec("bert", _only("bert", "sentiloop.models.bert:BertMember"), "models.bert", 0.30, 3, "fine-tune"),
+    MemberSpec("bilstm", {"torch": Implementation("bilstm", "sentiloop.models.recurrent:BiLSTMMember")}, "models.bilstm", 0.30, 2, "partial"),
+    MemberSpec("bert", {"torch": Implementation("bert", "sentiloop.models.bert:BertMember")}, "models.bert", 0.30, 3, "fine-tune"),
 )
 MEMBER_NAMES: tuple[MemberName, ...] = tuple(spec.name for spec in sorted(REGISTRY, key=lambda s: s.name))
 _BY_NAME: dict[str, MemberSpec] = {spec.name: spec for spec in REGISTRY}

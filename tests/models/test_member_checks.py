@@ -1,12 +1,14 @@
 """The check-suite every registered member runs (cf. River's ``check_estimator``).
 
-One tiny, fast instance per registry entry; every check runs on each. A new member in
-``sentiloop.models.registry`` fails ``test_every_registered_member_has_a_tiny_factory`` until it gets
-a factory here, so no member escapes the suite.
+One tiny, fast instance per implementation in the registry (the LSTM twice: torch and Keras); every
+check runs on each. A new member or backend in ``sentiloop.models.registry`` fails
+``test_every_registered_implementation_has_a_tiny_factory`` until it gets a factory here, so none
+escapes the suite. The Keras one runs where the tensorflow extra is installed (``pytest -m keras``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -14,23 +16,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentiloop.config import BertConfig, RecurrentConfig, RetrainConfig
+from sentiloop.config import BertConfig, LSTMConfig, RecurrentConfig, RetrainConfig
 from sentiloop.errors import CheckpointError
 from sentiloop.models.base import HasOptimizerState, HasVocabulary, Member, TrainData, WarmStart, WarmStartable
-from sentiloop.models.registry import MEMBER_NAMES, REGISTRY, MemberSpec
+from sentiloop.models.registry import KINDS, MEMBER_NAMES, REGISTRY, MemberSpec
 from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE
 
 POLARITIES_3 = [-1.0, 0.0, 1.0]
 
 
+TINY_RECURRENT = {"embedding_dim": 16, "hidden_size": 16, "batch_size": 32, "epochs": 3, "patience": 10, "min_freq": 1,
+                  "learning_rate": 1e-2, "pretrained_embeddings": False}
+
+
 def _tiny_recurrent(spec: MemberSpec, num_classes: int, seed: int, _bert: Path) -> Member:
-    config = RecurrentConfig(embedding_dim=16, hidden_size=16, batch_size=32, epochs=3, patience=10, min_freq=1,
-                             learning_rate=1e-2, pretrained_embeddings=False)
     from sentiloop.models.recurrent import RecurrentMember
 
-    cls = spec.member_class()
+    cls = spec.backends["torch"].member_class()
     assert issubclass(cls, RecurrentMember)
-    return cls(num_classes, config, seed=seed)
+    return cls(num_classes, RecurrentConfig(**TINY_RECURRENT), seed=seed)
+
+
+def _tiny_keras(_spec: MemberSpec, num_classes: int, seed: int, _bert: Path) -> Member:
+    from sentiloop.models.keras_lstm import KerasLSTMMember
+
+    return KerasLSTMMember(num_classes, LSTMConfig(**TINY_RECURRENT), seed=seed)
 
 
 def _tiny_word(_spec: MemberSpec, num_classes: int, _seed: int, _bert: Path) -> Member:
@@ -46,10 +56,13 @@ def _tiny_bert(_spec: MemberSpec, num_classes: int, seed: int, bert: Path) -> Me
     return BertMember(num_classes, config, seed=seed)
 
 
-FACTORIES: dict[str, Callable[[MemberSpec, int, int, Path], Member]] = {
-    "word_sentiment": _tiny_word, "lstm": _tiny_recurrent, "bilstm": _tiny_recurrent, "bert": _tiny_bert,
+FACTORIES: dict[str, Callable[[MemberSpec, int, int, Path], Member]] = {  # by kind
+    "word_sentiment": _tiny_word, "lstm": _tiny_recurrent, "lstm_keras": _tiny_keras, "bilstm": _tiny_recurrent, "bert": _tiny_bert,
 }
-SPECS = {spec.name: spec for spec in REGISTRY}
+SPEC_OF_KIND = {impl.kind: spec for spec in REGISTRY for impl in spec.backends.values()}
+NEEDS_TENSORFLOW = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="the tensorflow extra is not installed")
+IMPLEMENTATIONS = [pytest.param(kind, id=kind, marks=[pytest.mark.keras, NEEDS_TENSORFLOW] if KINDS[kind].extra == "tensorflow" else [])
+                   for kind in sorted(KINDS)]
 
 
 def data(n: int, seed: int = 0) -> TrainData:
@@ -64,12 +77,12 @@ def data(n: int, seed: int = 0) -> TrainData:
 TRAIN, VALIDATION, PROBE = data(240), data(60, seed=1), data(30, seed=2)
 
 
-@pytest.fixture(params=MEMBER_NAMES)
+@pytest.fixture(params=IMPLEMENTATIONS)
 def build(request: pytest.FixtureRequest, tiny_bert: Path) -> Callable[..., Member]:
-    spec = SPECS[request.param]
+    kind = request.param
 
     def make(num_classes: int = 3, seed: int = 7) -> Member:
-        return FACTORIES[spec.name](spec, num_classes, seed, tiny_bert)
+        return FACTORIES[kind](SPEC_OF_KIND[kind], num_classes, seed, tiny_bert)
 
     return make
 
@@ -81,8 +94,9 @@ def trained(build: Callable[..., Member]) -> Member:
     return member
 
 
-def test_every_registered_member_has_a_tiny_factory() -> None:
-    assert set(FACTORIES) == set(MEMBER_NAMES)
+def test_every_registered_implementation_has_a_tiny_factory() -> None:
+    assert set(FACTORIES) == set(KINDS)
+    assert {spec.name for spec in SPEC_OF_KIND.values()} == set(MEMBER_NAMES)
 
 
 def test_the_registry_names_real_config_sections_the_seed_weights_and_the_seed_order() -> None:
@@ -100,7 +114,7 @@ def test_the_registry_names_real_config_sections_the_seed_weights_and_the_seed_o
 
 def test_is_a_member_of_its_registered_kind(trained: Member) -> None:
     assert isinstance(trained, Member)
-    assert trained.kind in MEMBER_NAMES and SPECS[trained.kind].member_class() is type(trained)
+    assert KINDS[trained.kind].member_class() is type(trained)
 
 
 def test_predicts_three_classes_as_probabilities(trained: Member) -> None:
