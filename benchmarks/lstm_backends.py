@@ -34,7 +34,8 @@ from sentiloop.training import as_train_data, load_split
 
 BACKENDS = ("torch", "keras")
 IMPORTS = {"torch": "import torch", "keras": "import tensorflow, keras"}
-PACKAGES = {"torch": ("torch",), "keras": ("tensorflow", "keras")}
+PACKAGES = {"torch": ("torch",), "keras": ("tensorflow", "keras")}  # import names
+DISTRIBUTIONS = {"torch": ("torch",), "keras": ("tensorflow-cpu", "keras")}
 
 
 def import_seconds(statement: str, runs: int = 3) -> float:
@@ -88,7 +89,7 @@ def run_backend(backend: str, settings: Settings, train: TrainData, validation: 
         "retrain_epochs": retrain_report.epochs, "retrain_s": round(retrain_s, 1),
         "retrained_test_accuracy": round(accuracy(challenger, test), 4),
         "import_s": round(import_seconds(IMPORTS[backend]), 2), "installed_mb": round(installed_mb(PACKAGES[backend])),
-        "versions": {package: metadata.version(package) for package in PACKAGES[backend]},
+        "versions": {name: metadata.version(name) for name in DISTRIBUTIONS[backend]},
     }
 
 

@@ -272,3 +272,39 @@ def test_a_tokenizer_without_an_oov_token_is_refused(tmp_path: Path) -> None:
     vocabulary = team_vocabulary(tmp_path / "tokenizer.json", list(TRAIN.texts[:50]), oov=None)
     with pytest.raises(ConfigError, match="oov_token"):
         bring(team_model(tmp_path / "m.keras", 200), vocabulary)
+
+
+# -- the whole way, as a team runs it -----------------------------------------------------------------
+def test_sentiloop_train_brings_in_a_team_model_and_serves_it_in_the_vote(tmp_path: Path) -> None:
+    """`sentiloop train` with models.lstm.backend keras and the team's files: the v0001 champion's LSTM is
+    their model (fine-tuned), voting beside the dictionary, and `sentiloop predict` answers with it."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.retrainers.test_retrain_cycle import OLD, sentences
+
+    texts, labels = sentences(OLD, 300, 1)
+    names = Settings().label_names
+    (tmp_path / "labelled.jsonl").write_text("".join(json.dumps({"text": t, "label": names[y]}) + "\n" for t, y in zip(texts, labels)))
+    vocabulary = team_vocabulary(tmp_path / "tokenizer.json", texts)
+    model = team_model(tmp_path / "team.keras", len(json.loads(json.loads(vocabulary.read_text())["config"]["word_index"])) + 1, classes=5)
+    config = {"data_dir": str(tmp_path / "data"), "mlflow": {"enabled": False},
+              "models": {"enabled": ["lstm", "word_sentiment"], "word_sentiment_lexicon": "none",
+                         "lstm": {**TINY_RECURRENT, "max_length": TEAM_LENGTH, "backend": "keras",
+                                  "keras": {"model": str(model), "vocabulary": str(vocabulary)}}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sentiloop", *args, "--config", str(tmp_path / "config.yaml")],
+                              capture_output=True, text=True, timeout=600)
+
+    trained = cli("train", "--profile", "fast", "--data", str(tmp_path / "labelled.jsonl"))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    version = tmp_path / "data" / "models" / "v0001"
+    assert json.loads((version / "ensemble.json").read_text())["members"] == {"lstm": "lstm_keras", "word_sentiment": "word_sentiment"}
+    assert json.loads((version / "members" / "lstm" / "member.json").read_text())["brought_in"] == str(model)
+    predicted = cli("predict", "--json", "superb wonderful product")
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert set(json.loads(predicted.stdout)[0]) >= {"lstm", "ensemble"}
