@@ -43,7 +43,7 @@ from sentiloop.models.base import FitReport, TrainData, WarmStart
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
 from sentiloop.models.fitting import OptimizerState, Patience, length_sorted_batches, minibatches, replay_answers
 from sentiloop.models.keras_vocabulary import read_vocabulary
-from sentiloop.models.vocab import PAD, Vocabulary, pad
+from sentiloop.models.vocab import PAD, Vocabulary, VocabularyMember, pad
 from sentiloop.models.word_vectors import pretrained_vectors
 
 # Keras says, each time it traces the network, that max pooling drops the mask: it need not keep it (build_network).
@@ -102,10 +102,11 @@ def build_network(vocab_size: int, config: LSTMConfig, num_classes: int, seed: i
     return keras.Model(ids, probabilities, name="sentiloop_lstm")
 
 
-class KerasLSTMMember:
+class KerasLSTMMember(VocabularyMember):
     """The ensemble's LSTM, in Keras: trains, predicts, checkpoints and retrains (transfer) like the torch one."""
 
     kind: ClassVar[str] = "lstm_keras"
+    config: LSTMConfig
 
     def __init__(self, num_classes: int, config: LSTMConfig | None = None, seed: int = 13) -> None:
         if num_classes < 2:
@@ -346,17 +347,6 @@ class KerasLSTMMember:
         weights = np.ones(len(labels), np.float32) if data.weights is None else np.asarray(data.weights, dtype=np.float32)
         return _Encoded(self._require_vocab().ids(data.texts, self.max_length), labels, weights)
 
-    # -- HasVocabulary ---------------------------------------------------------------------------
-    @property
-    def tokenizer_name(self) -> str:
-        return self.vocab.tokenizer_name if self.vocab is not None else self.config.tokenizer
-
-    def known_words(self) -> list[str]:
-        return self.vocab.words() if self.vocab is not None else []
-
-    def tokenize(self, text: str) -> list[str]:
-        return self._require_vocab().tokenize(text)
-
     # -- optimizer state (for the unified checkpoint) ------------------------------------------
     def optimizer_state(self) -> OptimizerState | None:
         """The last training run's Adam variables by path (``adam/<weight>_momentum`` …) + its JSON config.
@@ -438,11 +428,6 @@ class KerasLSTMMember:
         if self.model is None:
             raise RuntimeError(f"the {self.kind} member has not been trained or loaded")
         return self.model
-
-    def _require_vocab(self) -> Vocabulary:
-        if self.vocab is None:
-            raise RuntimeError(f"the {self.kind} member has no vocabulary yet")
-        return self.vocab
 
 
 def _loss(probabilities: np.ndarray, data: _Encoded) -> float:

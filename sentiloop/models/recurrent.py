@@ -49,7 +49,7 @@ from sentiloop.models.torch_common import (
     seeded,
     weighted_cross_entropy,
 )
-from sentiloop.models.vocab import PAD, Vocabulary, pad
+from sentiloop.models.vocab import PAD, Vocabulary, VocabularyMember, pad
 from sentiloop.models.word_vectors import pretrained_vectors
 
 WEIGHTS, VOCAB, MEMBER = "model.safetensors", "vocab.json", "member.json"
@@ -114,7 +114,7 @@ class RecurrentNet(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
 
-class RecurrentMember:
+class RecurrentMember(VocabularyMember):
     """An LSTM-family ensemble member; ``LSTMMember`` and ``BiLSTMMember`` fix the direction."""
 
     kind: ClassVar[str]
@@ -196,17 +196,6 @@ class RecurrentMember:
     def from_settings(cls, settings: Settings, models: ModelsConfig) -> RecurrentMember:
         config: RecurrentConfig = getattr(models, cls.kind)  # models.lstm / models.bilstm
         return cls(len(settings.labels), config, seed=models.seed)
-
-    # -- HasVocabulary --------------------------------------------------------------------------
-    @property
-    def tokenizer_name(self) -> str:
-        return self.vocab.tokenizer_name if self.vocab is not None else self.config.tokenizer
-
-    def known_words(self) -> list[str]:
-        return self.vocab.words() if self.vocab is not None else []
-
-    def tokenize(self, text: str) -> list[str]:
-        return self._require_vocab().tokenize(text)
 
     def _build_vocab(self, texts: Sequence[str]) -> Vocabulary:
         cfg = self.config
@@ -401,11 +390,6 @@ class RecurrentMember:
         if self.model is None:
             raise RuntimeError(f"the {self.kind} member has not been trained or loaded")
         return self.model
-
-    def _require_vocab(self) -> Vocabulary:
-        if self.vocab is None:
-            raise RuntimeError(f"the {self.kind} member has no vocabulary yet")
-        return self.vocab
 
 
 class LSTMMember(RecurrentMember):

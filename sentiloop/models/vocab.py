@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from sentiloop.errors import CheckpointError
 from sentiloop.models.tokenize import Tokenizer, get_tokenizer
+
+if TYPE_CHECKING:
+    from sentiloop.config import RecurrentConfig
 
 PAD, UNK = 0, 1
 PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
@@ -85,6 +88,29 @@ class Vocabulary:
             return cls(words, data.get("tokenizer", "regex"))
         except ValueError as exc:
             raise CheckpointError(f"vocabulary: {exc}") from None
+
+
+class VocabularyMember:
+    """``HasVocabulary`` for a member that owns a :class:`Vocabulary` (the LSTM/BiLSTM in torch and in Keras)."""
+
+    kind: ClassVar[str]
+    vocab: Vocabulary | None
+    config: RecurrentConfig
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.vocab.tokenizer_name if self.vocab is not None else self.config.tokenizer
+
+    def known_words(self) -> list[str]:
+        return self.vocab.words() if self.vocab is not None else []
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._require_vocab().tokenize(text)
+
+    def _require_vocab(self) -> Vocabulary:
+        if self.vocab is None:
+            raise RuntimeError(f"the {self.kind} member has no vocabulary yet")
+        return self.vocab
 
 
 def pad(sequences: Sequence[Sequence[int]], side: Literal["post", "pre"] = "post", length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
