@@ -263,7 +263,7 @@ class KerasImportConfig(_Strict):
     """A team's own trained Keras LSTM to start the keras LSTM member from (``models.lstm.backend: keras``)."""
 
     model: Path | None = Field(default=None, description="a .keras file: token ids (batch, time) in, one softmax unit per label "
-                               "out (in sentiloop.labels' order); `sentiloop train` fine-tunes it instead of training from scratch")
+                               "out (in sentiloop.labels' order); `sentiloop train` (and a full retrain) fine-tunes it instead of training from scratch")
     vocabulary: Path | None = Field(default=None, description="its vocabulary: a JSON object word → id (Keras Tokenizer.word_index, "
                                     "made with an oov_token) or a list / text file of words by id (TextVectorization.get_vocabulary()); "
                                     "id 0 is padding, id 1 the out-of-vocabulary token")
