@@ -43,7 +43,7 @@ from sentiloop.models.base import FitReport, TrainData, WarmStart
 from sentiloop.models.checkpoint import verify_member_dir, write_json, write_member_dir
 from sentiloop.models.fitting import OptimizerState, Patience, length_sorted_batches, minibatches, replay_answers
 from sentiloop.models.keras_vocabulary import read_vocabulary
-from sentiloop.models.vocab import PAD, Vocabulary, VocabularyMember, pad
+from sentiloop.models.vocab import Vocabulary, VocabularyMember, pad
 from sentiloop.models.word_vectors import pretrained_vectors
 
 # Keras says, each time it traces the network, that max pooling drops the mask: it need not keep it (build_network).
@@ -117,7 +117,6 @@ class KerasLSTMMember(VocabularyMember):
         self.vocab: Vocabulary | None = None
         self.model: keras.Model | None = None
         self.padding: Padding = "post"
-        self.max_length = self.config.max_length
         self.fixed_width: int | None = None  # a brought-in model reads exactly this many ids (its pad_sequences maxlen)
         self.custom_objects: list[str] = []
         self.brought_in: str | None = None  # the .keras file the weights came from, when they did
@@ -155,7 +154,7 @@ class KerasLSTMMember(VocabularyMember):
         except (OSError, TypeError, KeyError) as exc:
             raise ConfigError(f"{path} cannot be loaded as a Keras model: {exc}") from None
         vocab = read_vocabulary(source.vocabulary, self.config.tokenizer)
-        self.max_length = self.fixed_width = _check_shapes(model, self.num_classes, path) or self.config.max_length
+        self.fixed_width = _check_shapes(model, self.num_classes, path) or self.config.max_length
         input_dim = int(_embedding_layer(model, path).input_dim)
         if len(vocab) > input_dim:
             log.info("%s reads %d ids; the %d words of %s beyond them count as unknown", path, input_dim, len(vocab) - input_dim, source.vocabulary)
@@ -185,7 +184,7 @@ class KerasLSTMMember(VocabularyMember):
             vectors, found = pretrained_vectors(self.vocab.itos[2:], cfg.embedding_dim)
             matrix[2:][found] = vectors[found]
             embedding.set_weights([matrix])
-        self.padding, self.max_length, self.fixed_width = "post", cfg.max_length, None
+        self.padding, self.fixed_width = "post", None
         return self._train(train, validation)
 
     def warm_start(self, train: TrainData, validation: TrainData, budget: WarmStart) -> tuple[KerasLSTMMember, FitReport]:
@@ -222,19 +221,17 @@ class KerasLSTMMember(VocabularyMember):
         if cfg.pretrained_embeddings:
             vectors, found = pretrained_vectors(vocab.itos[2:], matrix.shape[1])
             matrix[2:][found] = vectors[found] * float(old_matrix[2:].std() or 1.0)
-        shared = [(i, old.stoi[word]) for i, word in enumerate(vocab.itos) if i > PAD and word in old.stoi and old.stoi[word] < len(old_matrix)]
-        if shared:
-            new_ids, old_ids = np.array(shared).T
-            matrix[new_ids] = old_matrix[old_ids]
+        new_ids, old_ids = vocab.shared_ids(old)
+        matrix[new_ids] = old_matrix[old_ids]
         embedding.set_weights([matrix])
         kernel, *rest = classifier.get_weights()
         fresh = keras.initializers.HeNormal(seed=self.seed + 300)(kernel.shape)
         classifier.set_weights([np.asarray(fresh), *(np.zeros_like(w) for w in rest)])
         self.vocab, self.model = vocab, model
-        self.padding, self.max_length, self.fixed_width = champion.padding, champion.max_length, champion.fixed_width
+        self.padding, self.fixed_width = champion.padding, champion.fixed_width
         self.custom_objects = list(champion.custom_objects)
         self.brought_in, self._optimizer = None, None
-        return len(shared)
+        return len(new_ids)
 
     def _train(self, train: TrainData, validation: TrainData | None, epochs: int | None = None,
                teacher: _Teacher | None = None, baseline: bool = False) -> FitReport:
@@ -336,6 +333,11 @@ class KerasLSTMMember(VocabularyMember):
             out[batch] = np.asarray(model.predict_on_batch(padded.astype(np.int32)), dtype=np.float64)
         return out / out.sum(axis=1, keepdims=True)
 
+    @property
+    def max_length(self) -> int:
+        """Tokens kept per text: a brought-in model's fixed width, else ``models.lstm.max_length``."""
+        return self.fixed_width if self.fixed_width is not None else self.config.max_length
+
     def _width(self, ids: list[list[int]], batch: np.ndarray) -> int:
         """The padded width of a batch: its longest text (a masked network), or a brought-in model's fixed width."""
         return self.fixed_width if self.fixed_width is not None else max(len(ids[i]) for i in batch)
@@ -387,7 +389,7 @@ class KerasLSTMMember(VocabularyMember):
             save_file(weights, str(tmp / WEIGHTS))
             write_json(tmp, VOCAB, vocab.to_dict())
             write_json(tmp, MEMBER, {"format": FORMAT, "kind": self.kind, "num_classes": self.num_classes, "seed": self.seed,
-                                     "padding": self.padding, "max_length": self.max_length, "fixed_width": self.fixed_width,
+                                     "padding": self.padding, "fixed_width": self.fixed_width,
                                      "custom_objects": self.custom_objects,
                                      "brought_in": self.brought_in, "keras": keras.__version__,
                                      "config": self.config.model_dump(mode="json", exclude={"backend", "keras"})})
@@ -404,7 +406,7 @@ class KerasLSTMMember(VocabularyMember):
             raise CheckpointError(f"{directory / MEMBER} does not describe a {cls.kind} member")
         try:
             member = cls(int(meta["num_classes"]), LSTMConfig.model_validate(meta["config"]), int(meta["seed"]))
-            member.padding, member.max_length = _padding(meta["padding"]), int(meta["max_length"])
+            member.padding = _padding(meta["padding"])
             member.fixed_width = None if meta["fixed_width"] is None else int(meta["fixed_width"])
             member.custom_objects, member.brought_in = [str(name) for name in meta["custom_objects"]], meta.get("brought_in")
         except (KeyError, TypeError, ValueError, ValidationError) as exc:

@@ -181,12 +181,10 @@ class RecurrentMember(VocabularyMember):
         self.vocab = self._build_vocab(texts).merged(old, self.config.max_vocab)
         self.model = self._new_model()
         self.model.lstm.load_state_dict(source.lstm.state_dict())
-        shared = [(i, old.stoi[word]) for i, word in enumerate(self.vocab.itos) if i > PAD and word in old.stoi]
-        if shared:
-            new_ids, old_ids = torch.tensor(shared).T
-            with torch.no_grad():
-                self.model.embedding.weight[new_ids] = source.embedding.weight.detach()[old_ids]
-        return len(shared)
+        new_ids, old_ids = (torch.from_numpy(ids) for ids in self.vocab.shared_ids(old))
+        with torch.no_grad():
+            self.model.embedding.weight[new_ids] = source.embedding.weight.detach()[old_ids]
+        return len(new_ids)
 
     def clone(self) -> RecurrentMember:
         """An independent copy: retrain the copy, keep serving the original."""

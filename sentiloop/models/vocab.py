@@ -69,9 +69,16 @@ class Vocabulary:
             out.append(ids or [UNK])
         return out
 
-    def encode(self, texts: Sequence[str], max_length: int, side: Literal["post", "pre"] = "post") -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """Padded ids (n, longest) and lengths (n,)."""
-        return pad(self.ids(texts, max_length), side)
+        return pad(self.ids(texts, max_length))
+
+    def shared_ids(self, old: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+        """(ids here, ids in ``old``) of every entry both know, the unknown-word marker included:
+        the embedding rows a transfer carries over from its champion."""
+        pairs = [(i, old.stoi[word]) for i, word in enumerate(self.itos) if i > PAD and word in old.stoi]
+        new_ids, old_ids = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
+        return new_ids, old_ids
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "tokenizer": self.tokenizer_name, "words": self.words()}

@@ -308,3 +308,26 @@ def test_sentiloop_train_brings_in_a_team_model_and_serves_it_in_the_vote(tmp_pa
     predicted = cli("predict", "--json", "superb wonderful product")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert set(json.loads(predicted.stdout)[0]) >= {"lstm", "ensemble"}
+
+
+@pytest.mark.parametrize("content", [b"not a zip at all", "truncated"])
+def test_a_damaged_keras_file_is_refused_with_a_clear_error(tmp_path: Path, vocabulary: Path, content: bytes | str) -> None:
+    import zipfile
+
+    path = tmp_path / "m.keras"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        with zipfile.ZipFile(path, "w") as archive:  # a copy cut short: its config ends mid-object
+            archive.writestr("config.json", '{"class_name": "Sequential", "config": {')
+    with pytest.raises(ConfigError, match="cannot be loaded as a Keras model"):
+        bring(path, vocabulary)
+
+
+def test_an_optimizer_state_of_another_network_is_refused(champion: KerasLSTMMember) -> None:
+    state = champion.optimizer_state()
+    assert state is not None
+    other = tiny(hidden_size=8)
+    other.fit(TRAIN, VALIDATION)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        other.load_optimizer_state(state.tensors, state.meta)
